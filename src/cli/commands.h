@@ -1,0 +1,21 @@
+// The subcommands of the sdonnx program. Each registers its options on the
+// CLI11 app and returns the exit code from its run function.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace sdonnx::cli {
+
+// Adds `convert` to `app`; `run` is set to the action to take if it is chosen.
+void AddConvertCommand(CLI::App& app, std::function<int()>* run);
+void AddDemoCommand(CLI::App& app, std::function<int()>* run);
+
+// Prints "error: MESSAGE" to stderr and returns exit code 1.
+int ReportError(const std::string& message);
+// "12.3 MB" style sizes for people.
+std::string HumanBytes(std::uint64_t bytes);
+
+}  // namespace sdonnx::cli

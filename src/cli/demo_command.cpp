@@ -1,0 +1,139 @@
+// `sdonnx demo`: the main job on a built-in default. It synthesizes a small
+// SD 1.x checkpoint with random weights in the real key layout, converts it,
+// and runs the four ONNX files in ONNX Runtime, chained the way a pipeline
+// chains them.
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "convert/convert.h"
+#include "model/synthesize.h"
+#include "runtime/ort_session.h"
+
+namespace sdonnx::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct DemoArgs {
+  std::string work_dir;
+  std::uint64_t seed = 42;
+};
+
+std::string Summary(const HostTensor& t) {
+  double sum = 0, sum_sq = 0;
+  bool finite = true;
+  for (float v : t.f32) {
+    sum += v;
+    sum_sq += static_cast<double>(v) * v;
+    finite = finite && std::isfinite(v);
+  }
+  const double n = static_cast<double>(t.f32.size());
+  const double mean = sum / n;
+  std::string shape;
+  for (std::size_t i = 0; i < t.shape.size(); ++i) {
+    shape += (i ? "x" : "") + std::to_string(t.shape[i]);
+  }
+  char text[160];
+  std::snprintf(text, sizeof(text), "[%s] mean %.4f std %.4f%s", shape.c_str(), mean,
+                std::sqrt(std::max(0.0, sum_sq / n - mean * mean)), finite ? "" : " NON-FINITE");
+  return text;
+}
+
+Result<HostTensor> RunOne(const std::string& path, const std::map<std::string, HostTensor>& inputs,
+                          const std::string& output) {
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OrtModel> model, OrtModel::Load(path));
+  SDONNX_ASSIGN_OR_RETURN(auto outputs, model->Run(inputs, {output}));
+  std::cout << "ran " << fs::path(path).filename().string() << ": " << output << " "
+            << Summary(outputs[output]) << "\n";
+  return std::move(outputs[output]);
+}
+
+Status RunPipeline(const ConvertReport& report, const fs::path& out_dir, const std::string& stem) {
+  auto file = [&](const std::string& component) {
+    return (out_dir / (component + "_" + stem + ".onnx")).string();
+  };
+  const std::int64_t context_length = report.spec.text->context_length;
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(context_length), 49407);
+  const std::vector<std::int32_t> prompt = {49406, 320, 1125, 539, 550, 18376, 6765, 320, 4558};
+  std::copy(prompt.begin(), prompt.end(), ids.begin());
+  SDONNX_ASSIGN_OR_RETURN(
+      HostTensor context,
+      RunOne(file("clip_text"), {{"input_ids", HostTensor::Int32({1, context_length}, ids)}},
+             "last_hidden_state"));
+
+  const std::int64_t channels = report.spec.unet.in_channels;
+  std::vector<float> noise(static_cast<std::size_t>(channels * 16 * 16));
+  for (std::size_t i = 0; i < noise.size(); ++i) noise[i] = std::sin(0.37f * static_cast<float>(i));
+  SDONNX_ASSIGN_OR_RETURN(
+      HostTensor eps,
+      RunOne(file("unet"),
+             {{"sample", HostTensor::Float({1, channels, 16, 16}, noise)},
+              {"timestep", HostTensor::Float({1}, {999.0f})},
+              {"encoder_hidden_states", context}},
+             "out_sample"));
+  SDONNX_ASSIGN_OR_RETURN(HostTensor image,
+                          RunOne(file("vae_decoder"), {{"latent_sample", eps}}, "sample"));
+  SDONNX_ASSIGN_OR_RETURN(HostTensor moments,
+                          RunOne(file("vae_encoder"), {{"sample", image}}, "latent_parameters"));
+  return Status::Ok();
+}
+
+int RunDemo(const DemoArgs& args) {
+  fs::path work = args.work_dir;
+  bool remove_after = false;
+  if (work.empty()) {
+    std::string pattern = (fs::temp_directory_path() / "sdonnx-demo-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) return ReportError("cannot create a temporary folder");
+    work = pattern;
+    remove_after = true;
+  }
+  std::error_code ec;
+  fs::create_directories(work, ec);
+  const fs::path checkpoint = work / "demo-sd1.safetensors";
+  const auto layout = Sd1Layout(DemoHyperparameters());
+  if (Status s = WriteSyntheticCheckpoint(checkpoint.string(), layout, FillMode::kRandom, args.seed);
+      !s.ok()) {
+    return ReportError(s.message());
+  }
+  std::cout << "synthesized " << checkpoint.string() << " (" << layout.size()
+            << " tensors, SD 1.x layout, random weights, "
+            << HumanBytes(fs::file_size(checkpoint, ec)) << ")\n";
+
+  ConvertOptions options;
+  options.model_path = checkpoint.string();
+  options.output_dir = (work / "onnx").string();
+  options.overwrite = true;
+  Result<ConvertReport> report = ConvertCheckpoint(options);
+  if (!report.ok()) return ReportError(report.status().message());
+  std::cout << "detected " << FamilyName(report->spec.family) << " " << report->spec.variant
+            << ", prediction " << report->spec.prediction_type << "\n";
+  for (const auto& c : report->components) {
+    for (const auto& f : c.files) {
+      std::cout << "wrote " << f.path << " (" << HumanBytes(f.bytes) << ")\n";
+    }
+  }
+  Status ran = RunPipeline(*report, options.output_dir, "demo-sd1");
+  if (remove_after) fs::remove_all(work, ec);
+  if (!ran.ok()) return ReportError(ran.message());
+  std::cout << (remove_after ? "demo finished; temporary files removed\n"
+                             : "demo finished; files kept in " + work.string() + "\n");
+  return 0;
+}
+
+}  // namespace
+
+void AddDemoCommand(CLI::App& app, std::function<int()>* run) {
+  auto args = std::make_shared<DemoArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "demo", "Synthesize a small SD 1.x checkpoint, convert it and run the ONNX files");
+  cmd->add_option("--work-dir", args->work_dir,
+                  "Keep the checkpoint and ONNX files here (default: a temporary folder that is "
+                  "removed afterwards)");
+  cmd->add_option("--seed", args->seed, "Seed of the random weights")->capture_default_str();
+  cmd->callback([run, args] { *run = [args] { return RunDemo(*args); }; });
+}
+
+}  // namespace sdonnx::cli

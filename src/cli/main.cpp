@@ -1,0 +1,62 @@
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "util/log.h"
+#include "version.h"
+
+namespace sdonnx::cli {
+
+int ReportError(const std::string& message) {
+  std::cerr << "error: " << message << "\n";
+  return 1;
+}
+
+std::string HumanBytes(std::uint64_t bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1000.0 && unit < 4) {
+    value /= 1000.0;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof(text), unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
+  return text;
+}
+
+}  // namespace sdonnx::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"sdonnx: Stable Diffusion checkpoints to ONNX, natively"};
+  app.set_version_flag("--version", std::string("sdonnx ") + SDONNX_VERSION);
+  app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Print debug messages");
+
+  std::function<int()> run;
+  sdonnx::cli::AddConvertCommand(app, &run);
+  sdonnx::cli::AddDemoCommand(app, &run);
+  CLI11_PARSE(app, argc, argv);
+
+  const bool colour = ::isatty(STDERR_FILENO) != 0;
+  sdonnx::SetLogSink([verbose, colour](sdonnx::LogLevel level, const std::string& message) {
+    switch (level) {
+      case sdonnx::LogLevel::kDebug:
+        if (verbose) std::cerr << "debug: " << message << "\n";
+        break;
+      case sdonnx::LogLevel::kInfo:
+        if (verbose) std::cerr << message << "\n";
+        break;
+      case sdonnx::LogLevel::kWarning:
+        std::cerr << (colour ? "\033[33mwarning:\033[0m " : "warning: ") << message << "\n";
+        break;
+      case sdonnx::LogLevel::kError:
+        std::cerr << "error: " << message << "\n";
+        break;
+    }
+  });
+  return run ? run() : 1;
+}

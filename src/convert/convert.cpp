@@ -1,0 +1,157 @@
+#include "convert/convert.h"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+
+#include "formats/checkpoint.h"
+#include "networks/clip_text.h"
+#include "networks/unet.h"
+#include "networks/vae.h"
+#include "util/log.h"
+#include "util/sha256.h"
+#include "version.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A hidden folder inside the output folder that holds files until all of them
+// are complete. It is removed, with whatever it holds, when destroyed.
+class StagingDir {
+ public:
+  static Result<StagingDir> Create(const fs::path& parent) {
+    std::string pattern = (parent / ".sdonnx-staging-XXXXXX").string();
+    std::vector<char> buffer(pattern.begin(), pattern.end());
+    buffer.push_back('\0');
+    if (::mkdtemp(buffer.data()) == nullptr) {
+      return Status::Error(parent.string() + ": cannot create a staging folder: " +
+                           std::strerror(errno));
+    }
+    return StagingDir(fs::path(buffer.data()));
+  }
+  StagingDir(StagingDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+  StagingDir(const StagingDir&) = delete;
+  ~StagingDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  explicit StagingDir(fs::path path) : path_(std::move(path)) {}
+  fs::path path_;
+};
+
+std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
+                                                  const std::string& source_path,
+                                                  const std::string& sha256) {
+  return {
+      {"sdonnx.version", SDONNX_VERSION},
+      {"sdonnx.family", FamilyName(spec.family)},
+      {"sdonnx.variant", spec.variant},
+      {"sdonnx.prediction_type", spec.prediction_type},
+      {"sdonnx.prediction_type_basis", spec.prediction_basis},
+      {"sdonnx.vae_scaling_factor", std::to_string(spec.vae_scaling_factor)},
+      {"sdonnx.source_file", fs::path(source_path).filename().string()},
+      {"sdonnx.source_sha256", sha256},
+  };
+}
+
+struct ComponentPlan {
+  std::string component;
+  std::function<Status(GraphBuilder&)> build;
+};
+
+std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec) {
+  std::vector<ComponentPlan> plan;
+  plan.push_back({"unet", [&spec](GraphBuilder& b) { return BuildUNet(b, spec.unet); }});
+  if (spec.vae) {
+    plan.push_back(
+        {"vae_encoder", [&spec](GraphBuilder& b) { return BuildVaeEncoder(b, *spec.vae); }});
+    plan.push_back(
+        {"vae_decoder", [&spec](GraphBuilder& b) { return BuildVaeDecoder(b, *spec.vae); }});
+  }
+  if (spec.text) {
+    plan.push_back({"clip_text", [&spec](GraphBuilder& b) { return BuildClipText(b, *spec.text); }});
+  }
+  return plan;
+}
+
+Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& plan,
+                    const std::string& stem, bool overwrite) {
+  if (overwrite) return Status::Ok();
+  for (const ComponentPlan& p : plan) {
+    for (const std::string& name :
+         {p.component + "_" + stem + ".onnx", p.component + "_" + stem + ".onnx.data"}) {
+      std::error_code ec;
+      if (fs::exists(fs::symlink_status(out_dir / name, ec))) {
+        return Status::Error((out_dir / name).string() +
+                             ": already exists; pass --force to overwrite it");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
+  if (options.opset < kMinOpset || options.opset > kMaxOpset) {
+    return Status::Error("opset " + std::to_string(options.opset) + " is not supported; use " +
+                         std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset));
+  }
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
+                          Checkpoint::Open(options.model_path));
+  for (const std::string& warning : checkpoint->file().warnings()) LogWarning(warning);
+
+  ConvertReport report;
+  SDONNX_ASSIGN_OR_RETURN(report.spec, DetectModel(*checkpoint, options.config_path));
+  const ModelSpec& spec = report.spec;
+  const std::vector<ComponentPlan> plan = PlanComponents(spec);
+
+  const fs::path out_dir(options.output_dir);
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return Status::Error(out_dir.string() + ": cannot create the output folder: " + ec.message());
+  const std::string stem = fs::path(options.model_path).stem().string();
+  SDONNX_RETURN_IF_ERROR(CheckOutputs(out_dir, plan, stem, options.overwrite));
+
+  report.source_sha256 = Sha256Hex(checkpoint->file().file().bytes());
+  SDONNX_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(out_dir));
+
+  ModelWriteOptions write_options;
+  write_options.external_data = options.external_data;
+  write_options.producer_version = SDONNX_VERSION;
+  write_options.metadata = CommonMetadata(spec, options.model_path, report.source_sha256);
+  for (const ComponentPlan& p : plan) {
+    const std::string file_name = p.component + "_" + stem + ".onnx";
+    LogInfo("building " + file_name);
+    GraphBuilder builder(*checkpoint, options.opset, p.component);
+    SDONNX_RETURN_IF_ERROR(p.build(builder).WithContext("building " + p.component));
+    ModelWriteOptions component_options = write_options;
+    component_options.metadata["sdonnx.component"] = p.component;
+    SDONNX_ASSIGN_OR_RETURN(
+        std::vector<WrittenFile> files,
+        WriteModel(builder, *checkpoint, staging.path().string(), file_name, component_options));
+    report.components.push_back({p.component, std::move(files)});
+  }
+
+  // Every file is complete and checked; move them into place.
+  for (ConvertedComponent& c : report.components) {
+    for (WrittenFile& f : c.files) {
+      const fs::path target = out_dir / fs::path(f.path).filename();
+      fs::rename(f.path, target, ec);
+      if (ec) {
+        return Status::Error(target.string() + ": cannot move the finished file into place: " +
+                             ec.message());
+      }
+      f.path = target.string();
+    }
+  }
+  return report;
+}
+
+}  // namespace sdonnx

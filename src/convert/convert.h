@@ -1,0 +1,45 @@
+// convert: a single-file checkpoint to one ONNX file per component.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "graph/model_writer.h"
+#include "model/model_spec.h"
+#include "util/status.h"
+
+namespace sdonnx {
+
+inline constexpr int kDefaultOpset = 17;
+inline constexpr int kMinOpset = 14;
+inline constexpr int kMaxOpset = 17;
+
+struct ConvertOptions {
+  std::string model_path;
+  std::string output_dir;
+  std::optional<std::string> config_path;
+  int opset = kDefaultOpset;
+  ExternalData external_data = ExternalData::kAuto;
+  bool overwrite = false;
+};
+
+struct ConvertedComponent {
+  std::string component;  // unet, vae_encoder, vae_decoder, clip_text
+  std::vector<WrittenFile> files;
+};
+
+struct ConvertReport {
+  ModelSpec spec;
+  std::string source_sha256;
+  std::vector<ConvertedComponent> components;
+};
+
+// Converts every component the checkpoint has. Files are written into a
+// staging folder inside the output folder, checked, and moved into place
+// only when all of them succeeded; on any error the output folder is left as
+// it was. The checkpoint is only ever opened read-only.
+Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options);
+
+}  // namespace sdonnx

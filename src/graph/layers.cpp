@@ -1,0 +1,121 @@
+#include "graph/layers.h"
+
+#include <cmath>
+
+namespace sdonnx::layers {
+
+std::string Linear(GraphBuilder& b, const std::string& x, const std::string& prefix,
+                   bool has_bias) {
+  const std::string w = b.Weight(prefix + ".weight");
+  const std::string wt = b.Op("Transpose", {w}, {{"perm", std::vector<std::int64_t>{1, 0}}});
+  std::string y = b.Op("MatMul", {x, wt});
+  if (has_bias) y = b.Op("Add", {y, b.Weight(prefix + ".bias")});
+  return y;
+}
+
+std::string Conv2d(GraphBuilder& b, const std::string& x, const std::string& prefix,
+                   std::int64_t stride, std::vector<std::int64_t> pads) {
+  const auto shape = b.WeightShape(prefix + ".weight");
+  if (shape.size() != 4) {
+    b.Fail("tensor '" + prefix + ".weight' should be a 4-D convolution kernel");
+    return x;
+  }
+  if (pads.empty()) {
+    const std::int64_t ph = shape[2] / 2;
+    const std::int64_t pw = shape[3] / 2;
+    pads = {ph, pw, ph, pw};
+  }
+  std::vector<std::string> inputs = {x, b.Weight(prefix + ".weight")};
+  if (b.HasWeight(prefix + ".bias")) inputs.push_back(b.Weight(prefix + ".bias"));
+  return b.Op("Conv", inputs,
+              {{"kernel_shape", std::vector<std::int64_t>{shape[2], shape[3]}},
+               {"strides", std::vector<std::int64_t>{stride, stride}},
+               {"pads", pads}});
+}
+
+std::string GroupNorm(GraphBuilder& b, const std::string& x, const std::string& prefix,
+                      std::int64_t groups, float eps) {
+  const auto shape = b.WeightShape(prefix + ".weight");
+  if (shape.size() != 1 || shape[0] % groups != 0) {
+    b.Fail("tensor '" + prefix + ".weight' should be 1-D with a channel count divisible by " +
+           std::to_string(groups) + " groups");
+    return x;
+  }
+  // InstanceNormalization over [B, groups, C/groups * H * W] computes the
+  // group statistics; the learned affine transform is applied per channel.
+  const std::string grouped =
+      b.Op("Reshape", {x, b.ConstInt64({0, groups, -1}, {3})});
+  const std::string ones = b.ConstFloat(std::vector<float>(groups, 1.0f), {groups});
+  const std::string zeros = b.ConstFloat(std::vector<float>(groups, 0.0f), {groups});
+  const std::string normed =
+      b.Op("InstanceNormalization", {grouped, ones, zeros}, {{"epsilon", eps}});
+  const std::string restored = b.Op("Reshape", {normed, b.Op("Shape", {x})});
+  const std::string per_channel = b.ConstInt64({-1, 1, 1}, {3});
+  const std::string gamma = b.Op("Reshape", {b.Weight(prefix + ".weight"), per_channel});
+  const std::string beta = b.Op("Reshape", {b.Weight(prefix + ".bias"), per_channel});
+  return b.Op("Add", {b.Op("Mul", {restored, gamma}), beta});
+}
+
+std::string ReduceMeanLast(GraphBuilder& b, const std::string& x) {
+  if (b.opset() >= 18) {
+    return b.Op("ReduceMean", {x, b.ConstInt64({-1}, {1})}, {{"keepdims", std::int64_t{1}}});
+  }
+  return b.Op("ReduceMean", {x},
+              {{"axes", std::vector<std::int64_t>{-1}}, {"keepdims", std::int64_t{1}}});
+}
+
+std::string LayerNorm(GraphBuilder& b, const std::string& x, const std::string& prefix,
+                      float eps) {
+  const std::string gamma = b.Weight(prefix + ".weight");
+  const std::string beta = b.Weight(prefix + ".bias");
+  if (b.opset() >= 17) {
+    return b.Op("LayerNormalization", {x, gamma, beta},
+                {{"axis", std::int64_t{-1}}, {"epsilon", eps}});
+  }
+  const std::string centered = b.Op("Sub", {x, ReduceMeanLast(b, x)});
+  const std::string variance = ReduceMeanLast(b, b.Op("Mul", {centered, centered}));
+  const std::string stddev = b.Op("Sqrt", {b.Op("Add", {variance, b.ScalarFloat(eps)})});
+  const std::string normed = b.Op("Div", {centered, stddev});
+  return b.Op("Add", {b.Op("Mul", {normed, gamma}), beta});
+}
+
+std::string SiLU(GraphBuilder& b, const std::string& x) {
+  return b.Op("Mul", {x, b.Op("Sigmoid", {x})});
+}
+
+std::string Gelu(GraphBuilder& b, const std::string& x) {
+  const std::string scaled = b.Op("Mul", {x, b.ScalarFloat(static_cast<float>(M_SQRT1_2))});
+  const std::string cdf = b.Op("Add", {b.Op("Erf", {scaled}), b.ScalarFloat(1.0f)});
+  return b.Op("Mul", {b.Op("Mul", {x, cdf}), b.ScalarFloat(0.5f)});
+}
+
+std::string QuickGelu(GraphBuilder& b, const std::string& x) {
+  return b.Op("Mul", {x, b.Op("Sigmoid", {b.Op("Mul", {x, b.ScalarFloat(1.702f)})})});
+}
+
+std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
+                      const std::string& v, std::int64_t heads, std::int64_t dim_head,
+                      const std::string& mask) {
+  const std::string split = b.ConstInt64({0, 0, heads, dim_head}, {4});
+  const std::vector<std::int64_t> to_heads = {0, 2, 1, 3};
+  const std::string qh =
+      b.Op("Transpose", {b.Op("Reshape", {q, split})}, {{"perm", to_heads}});
+  const std::string kt = b.Op("Transpose", {b.Op("Reshape", {k, split})},
+                              {{"perm", std::vector<std::int64_t>{0, 2, 3, 1}}});
+  const std::string vh =
+      b.Op("Transpose", {b.Op("Reshape", {v, split})}, {{"perm", to_heads}});
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dim_head));
+  std::string scores = b.Op("Mul", {b.Op("MatMul", {qh, kt}), b.ScalarFloat(scale)});
+  if (!mask.empty()) scores = b.Op("Add", {scores, mask});
+  const std::string probs = b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}});
+  const std::string out =
+      b.Op("Transpose", {b.Op("MatMul", {probs, vh})}, {{"perm", to_heads}});
+  return b.Op("Reshape", {out, b.ConstInt64({0, 0, heads * dim_head}, {3})});
+}
+
+std::string ShapeDim(GraphBuilder& b, const std::string& x, std::int64_t axis) {
+  return b.Op("Gather", {b.Op("Shape", {x}), b.ConstInt64({axis}, {1})},
+              {{"axis", std::int64_t{0}}});
+}
+
+}  // namespace sdonnx::layers

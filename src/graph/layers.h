@@ -1,0 +1,54 @@
+// Layers shared by the networks, written as ONNX subgraphs over checkpoint
+// weights. Each takes the key prefix of its module ("...in_layers.0") and
+// reads "<prefix>.weight" and "<prefix>.bias" as the PyTorch module stores
+// them.
+//
+// Only standard ai.onnx operators of opset 14 and up are used. Where an
+// operator only exists in later opsets (LayerNormalization in 17), the
+// builder's opset decides between the operator and its decomposition.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "graph/builder.h"
+
+namespace sdonnx::layers {
+
+// y = x W^T + b over the last axis, for a torch.nn.Linear stored as [out, in].
+std::string Linear(GraphBuilder& b, const std::string& x, const std::string& prefix,
+                   bool has_bias = true);
+
+// torch.nn.Conv2d with the kernel size read from the weight; `pads` is
+// [top, left, bottom, right], or empty for "same" padding of odd kernels.
+std::string Conv2d(GraphBuilder& b, const std::string& x, const std::string& prefix,
+                   std::int64_t stride = 1, std::vector<std::int64_t> pads = {});
+
+// torch.nn.GroupNorm over NCHW: statistics per group in float32, then the
+// per-channel affine transform.
+std::string GroupNorm(GraphBuilder& b, const std::string& x, const std::string& prefix,
+                      std::int64_t groups, float eps);
+
+// torch.nn.LayerNorm over the last axis.
+std::string LayerNorm(GraphBuilder& b, const std::string& x, const std::string& prefix, float eps);
+
+std::string SiLU(GraphBuilder& b, const std::string& x);
+// GELU with the exact erf form, as torch.nn.functional.gelu computes by default.
+std::string Gelu(GraphBuilder& b, const std::string& x);
+// x * sigmoid(1.702 x), the activation of OpenAI CLIP.
+std::string QuickGelu(GraphBuilder& b, const std::string& x);
+
+// Mean over the last axis with keepdims, in the form the opset requires.
+std::string ReduceMeanLast(GraphBuilder& b, const std::string& x);
+
+// Multi-head scaled dot-product attention on [B, S, heads * dim_head]
+// projections; `mask` (optional) is added to the scores before softmax.
+// Returns [B, S_q, heads * dim_head].
+std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
+                      const std::string& v, std::int64_t heads, std::int64_t dim_head,
+                      const std::string& mask = "");
+
+// Dimension `axis` of x's shape as a 1-element int64 tensor.
+std::string ShapeDim(GraphBuilder& b, const std::string& x, std::int64_t axis);
+
+}  // namespace sdonnx::layers

@@ -1,0 +1,44 @@
+// Writes a built graph to a .onnx file and checks it.
+//
+// Initializer bytes are copied from the checkpoint's memory map straight into
+// the output, one tensor at a time. Models whose weights would pass the 2 GB
+// protobuf limit store them as external data: one file, NAME.onnx.data, beside
+// the model, referenced by a relative location, with every tensor's offset
+// aligned to 4096 bytes so ONNX Runtime can memory-map it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "graph/builder.h"
+#include "util/status.h"
+
+namespace sdonnx {
+
+enum class ExternalData { kAuto, kAlways, kNever };
+
+struct WrittenFile {
+  std::string path;
+  std::uint64_t bytes = 0;
+};
+
+struct ModelWriteOptions {
+  ExternalData external_data = ExternalData::kAuto;
+  std::map<std::string, std::string> metadata;
+  std::string producer_version;
+};
+
+// Writes `builder`'s model as `dir`/`file_name` (plus its data file when
+// external data is used), then runs the ONNX checker and strict shape
+// inference on the written file. Returns the files written.
+Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpoint& checkpoint,
+                                            const std::string& dir, const std::string& file_name,
+                                            const ModelWriteOptions& options);
+
+// Runs the ONNX checker on the file at `path` (external data included) and
+// shape inference in strict mode.
+Status CheckModelFile(const std::string& path);
+
+}  // namespace sdonnx

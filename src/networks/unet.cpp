@@ -1,0 +1,290 @@
+#include "networks/unet.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <cmath>
+
+#include "graph/layers.h"
+
+namespace sdonnx {
+namespace {
+
+using layers::Conv2d;
+using layers::GroupNorm;
+using layers::LayerNorm;
+using layers::Linear;
+using layers::SiLU;
+
+constexpr float kGroupNormEps = 1e-5f;
+constexpr float kTransformerGroupNormEps = 1e-6f;
+constexpr float kLayerNormEps = 1e-5f;
+
+std::int64_t CountIndexed(const Checkpoint& checkpoint, const std::string& prefix,
+                          const std::string& probe) {
+  std::int64_t n = 0;
+  while (checkpoint.Has(prefix + std::to_string(n) + probe)) ++n;
+  return n;
+}
+
+// Sinusoidal timestep embedding of ldm's timestep_embedding: cos then sin of
+// t * exp(-ln(10000) * i / half). The frequencies are computed in float32
+// exactly as torch does, because t reaches 999 and amplifies their error.
+std::string TimestepEmbedding(GraphBuilder& b, const std::string& timesteps, std::int64_t dim) {
+  const std::int64_t half = dim / 2;
+  std::vector<float> freqs(static_cast<std::size_t>(half));
+  const float neg_log_period = static_cast<float>(-std::log(10000.0));
+  for (std::int64_t i = 0; i < half; ++i) {
+    float exponent = neg_log_period * static_cast<float>(i);
+    exponent = exponent / static_cast<float>(half);
+    freqs[static_cast<std::size_t>(i)] = std::exp(exponent);
+  }
+  const std::string column = b.Op("Reshape", {timesteps, b.ConstInt64({-1, 1}, {2})});
+  const std::string args = b.Op("Mul", {column, b.ConstFloat(freqs, {half})});
+  std::string emb =
+      b.Op("Concat", {b.Op("Cos", {args}), b.Op("Sin", {args})}, {{"axis", std::int64_t{1}}});
+  if (dim % 2 == 1) {
+    emb = b.Op("Pad", {emb, b.ConstInt64({0, 0, 0, 1}, {4})});
+  }
+  return emb;
+}
+
+std::string ResBlock(GraphBuilder& b, const std::string& x, const std::string& emb,
+                     const std::string& p, std::int64_t groups) {
+  std::string h = GroupNorm(b, x, p + ".in_layers.0", groups, kGroupNormEps);
+  h = Conv2d(b, SiLU(b, h), p + ".in_layers.2");
+  std::string e = Linear(b, SiLU(b, emb), p + ".emb_layers.1");
+  e = b.Op("Reshape", {e, b.ConstInt64({0, -1, 1, 1}, {4})});
+  h = b.Op("Add", {h, e});
+  h = GroupNorm(b, h, p + ".out_layers.0", groups, kGroupNormEps);
+  h = Conv2d(b, SiLU(b, h), p + ".out_layers.3");
+  const std::string skip =
+      b.HasWeight(p + ".skip_connection.weight") ? Conv2d(b, x, p + ".skip_connection") : x;
+  return b.Op("Add", {skip, h});
+}
+
+std::string CrossAttention(GraphBuilder& b, const std::string& x, const std::string& context,
+                           const std::string& p, std::int64_t heads) {
+  const auto q_shape = b.WeightShape(p + ".to_q.weight");
+  if (q_shape.size() != 2 || heads <= 0 || q_shape[0] % heads != 0) {
+    b.Fail("tensor '" + p + ".to_q.weight' cannot be split into " + std::to_string(heads) +
+           " heads");
+    return x;
+  }
+  const std::string q = Linear(b, x, p + ".to_q", false);
+  const std::string k = Linear(b, context, p + ".to_k", false);
+  const std::string v = Linear(b, context, p + ".to_v", false);
+  const std::string a = layers::Attention(b, q, k, v, heads, q_shape[0] / heads);
+  return Linear(b, a, p + ".to_out.0");
+}
+
+std::string FeedForward(GraphBuilder& b, const std::string& x, const std::string& p) {
+  // GEGLU: the projection's first half is the value, the second half the gate.
+  const auto shape = b.WeightShape(p + ".net.0.proj.weight");
+  if (shape.size() != 2 || shape[0] % 2 != 0) {
+    b.Fail("tensor '" + p + ".net.0.proj.weight' should be 2-D with an even row count");
+    return x;
+  }
+  const std::int64_t inner = shape[0] / 2;
+  const std::string proj = Linear(b, x, p + ".net.0.proj");
+  const std::string axis = b.ConstInt64({-1}, {1});
+  const std::string value =
+      b.Op("Slice", {proj, b.ConstInt64({0}, {1}), b.ConstInt64({inner}, {1}), axis});
+  const std::string gate =
+      b.Op("Slice", {proj, b.ConstInt64({inner}, {1}), b.ConstInt64({2 * inner}, {1}), axis});
+  const std::string h = b.Op("Mul", {value, layers::Gelu(b, gate)});
+  return Linear(b, h, p + ".net.2");
+}
+
+std::int64_t HeadsFor(const UNetSpec& spec, std::int64_t channels) {
+  if (spec.num_head_channels > 0) return channels / spec.num_head_channels;
+  return spec.num_heads;
+}
+
+std::string SpatialTransformer(GraphBuilder& b, const std::string& x, const std::string& context,
+                               const std::string& p, const UNetSpec& spec) {
+  const auto proj_shape = b.WeightShape(p + ".proj_in.weight");
+  if (proj_shape.empty()) return x;
+  const std::int64_t inner = proj_shape[0];
+  const std::int64_t heads = HeadsFor(spec, inner);
+  if (heads <= 0 || inner % heads != 0) {
+    b.Fail(p + ": " + std::to_string(inner) + " channels cannot be split into " +
+           std::to_string(heads) + " heads; check num_heads / num_head_channels in the config");
+    return x;
+  }
+  std::string h = GroupNorm(b, x, p + ".norm", spec.group_norm_groups, kTransformerGroupNormEps);
+  const std::vector<std::int64_t> swap = {0, 2, 1};
+  auto to_sequence = [&](const std::string& v) {
+    return b.Op("Transpose", {b.Op("Reshape", {v, b.ConstInt64({0, 0, -1}, {3})})},
+                {{"perm", swap}});
+  };
+  if (spec.linear_projection) {
+    h = Linear(b, to_sequence(h), p + ".proj_in");
+  } else {
+    h = to_sequence(Conv2d(b, h, p + ".proj_in"));
+  }
+  for (int i = 0; b.HasWeight(p + ".transformer_blocks." + std::to_string(i) + ".norm1.weight");
+       ++i) {
+    const std::string blk = p + ".transformer_blocks." + std::to_string(i);
+    const std::string normed = LayerNorm(b, h, blk + ".norm1", kLayerNormEps);
+    h = b.Op("Add", {CrossAttention(b, normed, normed, blk + ".attn1", heads), h});
+    h = b.Op("Add", {CrossAttention(b, LayerNorm(b, h, blk + ".norm2", kLayerNormEps), context,
+                                    blk + ".attn2", heads),
+                     h});
+    h = b.Op("Add", {FeedForward(b, LayerNorm(b, h, blk + ".norm3", kLayerNormEps), blk + ".ff"),
+                     h});
+  }
+  const std::string spatial_shape =
+      b.Op("Concat", {b.ConstInt64({0, -1}, {2}),
+                      b.Op("Slice", {b.Op("Shape", {x}), b.ConstInt64({2}, {1}),
+                                     b.ConstInt64({4}, {1})})},
+           {{"axis", std::int64_t{0}}});
+  auto to_spatial = [&](const std::string& v) {
+    return b.Op("Reshape", {b.Op("Transpose", {v}, {{"perm", swap}}), spatial_shape});
+  };
+  if (spec.linear_projection) {
+    h = to_spatial(Linear(b, h, p + ".proj_out"));
+  } else {
+    h = Conv2d(b, to_spatial(h), p + ".proj_out");
+  }
+  return b.Op("Add", {h, x});
+}
+
+// Nearest-neighbour upsampling to the spatial size of `like`, then the conv.
+std::string Upsample(GraphBuilder& b, const std::string& x, const std::string& like,
+                     const std::string& p) {
+  const std::string axis0 = b.ConstInt64({0}, {1});
+  const std::string sizes = b.Op(
+      "Concat",
+      {b.Op("Slice", {b.Op("Shape", {x}), axis0, b.ConstInt64({2}, {1})}),
+       b.Op("Slice", {b.Op("Shape", {like}), b.ConstInt64({2}, {1}), b.ConstInt64({4}, {1})})},
+      {{"axis", std::int64_t{0}}});
+  const std::string up = b.Op("Resize", {x, "", "", sizes},
+                              {{"mode", std::string("nearest")},
+                               {"coordinate_transformation_mode", std::string("asymmetric")},
+                               {"nearest_mode", std::string("floor")}});
+  return Conv2d(b, up, p + ".conv");
+}
+
+// One entry of input_blocks, middle_block or output_blocks: a sequence of
+// ResBlock, SpatialTransformer, Downsample and Upsample modules.
+std::string RunBlock(GraphBuilder& b, std::string h, const std::string& emb,
+                     const std::string& context, const std::string& block, const UNetSpec& spec,
+                     const std::string& upsample_like) {
+  for (int sub = 0;; ++sub) {
+    const std::string p = block + "." + std::to_string(sub);
+    if (b.HasWeight(p + ".in_layers.0.weight")) {
+      h = ResBlock(b, h, emb, p, spec.group_norm_groups);
+    } else if (b.HasWeight(p + ".proj_in.weight")) {
+      h = SpatialTransformer(b, h, context, p, spec);
+    } else if (b.HasWeight(p + ".op.weight")) {
+      h = Conv2d(b, h, p + ".op", 2);
+    } else if (b.HasWeight(p + ".conv.weight")) {
+      h = Upsample(b, h, upsample_like.empty() ? h : upsample_like, p);
+    } else {
+      break;
+    }
+  }
+  return h;
+}
+
+}  // namespace
+
+Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
+  const std::string& p = spec->prefix;
+  const TensorInfo* conv_in = checkpoint.Find(p + "input_blocks.0.0.weight");
+  const TensorInfo* conv_out = checkpoint.Find(p + "out.2.weight");
+  if (conv_in == nullptr || conv_in->shape.size() != 4) {
+    return Status::Error(checkpoint.path() + ": no UNet: tensor '" + p +
+                         "input_blocks.0.0.weight' (the input convolution) is missing or not 4-D");
+  }
+  if (conv_out == nullptr || conv_out->shape.size() != 4) {
+    return Status::Error(checkpoint.path() + ": UNet is incomplete: tensor '" + p +
+                         "out.2.weight' (the output convolution) is missing or not 4-D");
+  }
+  spec->model_channels = conv_in->shape[0];
+  spec->in_channels = conv_in->shape[1];
+  spec->out_channels = conv_out->shape[0];
+  spec->channel_mult.clear();
+  spec->transformer_depth.clear();
+  std::int64_t res_in_level = 0;
+  std::int64_t depth_in_level = 0;
+  for (int i = 1;; ++i) {
+    const std::string blk = p + "input_blocks." + std::to_string(i);
+    if (const TensorInfo* out = checkpoint.Find(blk + ".0.out_layers.3.weight")) {
+      if (res_in_level == 0) spec->channel_mult.push_back(out->shape[0] / spec->model_channels);
+      ++res_in_level;
+      const std::int64_t depth =
+          CountIndexed(checkpoint, blk + ".1.transformer_blocks.", ".norm1.weight");
+      depth_in_level = std::max(depth_in_level, depth);
+      if (const TensorInfo* proj = checkpoint.Find(blk + ".1.proj_in.weight")) {
+        spec->linear_projection = proj->shape.size() == 2;
+      }
+      continue;
+    }
+    if (res_in_level > 0) {
+      spec->num_res_blocks = res_in_level;
+      spec->transformer_depth.push_back(depth_in_level);
+      res_in_level = 0;
+      depth_in_level = 0;
+    }
+    if (!checkpoint.Has(blk + ".0.op.weight")) break;
+  }
+  if (spec->channel_mult.empty()) {
+    return Status::Error(checkpoint.path() + ": UNet has no residual blocks under '" + p +
+                         "input_blocks.'");
+  }
+  spec->middle_transformer_depth =
+      CountIndexed(checkpoint, p + "middle_block.1.transformer_blocks.", ".norm1.weight");
+  for (const TensorInfo& t : checkpoint.tensors()) {
+    if (t.name.starts_with(p) && t.name.ends_with(".attn2.to_k.weight") && t.shape.size() == 2) {
+      spec->context_dim = t.shape[1];
+      break;
+    }
+  }
+  return Status::Ok();
+}
+
+Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
+  const std::string& p = spec.prefix;
+  const std::string sample = b.Input("sample", onnx::TensorProto_DataType_FLOAT,
+                                     {"batch", spec.in_channels, "height", "width"});
+  const std::string timestep =
+      b.Input("timestep", onnx::TensorProto_DataType_FLOAT, {"timestep_count"});
+  const std::string context = b.Input("encoder_hidden_states", onnx::TensorProto_DataType_FLOAT,
+                                      {"batch", "sequence", spec.context_dim});
+
+  const std::string batch = layers::ShapeDim(b, sample, 0);
+  const std::string t = b.Op("Expand", {timestep, batch});
+  std::string emb = TimestepEmbedding(b, t, spec.model_channels);
+  emb = Linear(b, SiLU(b, Linear(b, emb, p + "time_embed.0")), p + "time_embed.2");
+
+  std::vector<std::string> skips;
+  std::string h = sample;
+  for (int i = 0; b.HasWeight(p + "input_blocks." + std::to_string(i) + ".0.weight") ||
+                  b.HasWeight(p + "input_blocks." + std::to_string(i) + ".0.in_layers.0.weight") ||
+                  b.HasWeight(p + "input_blocks." + std::to_string(i) + ".0.op.weight");
+       ++i) {
+    const std::string blk = p + "input_blocks." + std::to_string(i);
+    h = (i == 0) ? Conv2d(b, h, blk + ".0") : RunBlock(b, h, emb, context, blk, spec, "");
+    skips.push_back(h);
+  }
+  h = RunBlock(b, h, emb, context, p + "middle_block", spec, "");
+  for (int i = 0; b.HasWeight(p + "output_blocks." + std::to_string(i) + ".0.in_layers.0.weight");
+       ++i) {
+    if (skips.empty()) {
+      return Status::Error("UNet: output block " + std::to_string(i) +
+                           " has no matching input block to take its skip connection from");
+    }
+    h = b.Op("Concat", {h, skips.back()}, {{"axis", std::int64_t{1}}});
+    skips.pop_back();
+    const std::string next_skip = skips.empty() ? "" : skips.back();
+    h = RunBlock(b, h, emb, context, p + "output_blocks." + std::to_string(i), spec, next_skip);
+  }
+  h = GroupNorm(b, h, p + "out.0", spec.group_norm_groups, kGroupNormEps);
+  h = Conv2d(b, SiLU(b, h), p + "out.2");
+  b.Output(h, "out_sample", onnx::TensorProto_DataType_FLOAT,
+           {"batch", spec.out_channels, "height", "width"});
+  return b.status();
+}
+
+}  // namespace sdonnx

@@ -1,0 +1,142 @@
+#include "runtime/ort_session.h"
+
+#include <onnxruntime_cxx_api.h>
+
+#include <functional>
+
+namespace sdonnx {
+namespace {
+
+Ort::Env& Environment() {
+  // Errors reach the caller as Status values, so the runtime's own log stays quiet.
+  static Ort::Env env(ORT_LOGGING_LEVEL_FATAL, "sdonnx");
+  return env;
+}
+
+// Runs `body`, turning an Ort::Exception into an error Status that names
+// `what` (the model file and the action).
+Status OrtCall(const std::string& what, const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const Ort::Exception& e) {
+    return Status::Error(what + ": ONNX Runtime error " + std::to_string(e.GetOrtErrorCode()) +
+                         ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+HostTensor HostTensor::Float(std::vector<std::int64_t> shape, std::vector<float> values) {
+  HostTensor t;
+  t.shape = std::move(shape);
+  t.f32 = std::move(values);
+  return t;
+}
+
+HostTensor HostTensor::Int32(std::vector<std::int64_t> shape, std::vector<std::int32_t> values) {
+  HostTensor t;
+  t.shape = std::move(shape);
+  t.i32 = std::move(values);
+  t.is_int32 = true;
+  return t;
+}
+
+std::int64_t HostTensor::NumElements() const {
+  std::int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+OrtModel::~OrtModel() = default;
+
+Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
+                                                 const SessionOptions& options) {
+  auto model = std::unique_ptr<OrtModel>(new OrtModel());
+  model->path_ = path;
+  SDONNX_RETURN_IF_ERROR(OrtCall(path + ": loading", [&] {
+    Ort::SessionOptions session_options;
+    if (options.intra_op_threads > 0) session_options.SetIntraOpNumThreads(options.intra_op_threads);
+    session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+    model->session_ = std::make_unique<Ort::Session>(Environment(), path.c_str(), session_options);
+  }));
+  return model;
+}
+
+std::vector<std::string> OrtModel::InputNames() const {
+  std::vector<std::string> names;
+  Ort::AllocatorWithDefaultOptions allocator;
+  for (std::size_t i = 0; i < session_->GetInputCount(); ++i) {
+    names.push_back(session_->GetInputNameAllocated(i, allocator).get());
+  }
+  return names;
+}
+
+std::vector<std::string> OrtModel::OutputNames() const {
+  std::vector<std::string> names;
+  Ort::AllocatorWithDefaultOptions allocator;
+  for (std::size_t i = 0; i < session_->GetOutputCount(); ++i) {
+    names.push_back(session_->GetOutputNameAllocated(i, allocator).get());
+  }
+  return names;
+}
+
+std::map<std::string, std::string> OrtModel::Metadata() const {
+  std::map<std::string, std::string> out;
+  Ort::AllocatorWithDefaultOptions allocator;
+  Ort::ModelMetadata metadata = session_->GetModelMetadata();
+  for (auto& key : metadata.GetCustomMetadataMapKeysAllocated(allocator)) {
+    auto value = metadata.LookupCustomMetadataMapAllocated(key.get(), allocator);
+    out[key.get()] = value ? value.get() : "";
+  }
+  return out;
+}
+
+Result<std::map<std::string, HostTensor>> OrtModel::Run(
+    const std::map<std::string, HostTensor>& inputs, const std::vector<std::string>& outputs) {
+  std::map<std::string, HostTensor> results;
+  const std::vector<std::string> output_names = outputs.empty() ? OutputNames() : outputs;
+  Status status = OrtCall(path_ + ": running", [&] {
+    Ort::MemoryInfo memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+    std::vector<const char*> in_names;
+    std::vector<Ort::Value> in_values;
+    for (const auto& [name, tensor] : inputs) {
+      in_names.push_back(name.c_str());
+      if (tensor.is_int32) {
+        in_values.push_back(Ort::Value::CreateTensor<std::int32_t>(
+            memory, const_cast<std::int32_t*>(tensor.i32.data()), tensor.i32.size(),
+            tensor.shape.data(), tensor.shape.size()));
+      } else {
+        in_values.push_back(Ort::Value::CreateTensor<float>(
+            memory, const_cast<float*>(tensor.f32.data()), tensor.f32.size(), tensor.shape.data(),
+            tensor.shape.size()));
+      }
+    }
+    std::vector<const char*> out_names;
+    for (const auto& name : output_names) out_names.push_back(name.c_str());
+    auto values = session_->Run(Ort::RunOptions{nullptr}, in_names.data(), in_values.data(),
+                                in_values.size(), out_names.data(), out_names.size());
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      auto info = values[i].GetTensorTypeAndShapeInfo();
+      HostTensor out;
+      out.shape = info.GetShape();
+      const std::size_t n = info.GetElementCount();
+      if (info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+        const float* data = values[i].GetTensorData<float>();
+        out.f32.assign(data, data + n);
+      } else if (info.GetElementType() == ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32) {
+        const std::int32_t* data = values[i].GetTensorData<std::int32_t>();
+        out.i32.assign(data, data + n);
+        out.is_int32 = true;
+      } else {
+        throw Ort::Exception("output '" + output_names[i] + "' has an element type other than "
+                             "float32 or int32", ORT_INVALID_ARGUMENT);
+      }
+      results[output_names[i]] = std::move(out);
+    }
+  });
+  if (!status.ok()) return status;
+  return results;
+}
+
+}  // namespace sdonnx

@@ -1,0 +1,58 @@
+// A thin layer over the ONNX Runtime C++ API that returns Status instead of
+// throwing. OrtCall below is the one place where Ort::Exception becomes a
+// Status.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace Ort {
+struct Session;
+}
+
+namespace sdonnx {
+
+// A dense tensor held in host memory: float32 or int32 data.
+struct HostTensor {
+  std::vector<std::int64_t> shape;
+  std::vector<float> f32;
+  std::vector<std::int32_t> i32;
+  bool is_int32 = false;
+
+  static HostTensor Float(std::vector<std::int64_t> shape, std::vector<float> values);
+  static HostTensor Int32(std::vector<std::int64_t> shape, std::vector<std::int32_t> values);
+  std::int64_t NumElements() const;
+};
+
+struct SessionOptions {
+  int intra_op_threads = 0;  // 0 lets ONNX Runtime choose.
+};
+
+class OrtModel {
+ public:
+  static Result<std::unique_ptr<OrtModel>> Load(const std::string& path,
+                                                const SessionOptions& options = {});
+  ~OrtModel();
+
+  const std::string& path() const { return path_; }
+  std::vector<std::string> InputNames() const;
+  std::vector<std::string> OutputNames() const;
+  // The model's metadata_props.
+  std::map<std::string, std::string> Metadata() const;
+
+  // Runs the model; returns the requested outputs (all when empty) by name.
+  Result<std::map<std::string, HostTensor>> Run(const std::map<std::string, HostTensor>& inputs,
+                                                const std::vector<std::string>& outputs = {});
+
+ private:
+  OrtModel() = default;
+  std::string path_;
+  std::unique_ptr<Ort::Session> session_;
+};
+
+}  // namespace sdonnx

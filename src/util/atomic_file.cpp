@@ -1,0 +1,135 @@
+#include "util/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+namespace sdonnx {
+namespace {
+
+std::string ErrnoText(int err) {
+  if (err == ENOSPC) return "no space left on the device; free some space and run again";
+  if (err == EFBIG) return "file too large for this file system or the process limit";
+  return std::strerror(err);
+}
+
+}  // namespace
+
+Result<AtomicFile> AtomicFile::Create(const std::string& path, bool overwrite) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!overwrite && fs::exists(fs::symlink_status(path, ec))) {
+    return Status::Error(path + ": already exists; pass --force to overwrite it");
+  }
+  fs::path target(path);
+  fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::string pattern = (dir / ("." + target.filename().string() + ".sdonnx-tmp-XXXXXX")).string();
+  std::vector<char> buffer(pattern.begin(), pattern.end());
+  buffer.push_back('\0');
+  int fd = ::mkostemp(buffer.data(), O_CLOEXEC);
+  if (fd < 0) {
+    return Status::Error(path + ": cannot create a temporary file in " + dir.string() + ": " +
+                         std::strerror(errno));
+  }
+  ::fchmod(fd, 0644);
+  return AtomicFile(path, std::string(buffer.data()), fd);
+}
+
+AtomicFile::AtomicFile(AtomicFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      temp_path_(std::move(other.temp_path_)),
+      fd_(other.fd_),
+      committed_(other.committed_),
+      written_(other.written_) {
+  other.fd_ = -1;
+  other.committed_ = true;  // The moved-from object owns nothing to clean up.
+}
+
+AtomicFile::~AtomicFile() { Discard(); }
+
+void AtomicFile::Discard() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
+  committed_ = true;
+}
+
+Status AtomicFile::Write(std::span<const std::uint8_t> bytes) {
+  if (fd_ < 0) return Status::Error(path_ + ": write after close");
+  const std::uint8_t* data = bytes.data();
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::write(fd_, data, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::Error(path_ + ": write failed at byte " + std::to_string(written_) + ": " +
+                           ErrnoText(errno));
+    }
+    data += n;
+    left -= static_cast<std::size_t>(n);
+    written_ += static_cast<std::uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status AtomicFile::Write(const std::string& bytes) {
+  return Write(std::span<const std::uint8_t>(reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                                             bytes.size()));
+}
+
+Status AtomicFile::PadTo(std::uint64_t alignment) {
+  static const std::uint8_t kZeros[4096] = {};
+  std::uint64_t pad = (alignment - written_ % alignment) % alignment;
+  while (pad > 0) {
+    std::uint64_t n = std::min<std::uint64_t>(pad, sizeof(kZeros));
+    SDONNX_RETURN_IF_ERROR(Write(std::span<const std::uint8_t>(kZeros, n)));
+    pad -= n;
+  }
+  return Status::Ok();
+}
+
+Status AtomicFile::ExtendTo(std::uint64_t size) {
+  if (fd_ < 0) return Status::Error(path_ + ": extend after close");
+  if (size < written_) return Status::Error(path_ + ": cannot shrink while writing");
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+    return Status::Error(path_ + ": cannot extend to " + std::to_string(size) +
+                         " bytes: " + ErrnoText(errno));
+  }
+  if (::lseek(fd_, 0, SEEK_END) < 0) {
+    return Status::Error(path_ + ": seek failed: " + std::strerror(errno));
+  }
+  written_ = size;
+  return Status::Ok();
+}
+
+Status AtomicFile::Close() {
+  if (fd_ < 0) return Status::Ok();
+  int fd = std::exchange(fd_, -1);
+  // Data must be on disk before the rename makes the file visible.
+  if (::fsync(fd) != 0 && errno != EINVAL) {
+    int err = errno;
+    ::close(fd);
+    return Status::Error(path_ + ": flushing to disk failed: " + ErrnoText(err));
+  }
+  if (::close(fd) != 0) return Status::Error(path_ + ": close failed: " + ErrnoText(errno));
+  return Status::Ok();
+}
+
+Status AtomicFile::Commit() {
+  SDONNX_RETURN_IF_ERROR(Close());
+  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    return Status::Error(path_ + ": cannot rename the finished temporary " + temp_path_ +
+                         " into place: " + std::strerror(errno));
+  }
+  committed_ = true;
+  return Status::Ok();
+}
+
+}  // namespace sdonnx

@@ -1,0 +1,57 @@
+// Output files that appear complete or not at all.
+//
+// An AtomicFile writes to a hidden temporary name in the destination folder
+// (".NAME.sdonnx-tmp-XXXXXX") and renames it over NAME on Commit(). If it is
+// destroyed without Commit(), the temporary is removed, so an error path never
+// leaves a half-written file that looks like a finished one.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <span>
+#include <string>
+
+#include "util/status.h"
+
+namespace sdonnx {
+
+class AtomicFile {
+ public:
+  // Creates the temporary file. With `overwrite` false, an existing `path` is
+  // an error that names it and suggests --force.
+  static Result<AtomicFile> Create(const std::string& path, bool overwrite);
+
+  AtomicFile(AtomicFile&& other) noexcept;
+  AtomicFile& operator=(AtomicFile&& other) = delete;
+  AtomicFile(const AtomicFile&) = delete;
+  ~AtomicFile();
+
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_path_; }
+  std::uint64_t bytes_written() const { return written_; }
+
+  Status Write(std::span<const std::uint8_t> bytes);
+  Status Write(const std::string& bytes);
+  // Writes zero bytes until the file size is a multiple of `alignment`.
+  Status PadTo(std::uint64_t alignment);
+  // Grows the file to `size` bytes without writing (a sparse hole).
+  Status ExtendTo(std::uint64_t size);
+  // Flushes and closes the temporary without renaming it yet, so that several
+  // files can be checked before any of them becomes visible.
+  Status Close();
+  // Closes (if needed) and renames the temporary to the final path.
+  Status Commit();
+
+ private:
+  AtomicFile(std::string path, std::string temp_path, int fd)
+      : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd) {}
+  void Discard();
+
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  bool committed_ = false;
+  std::uint64_t written_ = 0;
+};
+
+}  // namespace sdonnx

@@ -1,0 +1,157 @@
+// The sdonnx program end to end: exit codes, messages, and what is left in
+// the output folder after a failure.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include "test_support.h"
+#include "util/sha256.h"
+#include "formats/mapped_file.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Fixture;
+using testing::ListFiles;
+using testing::TempDir;
+using testing::WriteBytes;
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+CommandResult RunSdonnx(const std::string& arguments) {
+  const std::string command = std::string(SDONNX_BINARY) + " " + arguments + " 2>&1";
+  CommandResult result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer;
+  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) {
+    result.output.append(buffer.data(), n);
+  }
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+std::string Quote(const fs::path& path) { return "'" + path.string() + "'"; }
+
+std::string FileSha256(const fs::path& path) {
+  auto mapped = MappedFile::Open(path.string());
+  return mapped.ok() ? Sha256Hex((*mapped)->bytes()) : "";
+}
+
+TEST(Cli, ConvertWritesFourFilesAndReportsThem) {
+  TempDir out;
+  CommandResult r = RunSdonnx("convert --model-path " +
+                              Quote(Fixture("tiny/tiny-sd1.safetensors")) + " --output-dir " +
+                              Quote(out.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ListFiles(out.path()),
+            (std::vector<std::string>{"clip_text_tiny-sd1.onnx", "unet_tiny-sd1.onnx",
+                                      "vae_decoder_tiny-sd1.onnx", "vae_encoder_tiny-sd1.onnx"}));
+  EXPECT_NE(r.output.find("detected: sd1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("wrote "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" MB)"), std::string::npos) << r.output;
+}
+
+TEST(Cli, PositionalArgumentsAndOpsetWork) {
+  TempDir out;
+  CommandResult r = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
+                              Quote(out.path()) + " --opset-version 14");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ListFiles(out.path()).size(), 4u);
+}
+
+TEST(Cli, SourceCheckpointIsLeftUnchanged) {
+  TempDir dir;
+  const fs::path source = dir / "model.safetensors";
+  fs::copy_file(Fixture("tiny/tiny-sd1.safetensors"), source);
+  fs::copy_file(Fixture("tiny/tiny-sd1.yaml"), dir / "model.yaml");
+  const std::string before = FileSha256(source);
+  const auto mtime = fs::last_write_time(source);
+  CommandResult r = RunSdonnx("convert " + Quote(source) + " " + Quote(dir.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(FileSha256(source), before);
+  EXPECT_EQ(fs::last_write_time(source), mtime);
+}
+
+TEST(Cli, FileThatIsNotSafetensorsFailsAndLeavesOutputEmpty) {
+  TempDir dir;
+  const fs::path bogus = dir / "notes.safetensors";
+  WriteBytes(bogus, "<html><body>404 Not Found</body></html>");
+  const fs::path out = dir / "out";
+  fs::create_directories(out);
+  CommandResult r = RunSdonnx("convert " + Quote(bogus) + " " + Quote(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("notes.safetensors"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_TRUE(ListFiles(out).empty());
+}
+
+TEST(Cli, CheckpointWithoutUNetFailsAndLeavesOutputEmpty) {
+  TempDir dir;
+  const fs::path vae_only = dir / "vae.safetensors";
+  const float zero[4] = {};
+  WriteBytes(vae_only, "");
+  {
+    std::string header = R"({"first_stage_model.encoder.conv_in.bias":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})";
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+    bytes += header;
+    bytes.append(reinterpret_cast<const char*>(zero), sizeof(zero));
+    WriteBytes(vae_only, bytes);
+  }
+  const fs::path out = dir / "out";
+  CommandResult r = RunSdonnx("convert " + Quote(vae_only) + " " + Quote(out));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("vae.safetensors"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("no UNet"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("model.diffusion_model.input_blocks.0.0.weight"), std::string::npos)
+      << r.output;
+  EXPECT_TRUE(ListFiles(out).empty());
+}
+
+TEST(Cli, ExistingOutputIsKeptWithoutForce) {
+  TempDir out;
+  WriteBytes(out / "unet_tiny-sd1.onnx", "keep me");
+  CommandResult r = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
+                              Quote(out.path()));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
+  EXPECT_EQ(ListFiles(out.path()), (std::vector<std::string>{"unet_tiny-sd1.onnx"}));
+  std::ifstream kept(out / "unet_tiny-sd1.onnx");
+  std::string text((std::istreambuf_iterator<char>(kept)), {});
+  EXPECT_EQ(text, "keep me");
+
+  CommandResult forced = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) +
+                                   " " + Quote(out.path()) + " --force");
+  EXPECT_EQ(forced.exit_code, 0) << forced.output;
+  EXPECT_EQ(ListFiles(out.path()).size(), 4u);
+}
+
+TEST(Cli, UnsupportedOpsetIsRejected) {
+  TempDir out;
+  CommandResult r = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
+                              Quote(out.path()) + " --opset-version 12");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(ListFiles(out.path()).empty());
+}
+
+TEST(Cli, DemoRunsTheWholePipeline) {
+  TempDir work;
+  CommandResult r = RunSdonnx("demo --work-dir " + Quote(work.path()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* component : {"clip_text", "unet", "vae_decoder", "vae_encoder"}) {
+    EXPECT_NE(r.output.find(std::string("ran ") + component), std::string::npos) << r.output;
+  }
+  EXPECT_EQ(r.output.find("NON-FINITE"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace sdonnx

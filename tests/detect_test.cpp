@@ -1,0 +1,130 @@
+// Detection reads the architecture from keys and shapes. Full-size layouts
+// are synthesized from the manifests as sparse files: a real header, with
+// zeros (holes) for data.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "formats/checkpoint.h"
+#include "model/model_spec.h"
+#include "model/synthesize.h"
+#include "test_support.h"
+
+namespace sdonnx {
+namespace {
+
+using testing::Fixture;
+using testing::TempDir;
+
+Result<ModelSpec> DetectManifest(const TempDir& dir, const std::string& manifest) {
+  SDONNX_ASSIGN_OR_RETURN(auto tensors, ReadManifest(Fixture("manifests/" + manifest).string()));
+  const std::string path = (dir.path() / (manifest + ".safetensors")).string();
+  SDONNX_RETURN_IF_ERROR(WriteSyntheticCheckpoint(path, tensors, FillMode::kZeros, 0));
+  SDONNX_ASSIGN_OR_RETURN(auto checkpoint, Checkpoint::Open(path));
+  return DetectModel(*checkpoint, std::nullopt);
+}
+
+void ExpectSd15Shapes(const ModelSpec& spec) {
+  EXPECT_EQ(spec.family, Family::kSD1);
+  EXPECT_EQ(spec.prediction_type, "epsilon");
+  EXPECT_EQ(spec.unet.model_channels, 320);
+  EXPECT_EQ(spec.unet.channel_mult, (std::vector<std::int64_t>{1, 2, 4, 4}));
+  EXPECT_EQ(spec.unet.num_res_blocks, 2);
+  EXPECT_EQ(spec.unet.transformer_depth, (std::vector<std::int64_t>{1, 1, 1, 0}));
+  EXPECT_EQ(spec.unet.middle_transformer_depth, 1);
+  EXPECT_EQ(spec.unet.context_dim, 768);
+  EXPECT_FALSE(spec.unet.linear_projection);
+  EXPECT_EQ(spec.unet.out_channels, 4);
+  ASSERT_TRUE(spec.vae.has_value());
+  EXPECT_EQ(spec.vae->downsample_factor, 8);
+  EXPECT_EQ(spec.vae->latent_channels, 4);
+  EXPECT_EQ(spec.vae->base_channels, 128);
+  ASSERT_TRUE(spec.text.has_value());
+  EXPECT_EQ(spec.text->width, 768);
+  EXPECT_EQ(spec.text->layers, 12);
+  EXPECT_EQ(spec.text->vocab_size, 49408);
+  EXPECT_EQ(spec.text->context_length, 77);
+}
+
+TEST(Detect, Sd15ManifestIsSd1WithRealHyperparameters) {
+  TempDir dir;
+  Result<ModelSpec> spec = DetectManifest(dir, "sd15.tsv");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  ExpectSd15Shapes(*spec);
+  EXPECT_EQ(spec->unet.in_channels, 4);
+  EXPECT_EQ(spec->variant, "base");
+}
+
+TEST(Detect, Sd15InpaintManifestHasNineInputChannels) {
+  TempDir dir;
+  Result<ModelSpec> spec = DetectManifest(dir, "sd15-inpaint.tsv");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  ExpectSd15Shapes(*spec);
+  EXPECT_EQ(spec->unet.in_channels, 9);
+  EXPECT_EQ(spec->variant, "inpaint");
+}
+
+TEST(Detect, TinyFixtureHyperparametersComeFromShapesAndYaml) {
+  auto checkpoint = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
+  Result<ModelSpec> spec = DetectModel(**checkpoint, std::nullopt);
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->unet.model_channels, 32);
+  EXPECT_EQ(spec->unet.channel_mult, (std::vector<std::int64_t>{1, 1, 2}));
+  EXPECT_EQ(spec->unet.num_res_blocks, 1);
+  EXPECT_EQ(spec->unet.context_dim, 16);
+  EXPECT_EQ(spec->unet.num_heads, 2);  // From tiny-sd1.yaml beside the checkpoint.
+  ASSERT_TRUE(spec->config_path.has_value());
+  EXPECT_EQ(spec->vae->downsample_factor, 2);
+  EXPECT_EQ(spec->text->heads, 2);
+  EXPECT_EQ(spec->text->layers, 2);
+}
+
+TEST(Detect, ExplicitConfigThatDoesNotExistIsAnError) {
+  auto checkpoint = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  ASSERT_TRUE(checkpoint.ok());
+  TempDir dir;
+  Result<ModelSpec> spec = DetectModel(**checkpoint, (dir.path() / "missing.yaml").string());
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("missing.yaml"), std::string::npos);
+}
+
+TEST(Detect, Sd2AndSdxlManifestsAreRejectedWithTheirFamilyNamed) {
+  TempDir dir;
+  Result<ModelSpec> sd2 = DetectManifest(dir, "sd21.tsv");
+  ASSERT_FALSE(sd2.ok());
+  EXPECT_NE(sd2.status().message().find("SD 2.x"), std::string::npos);
+  Result<ModelSpec> sdxl = DetectManifest(dir, "sdxl-base.tsv");
+  ASSERT_FALSE(sdxl.ok());
+  EXPECT_NE(sdxl.status().message().find("SDXL"), std::string::npos);
+}
+
+// The synthesizer used by the demo and the benchmarks produces exactly the
+// keys and shapes of the real SD 1.5 file.
+TEST(Synthesize, Sd1LayoutWithSd15HyperparametersMatchesTheManifest) {
+  auto manifest = ReadManifest(Fixture("manifests/sd15.tsv").string());
+  ASSERT_TRUE(manifest.ok()) << manifest.status().message();
+  auto layout = Sd1Layout(Sd1Hyperparameters{});
+  std::set<std::string> expected, actual;
+  for (const auto& t : *manifest) {
+    std::string shape;
+    for (auto d : t.shape) shape += std::to_string(d) + "x";
+    expected.insert(t.name + " " + shape);
+  }
+  for (const auto& t : layout) {
+    std::string shape;
+    for (auto d : t.shape) shape += std::to_string(d) + "x";
+    actual.insert(t.name + " " + shape);
+  }
+  std::vector<std::string> missing, extra;
+  std::set_difference(expected.begin(), expected.end(), actual.begin(), actual.end(),
+                      std::back_inserter(missing));
+  std::set_difference(actual.begin(), actual.end(), expected.begin(), expected.end(),
+                      std::back_inserter(extra));
+  EXPECT_TRUE(missing.empty()) << "first missing: " << (missing.empty() ? "" : missing.front());
+  EXPECT_TRUE(extra.empty()) << "first extra: " << (extra.empty() ? "" : extra.front());
+}
+
+}  // namespace
+}  // namespace sdonnx

@@ -1,0 +1,77 @@
+#include "test_support.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+
+#include "formats/checkpoint.h"
+
+namespace sdonnx::testing {
+
+namespace fs = std::filesystem;
+
+fs::path FixturesDir() {
+  if (const char* env = std::getenv("SDONNX_FIXTURES"); env != nullptr && *env != '\0') {
+    return fs::path(env);
+  }
+  return fs::path(SDONNX_DEFAULT_FIXTURES);
+}
+
+fs::path Fixture(const std::string& relative) { return FixturesDir() / relative; }
+
+TempDir::TempDir() {
+  std::string pattern = (fs::temp_directory_path() / "sdonnx-test-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+HostTensor ReadTensor(const fs::path& file, const std::string& name) {
+  auto checkpoint = Checkpoint::Open(file.string());
+  if (!checkpoint.ok()) throw std::runtime_error(checkpoint.status().message());
+  const TensorInfo* info = (*checkpoint)->Find(name);
+  if (info == nullptr) throw std::runtime_error(file.string() + ": no tensor " + name);
+  auto values = (*checkpoint)->ReadAsFloat(name);
+  if (!values.ok()) throw std::runtime_error(values.status().message());
+  if (IsFloating(info->dtype)) return HostTensor::Float(info->shape, *values);
+  std::vector<std::int32_t> ints(values->begin(), values->end());
+  return HostTensor::Int32(info->shape, ints);
+}
+
+double MaxAbsDiff(const HostTensor& a, const HostTensor& b) {
+  if (a.shape != b.shape || a.f32.size() != b.f32.size()) {
+    return std::numeric_limits<double>::infinity();
+  }
+  double worst = 0;
+  for (std::size_t i = 0; i < a.f32.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(a.f32[i]) - b.f32[i]);
+    if (std::isnan(d)) return std::numeric_limits<double>::infinity();
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+std::vector<std::string> ListFiles(const fs::path& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void WriteBytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace sdonnx::testing

@@ -1,0 +1,44 @@
+// Helpers shared by the tests: fixture paths, temporary folders, reference
+// tensors and comparisons.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "runtime/ort_session.h"
+
+namespace sdonnx::testing {
+
+// The fixtures folder: $SDONNX_FIXTURES, or ../shared/fixtures beside the repo.
+std::filesystem::path FixturesDir();
+std::filesystem::path Fixture(const std::string& relative);
+
+// A fresh folder under the system temporary folder, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Reads tensor `name` of a safetensors file as float32 (any float dtype) or,
+// for integer dtypes, as int32.
+HostTensor ReadTensor(const std::filesystem::path& file, const std::string& name);
+
+// max |a - b| over all elements; +inf if the shapes differ.
+double MaxAbsDiff(const HostTensor& a, const HostTensor& b);
+
+// Names of the regular files in `dir`, sorted; hidden ones included.
+std::vector<std::string> ListFiles(const std::filesystem::path& dir);
+
+// Writes `bytes` to `path` as they are.
+void WriteBytes(const std::filesystem::path& path, const std::string& bytes);
+
+}  // namespace sdonnx::testing
