@@ -4,6 +4,7 @@
 // supported opset.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -100,6 +101,33 @@ TEST_P(Parity, TextEncoderMatchesReference) {
             kTolerance);
   EXPECT_LE(MaxAbsDiff(out["pooler_output"], Ref("text.pooled")), kTolerance);
   EXPECT_LE(MaxAbsDiff(out["last_hidden_state"], Ref("text.context")), kTolerance);
+}
+
+// clip_skip_2 is final_layer_norm(penultimate); the expected value is
+// computed here from the reference penultimate state and the checkpoint's
+// final_layer_norm weights.
+TEST_P(Parity, ClipSkipTwoIsFinalNormOfPenultimate) {
+  const Converted& c = ConvertOnce(fixture(), opset());
+  auto out = RunModel(c.File("clip_text"), {{"input_ids", Ref("text.input_ids")}});
+  const std::string prefix = c.report.spec.text->prefix + "final_layer_norm.";
+  const auto checkpoint = Fixture("tiny/" + fixture() + ".safetensors");
+  const HostTensor gamma = ReadTensor(checkpoint, prefix + "weight");
+  const HostTensor beta = ReadTensor(checkpoint, prefix + "bias");
+  HostTensor expected = Ref("text.penultimate_hidden_state");
+  const std::size_t width = gamma.f32.size();
+  for (std::size_t row = 0; row < expected.f32.size() / width; ++row) {
+    float* x = expected.f32.data() + row * width;
+    double mean = 0, variance = 0;
+    for (std::size_t i = 0; i < width; ++i) mean += x[i];
+    mean /= static_cast<double>(width);
+    for (std::size_t i = 0; i < width; ++i) variance += (x[i] - mean) * (x[i] - mean);
+    variance /= static_cast<double>(width);
+    for (std::size_t i = 0; i < width; ++i) {
+      x[i] = static_cast<float>((x[i] - mean) / std::sqrt(variance + 1e-5) * gamma.f32[i] +
+                                beta.f32[i]);
+    }
+  }
+  EXPECT_LE(MaxAbsDiff(out["clip_skip_2"], expected), kTolerance);
 }
 
 TEST_P(Parity, EveryFilePassesTheCheckerAndRecordsMetadata) {

@@ -75,3 +75,22 @@ void WriteBytes(const fs::path& path, const std::string& bytes) {
 }
 
 }  // namespace sdonnx::testing
+
+namespace {
+
+// Fails every test at start-up with one clear message when the fixtures
+// folder is missing, instead of one confusing failure per test.
+class FixturesEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const auto dir = sdonnx::testing::FixturesDir();
+    ASSERT_TRUE(std::filesystem::is_regular_file(dir / "README.md"))
+        << "test fixtures not found in " << dir.string()
+        << "; put the shared fixtures there or set SDONNX_FIXTURES to their folder";
+  }
+};
+
+const auto* const kFixturesEnvironment =
+    ::testing::AddGlobalTestEnvironment(new FixturesEnvironment());
+
+}  // namespace

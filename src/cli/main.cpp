@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   CLI::App app{"sdonnx: Stable Diffusion checkpoints to ONNX, natively"};
   app.set_version_flag("--version", std::string("sdonnx ") + SDONNX_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // Lets -v follow the subcommand too.
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Print debug messages");
 

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <future>
 
 #include "formats/checkpoint.h"
 #include "networks/clip_text.h"
@@ -46,9 +47,8 @@ class StagingDir {
 };
 
 std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
-                                                  const std::string& source_path,
-                                                  const std::string& sha256) {
-  return {
+                                                  const std::string& source_path) {
+  std::map<std::string, std::string> metadata = {
       {"sdonnx.version", SDONNX_VERSION},
       {"sdonnx.family", FamilyName(spec.family)},
       {"sdonnx.variant", spec.variant},
@@ -56,8 +56,12 @@ std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
       {"sdonnx.prediction_type_basis", spec.prediction_basis},
       {"sdonnx.vae_scaling_factor", std::to_string(spec.vae_scaling_factor)},
       {"sdonnx.source_file", fs::path(source_path).filename().string()},
-      {"sdonnx.source_sha256", sha256},
   };
+  if (spec.vae) {
+    metadata["sdonnx.vae_downsample_factor"] = std::to_string(spec.vae->downsample_factor);
+    metadata["sdonnx.latent_channels"] = std::to_string(spec.vae->latent_channels);
+  }
+  return metadata;
 }
 
 struct ComponentPlan {
@@ -119,13 +123,31 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   const std::string stem = fs::path(options.model_path).stem().string();
   SDONNX_RETURN_IF_ERROR(CheckOutputs(out_dir, plan, stem, options.overwrite));
 
-  report.source_sha256 = Sha256Hex(checkpoint->file().file().bytes());
   SDONNX_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(out_dir));
+
+  // Hashing the source runs beside the first component's writing; the
+  // hash is needed only when that model's header is serialized.
+  const MappedFile& source = checkpoint->file().file();
+  std::shared_future<std::string> source_sha256 =
+      std::async(std::launch::async, [&source] {
+        return Sha256Hex(source.bytes(), [&source](std::size_t at, std::size_t n) {
+          source.DontNeed(at, n);
+          source.WillNeed(at + n, n);
+        });
+      }).share();
+  // Joins the hash on every return path: the thread reads the memory map.
+  struct JoinOnExit {
+    std::shared_future<std::string>& future;
+    ~JoinOnExit() { future.wait(); }
+  } join_on_exit{source_sha256};
 
   ModelWriteOptions write_options;
   write_options.external_data = options.external_data;
   write_options.producer_version = SDONNX_VERSION;
-  write_options.metadata = CommonMetadata(spec, options.model_path, report.source_sha256);
+  write_options.metadata = CommonMetadata(spec, options.model_path);
+  write_options.late_metadata = [source_sha256]() -> std::map<std::string, std::string> {
+    return {{"sdonnx.source_sha256", source_sha256.get()}};
+  };
   for (const ComponentPlan& p : plan) {
     const std::string file_name = p.component + "_" + stem + ".onnx";
     LogInfo("building " + file_name);
@@ -138,6 +160,8 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
         WriteModel(builder, *checkpoint, staging.path().string(), file_name, component_options));
     report.components.push_back({p.component, std::move(files)});
   }
+
+  report.source_sha256 = source_sha256.get();
 
   // Every file is complete and checked; move them into place.
   for (ConvertedComponent& c : report.components) {

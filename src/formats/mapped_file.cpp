@@ -45,12 +45,12 @@ Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
     }
     data = static_cast<const std::uint8_t*>(mapped);
   }
-  ::close(fd);  // The mapping stays valid after the descriptor is closed.
-  return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
+  return std::unique_ptr<MappedFile>(new MappedFile(path, fd, data, size));
 }
 
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MappedFile::WillNeed(std::size_t offset, std::size_t length) const {

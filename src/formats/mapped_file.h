@@ -23,6 +23,9 @@ class MappedFile {
   const std::string& path() const { return path_; }
   std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
   std::size_t size() const { return size_; }
+  // The read-only descriptor the file was mapped from; it stays open so
+  // that byte ranges can be copied in the kernel (copy_file_range).
+  int fd() const { return fd_; }
 
   // Tells the kernel that [offset, offset + length) will be read soon, or is
   // no longer needed, so streaming a large file keeps the page cache share of
@@ -31,9 +34,10 @@ class MappedFile {
   void DontNeed(std::size_t offset, std::size_t length) const;
 
  private:
-  MappedFile(std::string path, const std::uint8_t* data, std::size_t size)
-      : path_(std::move(path)), data_(data), size_(size) {}
+  MappedFile(std::string path, int fd, const std::uint8_t* data, std::size_t size)
+      : path_(std::move(path)), fd_(fd), data_(data), size_(size) {}
   std::string path_;
+  int fd_ = -1;
   const std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
 };

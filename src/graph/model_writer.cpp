@@ -1,5 +1,6 @@
 #include "graph/model_writer.h"
 
+#include <google/protobuf/io/coded_stream.h>
 #include <onnx/checker.h>
 #include <onnx/defs/schema.h>
 #include <onnx/shape_inference/implementation.h>
@@ -16,41 +17,136 @@ namespace {
 // Leaves room under protobuf's 2 GiB message limit for the graph itself.
 constexpr std::uint64_t kInlineLimitBytes = (2ull << 30) - (64ull << 20);
 constexpr std::uint64_t kExternalAlignment = 4096;
+// Inline models up to this size are re-read and checked by path after
+// writing; larger ones would cost their whole size in memory to parse.
+constexpr std::uint64_t kPathCheckLimitBytes = 64ull << 20;
 
-onnx::TensorProto* FindInitializer(onnx::GraphProto* graph, const std::string& name) {
-  for (auto& init : *graph->mutable_initializer()) {
-    if (init.name() == name) return &init;
-  }
-  return nullptr;
+// Protobuf field numbers used when a message is written by hand.
+constexpr int kModelGraphField = 7;        // ModelProto.graph
+constexpr int kGraphInitializerField = 5;  // GraphProto.initializer
+constexpr int kTensorRawDataField = 9;     // TensorProto.raw_data
+
+std::string LengthDelimitedKey(int field, std::uint64_t length) {
+  std::string out;
+  auto put_varint = [&out](std::uint64_t v) {
+    while (v >= 0x80) {
+      out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+  };
+  put_varint((static_cast<std::uint64_t>(field) << 3) | 2);  // wire type 2: length-delimited
+  put_varint(length);
+  return out;
 }
 
-Status WriteExternal(GraphBuilder& builder, const Checkpoint& checkpoint, const std::string& dir,
-                     const std::string& data_name, std::vector<WrittenFile>* written) {
+std::string Serialize(const google::protobuf::MessageLite& message) {
+  std::string out;
+  message.SerializeToString(&out);
+  return out;
+}
+
+// Checks the graph without weight data: a copy in which every initializer is
+// a typed graph input runs through the checker and strict shape inference.
+Status CheckStructure(const onnx::ModelProto& model, const std::string& name) {
+  onnx::ModelProto copy;
+  copy.CopyFrom(model);
+  auto* graph = copy.mutable_graph();
+  for (const auto& init : graph->initializer()) {
+    auto* input = graph->add_input();
+    input->set_name(init.name());
+    auto* type = input->mutable_type()->mutable_tensor_type();
+    type->set_elem_type(init.data_type());
+    auto* shape = type->mutable_shape();
+    for (auto d : init.dims()) shape->add_dim()->set_dim_value(d);
+  }
+  graph->clear_initializer();
+  try {
+    onnx::checker::check_model(copy);
+    onnx::ShapeInferenceOptions options{/*check_type=*/true, /*error_mode=*/1,
+                                        /*enable_data_propagation=*/false};
+    onnx::shape_inference::InferShapes(copy, onnx::OpSchemaRegistry::Instance(), options);
+  } catch (const std::exception& e) {
+    return Status::Error(name + ": the built graph fails the ONNX checker: " + e.what());
+  }
+  return Status::Ok();
+}
+
+Status WriteTensorBytes(AtomicFile& out, const Checkpoint& checkpoint, const WeightRef& ref) {
+  const MappedFile& source = checkpoint.file().file();
+  Status written = out.CopyRange(source.fd(), ref.tensor->offset, ref.tensor->nbytes,
+                                 checkpoint.Data(*ref.tensor));
+  source.DontNeed(ref.tensor->offset, ref.tensor->nbytes);
+  return written.WithContext("writing tensor '" + ref.key + "'");
+}
+
+// Writes the weights to `dir`/`data_name` and points each initializer at its
+// offset there.
+Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& checkpoint,
+                                      const std::string& dir, const std::string& data_name) {
   const std::string data_path = (std::filesystem::path(dir) / data_name).string();
   SDONNX_ASSIGN_OR_RETURN(AtomicFile data, AtomicFile::Create(data_path, /*overwrite=*/true));
-  auto* graph = builder.model().mutable_graph();
   std::map<std::string, onnx::TensorProto*> by_name;
-  for (auto& init : *graph->mutable_initializer()) by_name[init.name()] = &init;
+  for (auto& init : *builder.model().mutable_graph()->mutable_initializer()) {
+    by_name[init.name()] = &init;
+  }
   for (const WeightRef& ref : builder.weights()) {
     SDONNX_RETURN_IF_ERROR(data.PadTo(kExternalAlignment));
     const std::uint64_t offset = data.bytes_written();
-    const auto bytes = checkpoint.Data(*ref.tensor);
-    checkpoint.file().file().WillNeed(ref.tensor->offset, ref.tensor->nbytes);
-    SDONNX_RETURN_IF_ERROR(data.Write(bytes).WithContext("writing tensor '" + ref.key + "'"));
-    checkpoint.file().file().DontNeed(ref.tensor->offset, ref.tensor->nbytes);
+    SDONNX_RETURN_IF_ERROR(WriteTensorBytes(data, checkpoint, ref));
     onnx::TensorProto* init = by_name[ref.key];
     init->set_data_location(onnx::TensorProto_DataLocation_EXTERNAL);
-    auto add_entry = [&](const std::string& key, const std::string& value) {
+    auto add_entry = [init](const std::string& key, const std::string& value) {
       auto* entry = init->add_external_data();
       entry->set_key(key);
       entry->set_value(value);
     };
     add_entry("location", data_name);
     add_entry("offset", std::to_string(offset));
-    add_entry("length", std::to_string(bytes.size()));
+    add_entry("length", std::to_string(ref.tensor->nbytes));
   }
-  written->push_back({data_path, data.bytes_written()});
-  return data.Commit();
+  const WrittenFile file{data_path, data.bytes_written()};
+  SDONNX_RETURN_IF_ERROR(data.Commit());
+  return file;
+}
+
+// Writes the model with its weights inline, streaming each weight from the
+// checkpoint's memory map. Protobuf allows a message's fields in any order
+// and a repeated field in pieces, so the file is the model without its
+// graph, then the graph field: the graph without initializers followed by
+// one initializer entry per weight, whose raw_data is written by hand.
+Status WriteInline(GraphBuilder& builder, const Checkpoint& checkpoint, AtomicFile& out) {
+  onnx::ModelProto& model = builder.model();
+  onnx::GraphProto graph;
+  graph.Swap(model.mutable_graph());
+  model.clear_graph();
+  std::map<std::string, std::string> headers;  // initializer name -> TensorProto without data
+  for (const auto& init : graph.initializer()) headers[init.name()] = Serialize(init);
+  onnx::GraphProto graph_without_weights;
+  graph_without_weights.CopyFrom(graph);
+  graph_without_weights.clear_initializer();
+  const std::string model_bytes = Serialize(model);
+  const std::string graph_bytes = Serialize(graph_without_weights);
+  model.mutable_graph()->Swap(&graph);  // Restore the builder's model.
+
+  std::vector<std::string> prefixes;  // initializer key + TensorProto header + raw_data key
+  std::uint64_t graph_length = graph_bytes.size();
+  for (const WeightRef& ref : builder.weights()) {
+    const std::string& header = headers[ref.key];
+    const std::string raw_key = LengthDelimitedKey(kTensorRawDataField, ref.tensor->nbytes);
+    const std::uint64_t tensor_length = header.size() + raw_key.size() + ref.tensor->nbytes;
+    prefixes.push_back(LengthDelimitedKey(kGraphInitializerField, tensor_length) + header +
+                       raw_key);
+    graph_length += prefixes.back().size() + ref.tensor->nbytes;
+  }
+  SDONNX_RETURN_IF_ERROR(out.Write(model_bytes));
+  SDONNX_RETURN_IF_ERROR(out.Write(LengthDelimitedKey(kModelGraphField, graph_length)));
+  SDONNX_RETURN_IF_ERROR(out.Write(graph_bytes));
+  for (std::size_t i = 0; i < prefixes.size(); ++i) {
+    SDONNX_RETURN_IF_ERROR(out.Write(prefixes[i]));
+    SDONNX_RETURN_IF_ERROR(WriteTensorBytes(out, checkpoint, builder.weights()[i]));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -81,11 +177,15 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
   onnx::ModelProto& model = builder.model();
   model.set_producer_name("sdonnx");
   model.set_producer_version(options.producer_version);
-  for (const auto& [key, value] : options.metadata) {
-    auto* prop = model.add_metadata_props();
-    prop->set_key(key);
-    prop->set_value(value);
-  }
+  auto add_metadata = [&model](const std::map<std::string, std::string>& entries) {
+    for (const auto& [key, value] : entries) {
+      auto* prop = model.add_metadata_props();
+      prop->set_key(key);
+      prop->set_value(value);
+    }
+  };
+  add_metadata(options.metadata);
+  SDONNX_RETURN_IF_ERROR(CheckStructure(model, file_name));
 
   std::uint64_t weight_bytes = 0;
   for (const WeightRef& ref : builder.weights()) weight_bytes += ref.tensor->nbytes;
@@ -99,32 +199,30 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
   }
 
   std::vector<WrittenFile> written;
-  if (external) {
-    SDONNX_RETURN_IF_ERROR(
-        WriteExternal(builder, checkpoint, dir, file_name + ".data", &written));
-  } else {
-    auto* graph = model.mutable_graph();
-    for (const WeightRef& ref : builder.weights()) {
-      const auto bytes = checkpoint.Data(*ref.tensor);
-      FindInitializer(graph, ref.key)
-          ->set_raw_data(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-    }
-  }
-
   const std::string path = (std::filesystem::path(dir) / file_name).string();
-  {
+  if (external) {
+    SDONNX_ASSIGN_OR_RETURN(WrittenFile data,
+                            WriteExternalData(builder, checkpoint, dir, file_name + ".data"));
+    if (options.late_metadata) add_metadata(options.late_metadata());
     SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
-    std::string serialized;
-    if (!model.SerializeToString(&serialized)) {
-      return Status::Error(path + ": protobuf serialization failed");
-    }
-    if (!external) model.mutable_graph()->clear_initializer();  // Drop the copied bytes early.
-    SDONNX_RETURN_IF_ERROR(out.Write(serialized));
-    written.insert(written.begin(), {path, out.bytes_written()});
+    SDONNX_RETURN_IF_ERROR(out.Write(Serialize(model)));
+    written.push_back({path, out.bytes_written()});
+    written.push_back(data);
+    SDONNX_RETURN_IF_ERROR(out.Commit());
+  } else {
+    if (options.late_metadata) add_metadata(options.late_metadata());
+    SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
+    SDONNX_RETURN_IF_ERROR(WriteInline(builder, checkpoint, out));
+    written.push_back({path, out.bytes_written()});
     SDONNX_RETURN_IF_ERROR(out.Commit());
   }
-  SDONNX_RETURN_IF_ERROR(CheckModelFile(path));
-  LogDebug("checked " + path);
+  if (external || written.front().bytes <= kPathCheckLimitBytes) {
+    SDONNX_RETURN_IF_ERROR(CheckModelFile(path));
+    LogDebug("checked " + path + " with the ONNX checker");
+  } else {
+    LogDebug("checked the graph of " + path + "; its " + std::to_string(written.front().bytes) +
+             " bytes are too many to re-read for a full check");
+  }
   return written;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -27,6 +28,9 @@ struct WrittenFile {
 struct ModelWriteOptions {
   ExternalData external_data = ExternalData::kAuto;
   std::map<std::string, std::string> metadata;
+  // Metadata that may still be computing while weights are written (the
+  // source file's hash); called once, right before the model is serialized.
+  std::function<std::map<std::string, std::string>()> late_metadata;
   std::string producer_version;
 };
 

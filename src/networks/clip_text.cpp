@@ -83,14 +83,23 @@ Status BuildClipText(GraphBuilder& b, const ClipTextSpec& spec) {
   const std::string mask = b.ConstFloat(mask_values, {n, n});
 
   const std::vector<Dim> state_dims = {"batch", n, spec.width};
+  std::vector<std::string> states = {h};
   b.Output(h, "hidden_states.0", onnx::TensorProto_DataType_FLOAT, state_dims);
   for (std::int64_t i = 0; i < spec.layers; ++i) {
     h = Layer(b, h, p + "encoder.layers." + std::to_string(i), spec, heads, mask);
+    states.push_back(h);
     b.Output(h, "hidden_states." + std::to_string(i + 1), onnx::TensorProto_DataType_FLOAT,
              state_dims);
   }
   const std::string last = LayerNorm(b, h, p + "final_layer_norm", spec.layer_norm_eps);
   b.Output(last, "last_hidden_state", onnx::TensorProto_DataType_FLOAT, state_dims);
+  // Clip skip N (AUTOMATIC1111): the final layer norm applied to the output
+  // of layer L + 1 - N; clip skip 1 is last_hidden_state itself.
+  for (std::int64_t skip = 2; skip <= spec.layers; ++skip) {
+    const std::string& state = states[static_cast<std::size_t>(spec.layers + 1 - skip)];
+    b.Output(LayerNorm(b, state, p + "final_layer_norm", spec.layer_norm_eps),
+             "clip_skip_" + std::to_string(skip), onnx::TensorProto_DataType_FLOAT, state_dims);
+  }
 
   const std::string eot =
       b.Op("ArgMax", {ids}, {{"axis", std::int64_t{1}}, {"keepdims", std::int64_t{1}}});

@@ -8,7 +8,10 @@
 //                        first end-of-text token (its highest id)
 //      hidden_states.N   f32 [batch, context_length, width] for N = 0..layers:
 //                        0 is the embedding output, N the output of layer N,
-//                        without final_layer_norm (what clip skip selects).
+//                        without final_layer_norm.
+//      clip_skip_N       f32 [batch, context_length, width] for N = 2..layers:
+//                        final_layer_norm(hidden_states.(layers + 1 - N)),
+//                        the context AUTOMATIC1111 uses at clip skip N.
 // Positions are generated in the graph (0..context_length-1); a checkpoint's
 // position_ids buffer is never read.
 #pragma once

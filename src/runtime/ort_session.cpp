@@ -2,6 +2,7 @@
 
 #include <onnxruntime_cxx_api.h>
 
+#include <algorithm>
 #include <functional>
 
 namespace sdonnx {
@@ -48,16 +49,64 @@ std::int64_t HostTensor::NumElements() const {
   return n;
 }
 
+Result<Provider> ParseProvider(const std::string& name) {
+  if (name == "cpu") return Provider::kCpu;
+  if (name == "cuda") return Provider::kCuda;
+  if (name == "tensorrt") return Provider::kTensorRt;
+  return Status::Error("unknown provider '" + name + "'; use cpu, cuda or tensorrt");
+}
+
+std::vector<std::string> AvailableProviders() {
+  try {
+    return Ort::GetAvailableProviders();
+  } catch (const Ort::Exception&) {
+    return {};
+  }
+}
+
+namespace {
+
+Status AppendProvider(Provider provider, Ort::SessionOptions& session_options) {
+  if (provider == Provider::kCpu) return Status::Ok();
+  const std::string wanted =
+      provider == Provider::kCuda ? "CUDAExecutionProvider" : "TensorrtExecutionProvider";
+  const std::vector<std::string> available = AvailableProviders();
+  if (std::find(available.begin(), available.end(), wanted) == available.end()) {
+    std::string list;
+    for (const auto& name : available) list += (list.empty() ? "" : ", ") + name;
+    return Status::Error("this ONNX Runtime build has no " + wanted + " (available: " + list +
+                         "); use --provider cpu, or build with -DONNXRUNTIME_ROOT pointing at "
+                         "a GPU build of ONNX Runtime");
+  }
+  return OrtCall("enabling " + wanted, [&] {
+    if (provider == Provider::kCuda) {
+      OrtCUDAProviderOptions cuda{};
+      session_options.AppendExecutionProvider_CUDA(cuda);
+    } else {
+      OrtTensorRTProviderOptions tensorrt{};
+      session_options.AppendExecutionProvider_TensorRT(tensorrt);
+      OrtCUDAProviderOptions cuda{};  // Runs what TensorRT does not take.
+      session_options.AppendExecutionProvider_CUDA(cuda);
+    }
+  });
+}
+
+}  // namespace
+
 OrtModel::~OrtModel() = default;
 
 Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
                                                  const SessionOptions& options) {
   auto model = std::unique_ptr<OrtModel>(new OrtModel());
   model->path_ = path;
-  SDONNX_RETURN_IF_ERROR(OrtCall(path + ": loading", [&] {
-    Ort::SessionOptions session_options;
+  Ort::SessionOptions session_options{nullptr};
+  SDONNX_RETURN_IF_ERROR(OrtCall(path + ": setting up the session", [&] {
+    session_options = Ort::SessionOptions();
     if (options.intra_op_threads > 0) session_options.SetIntraOpNumThreads(options.intra_op_threads);
     session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+  }));
+  SDONNX_RETURN_IF_ERROR(AppendProvider(options.provider, session_options));
+  SDONNX_RETURN_IF_ERROR(OrtCall(path + ": loading", [&] {
     model->session_ = std::make_unique<Ort::Session>(Environment(), path.c_str(), session_options);
   }));
   return model;
@@ -79,6 +128,20 @@ std::vector<std::string> OrtModel::OutputNames() const {
     names.push_back(session_->GetOutputNameAllocated(i, allocator).get());
   }
   return names;
+}
+
+Result<std::vector<std::int64_t>> OrtModel::InputShape(const std::string& name) const {
+  const std::vector<std::string> names = InputNames();
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (names[i] != name) continue;
+    std::vector<std::int64_t> shape;
+    Status status = OrtCall(path_ + ": reading input '" + name + "'", [&] {
+      shape = session_->GetInputTypeInfo(i).GetTensorTypeAndShapeInfo().GetShape();
+    });
+    if (!status.ok()) return status;
+    return shape;
+  }
+  return Status::Error(path_ + ": has no input named '" + name + "'");
 }
 
 std::map<std::string, std::string> OrtModel::Metadata() const {

@@ -29,9 +29,18 @@ struct HostTensor {
   std::int64_t NumElements() const;
 };
 
+enum class Provider { kCpu, kCuda, kTensorRt };
+
+// Parses "cpu", "cuda" or "tensorrt".
+Result<Provider> ParseProvider(const std::string& name);
+
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 lets ONNX Runtime choose.
+  Provider provider = Provider::kCpu;
 };
+
+// The execution providers compiled into the loaded ONNX Runtime library.
+std::vector<std::string> AvailableProviders();
 
 class OrtModel {
  public:
@@ -42,6 +51,8 @@ class OrtModel {
   const std::string& path() const { return path_; }
   std::vector<std::string> InputNames() const;
   std::vector<std::string> OutputNames() const;
+  // Dimensions of input `name`; -1 marks a dynamic dimension.
+  Result<std::vector<std::int64_t>> InputShape(const std::string& name) const;
   // The model's metadata_props.
   std::map<std::string, std::string> Metadata() const;
 

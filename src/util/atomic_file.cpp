@@ -84,6 +84,29 @@ Status AtomicFile::Write(const std::string& bytes) {
                                              bytes.size()));
 }
 
+Status AtomicFile::CopyRange(int source_fd, std::uint64_t offset, std::uint64_t length,
+                             std::span<const std::uint8_t> fallback) {
+  if (fd_ < 0) return Status::Error(path_ + ": write after close");
+  auto in_offset = static_cast<off_t>(offset);
+  std::uint64_t copied = 0;
+  while (copied < length) {
+    ssize_t n = ::copy_file_range(source_fd, &in_offset, fd_, nullptr, length - copied, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP ||
+                  errno == EBADF)) {
+      return Write(fallback.subspan(copied));  // No kernel copy between these files.
+    }
+    if (n < 0) {
+      return Status::Error(path_ + ": copy failed at byte " + std::to_string(written_) + ": " +
+                           ErrnoText(errno));
+    }
+    if (n == 0) return Write(fallback.subspan(copied));  // Source shorter than expected.
+    copied += static_cast<std::uint64_t>(n);
+    written_ += static_cast<std::uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
 Status AtomicFile::PadTo(std::uint64_t alignment) {
   static const std::uint8_t kZeros[4096] = {};
   std::uint64_t pad = (alignment - written_ % alignment) % alignment;

@@ -32,6 +32,11 @@ class AtomicFile {
 
   Status Write(std::span<const std::uint8_t> bytes);
   Status Write(const std::string& bytes);
+  // Appends `length` bytes of the file `source_fd` from `offset`, copied in
+  // the kernel where the file systems allow it; `fallback` (the same bytes
+  // in memory) is written instead where they do not.
+  Status CopyRange(int source_fd, std::uint64_t offset, std::uint64_t length,
+                   std::span<const std::uint8_t> fallback);
   // Writes zero bytes until the file size is a multiple of `alignment`.
   Status PadTo(std::uint64_t alignment);
   // Grows the file to `size` bytes without writing (a sparse hole).

@@ -6,13 +6,15 @@
 
 namespace sdonnx {
 
-std::string Sha256Hex(std::span<const std::uint8_t> bytes) {
+std::string Sha256Hex(std::span<const std::uint8_t> bytes,
+                      const std::function<void(std::size_t, std::size_t)>& after_chunk) {
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
   constexpr std::size_t kChunk = 64 << 20;
   for (std::size_t at = 0; at < bytes.size(); at += kChunk) {
     const std::size_t n = std::min(kChunk, bytes.size() - at);
     EVP_DigestUpdate(ctx.get(), bytes.data() + at, n);
+    if (after_chunk) after_chunk(at, n);
   }
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
