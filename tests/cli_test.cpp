@@ -16,30 +16,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::Fixture;
+using testing::CommandResult;
+using testing::Quote;
+using testing::RunSdonnx;
 using testing::ListFiles;
 using testing::TempDir;
 using testing::WriteBytes;
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CommandResult RunSdonnx(const std::string& arguments) {
-  const std::string command = std::string(SDONNX_BINARY) + " " + arguments + " 2>&1";
-  CommandResult result;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer;
-  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) {
-    result.output.append(buffer.data(), n);
-  }
-  const int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
-
-std::string Quote(const fs::path& path) { return "'" + path.string() + "'"; }
 
 std::string FileSha256(const fs::path& path) {
   auto mapped = MappedFile::Open(path.string());
@@ -145,8 +127,11 @@ TEST(Cli, UnsupportedOpsetIsRejected) {
 
 TEST(Cli, DemoRunsTheWholePipeline) {
   TempDir work;
-  CommandResult r = RunSdonnx("demo --work-dir " + Quote(work.path()));
+  CommandResult r = RunSdonnx("demo --work-dir " + Quote(work.path()) + " --output " +
+                              Quote(work / "demo.png"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::is_regular_file(work / "demo.png")) << r.output;
+  EXPECT_NE(r.output.find("generated "), std::string::npos) << r.output;
   for (const char* component : {"clip_text", "unet", "vae_decoder", "vae_encoder"}) {
     EXPECT_NE(r.output.find(std::string("ran ") + component), std::string::npos) << r.output;
   }

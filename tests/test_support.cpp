@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -68,6 +72,23 @@ std::vector<std::string> ListFiles(const fs::path& dir) {
   std::sort(names.begin(), names.end());
   return names;
 }
+
+CommandResult RunSdonnx(const std::string& arguments, const std::string& environment) {
+  const std::string command =
+      environment + " " + std::string(SDONNX_BINARY) + " " + arguments + " 2>&1";
+  CommandResult result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer;
+  while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) {
+    result.output.append(buffer.data(), n);
+  }
+  const int status = ::pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+std::string Quote(const fs::path& path) { return "'" + path.string() + "'"; }
 
 void WriteBytes(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

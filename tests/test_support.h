@@ -38,6 +38,18 @@ double MaxAbsDiff(const HostTensor& a, const HostTensor& b);
 // Names of the regular files in `dir`, sorted; hidden ones included.
 std::vector<std::string> ListFiles(const std::filesystem::path& dir);
 
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the built sdonnx program through the shell with `arguments`;
+// `environment` is a prefix such as "env -u NAME" or "NAME=value".
+CommandResult RunSdonnx(const std::string& arguments, const std::string& environment = "");
+
+// `path` in single quotes for the shell.
+std::string Quote(const std::filesystem::path& path);
+
 // Writes `bytes` to `path` as they are.
 void WriteBytes(const std::filesystem::path& path, const std::string& bytes);
 

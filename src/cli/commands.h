@@ -12,6 +12,8 @@ namespace sdonnx::cli {
 // Adds `convert` to `app`; `run` is set to the action to take if it is chosen.
 void AddConvertCommand(CLI::App& app, std::function<int()>* run);
 void AddDemoCommand(CLI::App& app, std::function<int()>* run);
+void AddTokenizeCommand(CLI::App& app, std::function<int()>* run);
+void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);

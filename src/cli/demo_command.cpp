@@ -1,14 +1,18 @@
 // `sdonnx demo`: the main job on a built-in default. It synthesizes a small
 // SD 1.x checkpoint with random weights in the real key layout, converts it,
-// and runs the four ONNX files in ONNX Runtime, chained the way a pipeline
-// chains them.
+// runs the four ONNX files in ONNX Runtime, chained the way a pipeline chains
+// them, and ends by generating an image with `generate`.
 #include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <memory>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
 #include "convert/convert.h"
+#include "generate/generate.h"
 #include "model/synthesize.h"
 #include "runtime/ort_session.h"
 
@@ -19,6 +23,7 @@ namespace fs = std::filesystem;
 
 struct DemoArgs {
   std::string work_dir;
+  std::string output = "sdonnx-demo.png";
   std::uint64_t seed = 42;
 };
 
@@ -81,6 +86,60 @@ Status RunPipeline(const ConvertReport& report, const fs::path& out_dir, const s
   return Status::Ok();
 }
 
+// Writes a minimal CLIP tokenizer in Hugging Face's format: the 512
+// byte-level tokens, the two special tokens and no merges, so every word is
+// spelled with single-byte tokens. The real tokenizer files are not shipped;
+// this one is enough to drive the pipeline.
+Status WriteDemoTokenizer(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  // GPT-2's byte-to-character map, which CLIP uses: printable Latin-1 bytes
+  // map to themselves, the other 68 bytes to U+0100 onwards, in order.
+  nlohmann::json vocab = nlohmann::json::object();
+  char32_t next_extra = 256;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    const char32_t c = printable ? static_cast<char32_t>(b) : next_extra++;
+    std::string utf8;  // c < 0x800, so one or two UTF-8 bytes.
+    if (c < 0x80) {
+      utf8.push_back(static_cast<char>(c));
+    } else {
+      utf8.push_back(static_cast<char>(0xC0 | (c >> 6)));
+      utf8.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+    }
+    vocab[utf8] = b;
+    vocab[utf8 + "</w>"] = 256 + b;
+  }
+  vocab["<|startoftext|>"] = 512;
+  vocab["<|endoftext|>"] = 513;
+  std::ofstream vocab_file(dir / "vocab.json");
+  vocab_file << vocab.dump();
+  std::ofstream merges_file(dir / "merges.txt");
+  merges_file << "#version: 0.2\n";
+  if (!vocab_file || !merges_file) {
+    return Status::Error((dir / "vocab.json").string() + ": writing the demo tokenizer failed");
+  }
+  return Status::Ok();
+}
+
+Status GenerateImage(const fs::path& model_dir, const fs::path& output, std::uint64_t seed) {
+  SDONNX_RETURN_IF_ERROR(WriteDemoTokenizer(model_dir / "tokenizer"));
+  GenerateOptions options;
+  options.model_dir = model_dir.string();
+  options.prompt = "a watercolor painting of a (lighthouse:1.2) at dusk";
+  options.negative_prompt = "blurry";
+  options.steps = 8;
+  options.seed = seed;
+  options.width = 64;
+  options.height = 64;
+  options.output = output.string();
+  options.overwrite = true;
+  SDONNX_ASSIGN_OR_RETURN(GenerateResult result, Generate(options));
+  std::cout << "generated " << output.string() << " (64x64, 8 euler_a steps, "
+            << result.seconds_per_step << " s per step)\n";
+  return Status::Ok();
+}
+
 int RunDemo(const DemoArgs& args) {
   fs::path work = args.work_dir;
   bool remove_after = false;
@@ -116,6 +175,7 @@ int RunDemo(const DemoArgs& args) {
     }
   }
   Status ran = RunPipeline(*report, options.output_dir, "demo-sd1");
+  if (ran.ok()) ran = GenerateImage(options.output_dir, args.output, args.seed);
   if (remove_after) fs::remove_all(work, ec);
   if (!ran.ok()) return ReportError(ran.message());
   std::cout << (remove_after ? "demo finished; temporary files removed\n"
@@ -132,7 +192,10 @@ void AddDemoCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--work-dir", args->work_dir,
                   "Keep the checkpoint and ONNX files here (default: a temporary folder that is "
                   "removed afterwards)");
-  cmd->add_option("--seed", args->seed, "Seed of the random weights")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed of the random weights and of the image")
+      ->capture_default_str();
+  cmd->add_option("--output", args->output, "Where the generated image goes")
+      ->capture_default_str();
   cmd->callback([run, args] { *run = [args] { return RunDemo(*args); }; });
 }
 

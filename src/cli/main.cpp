@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
   std::function<int()> run;
   sdonnx::cli::AddConvertCommand(app, &run);
   sdonnx::cli::AddDemoCommand(app, &run);
+  sdonnx::cli::AddTokenizeCommand(app, &run);
+  sdonnx::cli::AddGenerateCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
 
   const bool colour = ::isatty(STDERR_FILENO) != 0;

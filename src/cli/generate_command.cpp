@@ -1,0 +1,105 @@
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <random>
+
+#include "cli/commands.h"
+#include "generate/generate.h"
+
+namespace sdonnx::cli {
+namespace {
+
+struct GenerateArgs {
+  GenerateOptions options;
+  std::int64_t seed = -1;
+  double strength = 0.75;
+  bool strength_given = false;
+  std::string provider = "cpu";
+  std::string init_image;
+  std::string mask;
+  std::string tokenizer;
+};
+
+// A one-line progress bar on stderr, redrawn after each step.
+void DrawProgress(int step, int total, double seconds) {
+  constexpr int kWidth = 30;
+  const int filled = total > 0 ? step * kWidth / total : kWidth;
+  const double rate = seconds > 0 ? step / seconds : 0.0;
+  std::fprintf(stderr, "\r[%.*s%*s] %d/%d  %.2f it/s", filled,
+               "##############################", kWidth - filled, "", step, total, rate);
+  if (step == total) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+int RunGenerate(GenerateArgs& args) {
+  GenerateOptions& options = args.options;
+  if (args.seed < 0) {
+    std::random_device device;
+    options.seed = (static_cast<std::uint64_t>(device()) << 32 | device()) & 0xffffffffull;
+  } else {
+    options.seed = static_cast<std::uint64_t>(args.seed);
+  }
+  if (args.strength_given) options.strength = args.strength;
+  if (!args.init_image.empty()) options.init_image = args.init_image;
+  if (!args.mask.empty()) options.mask = args.mask;
+  if (!args.tokenizer.empty()) options.tokenizer = args.tokenizer;
+  Result<Provider> provider = ParseProvider(args.provider);
+  if (!provider.ok()) return ReportError(provider.status().message());
+  options.session.provider = *provider;
+
+  StepCallback on_step;
+  if (::isatty(STDERR_FILENO)) on_step = DrawProgress;
+  Result<GenerateResult> result = Generate(options, on_step);
+  if (!result.ok()) return ReportError(result.status().message());
+  for (const std::string& file : result->files) std::cout << "wrote " << file << "\n";
+  std::printf("seed %llu, %.2f s per step, models loaded in %.1f s\n",
+              static_cast<unsigned long long>(options.seed), result->seconds_per_step,
+              result->load_seconds);
+  return 0;
+}
+
+}  // namespace
+
+void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
+  auto args = std::make_shared<GenerateArgs>();
+  GenerateOptions& o = args->options;
+  CLI::App* cmd = app.add_subcommand("generate", "Generate images with converted ONNX models");
+  cmd->add_option("--model", o.model_dir, "Folder with the files sdonnx convert wrote")
+      ->required();
+  cmd->add_option("--prompt", o.prompt, "What to draw (AUTOMATIC1111 emphasis syntax)")
+      ->required();
+  cmd->add_option("--negative-prompt", o.negative_prompt, "What to avoid");
+  cmd->add_option("--steps", o.steps, "Sampling steps")->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale; 1 disables it")
+      ->capture_default_str();
+  cmd->add_option("--sampler", o.sampler,
+                  "euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras or lcm")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed; -1 picks one at random")->capture_default_str();
+  cmd->add_option("--width", o.width, "Image width, a multiple of 8")->capture_default_str();
+  cmd->add_option("--height", o.height, "Image height, a multiple of 8")->capture_default_str();
+  cmd->add_option("--batch-size", o.batch_size, "Images per run; files are numbered")
+      ->capture_default_str();
+  cmd->add_option("--clip-skip", o.clip_skip, "Text encoder layers to skip from the end, 1 = none")
+      ->capture_default_str();
+  cmd->add_option("--init-image", args->init_image, "PNG to start from (img2img)");
+  cmd->add_option("--strength", args->strength,
+                  "How much of the init image to repaint: 0.75 by default, 1.0 with --mask")
+      ->check(CLI::Range(0.0, 1.0))
+      ->each([args](const std::string&) { args->strength_given = true; });
+  cmd->add_option("--mask", args->mask, "PNG mask, white where to repaint (inpainting)");
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "CLIP tokenizer: bpe_simple_vocab_16e6.txt.gz, or a folder with it or with "
+                  "vocab.json and merges.txt");
+  cmd->add_option("--threads", o.session.intra_op_threads, "CPU threads; 0 lets ONNX Runtime "
+                  "choose")->capture_default_str();
+  cmd->add_option("--provider", args->provider, "cpu, cuda or tensorrt")->capture_default_str();
+  cmd->add_option("--output", o.output, "Output PNG")->required();
+  cmd->add_flag("--force", o.overwrite, "Overwrite existing output files");
+  cmd->callback([run, args] { *run = [args] { return RunGenerate(*args); }; });
+}
+
+}  // namespace sdonnx::cli

@@ -1,0 +1,53 @@
+#include "generate/conditioning.h"
+
+#include <algorithm>
+
+namespace sdonnx {
+
+Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
+                                int clip_skip) {
+  if (chunks.empty()) return Status::Error("the prompt produced no token chunks");
+  const auto length = static_cast<std::int64_t>(chunks.front().ids.size());
+  std::vector<std::int32_t> ids;
+  for (const PromptChunk& chunk : chunks) ids.insert(ids.end(), chunk.ids.begin(), chunk.ids.end());
+  const auto count = static_cast<std::int64_t>(chunks.size());
+
+  std::string output = "last_hidden_state";
+  if (clip_skip > 1) {
+    output = "clip_skip_" + std::to_string(clip_skip);
+    const auto names = text_encoder.OutputNames();
+    if (std::find(names.begin(), names.end(), output) == names.end()) {
+      return Status::Error("clip skip " + std::to_string(clip_skip) + " is more than " +
+                           text_encoder.path() + " supports (it has no output '" + output +
+                           "'); use a smaller --clip-skip");
+    }
+  }
+  SDONNX_ASSIGN_OR_RETURN(auto outputs,
+                          text_encoder.Run({{"input_ids", HostTensor::Int32({count, length}, ids)}},
+                                           {output}));
+  HostTensor states = std::move(outputs[output]);
+  if (states.shape.size() != 3 || states.shape[0] != count || states.shape[1] != length) {
+    return Status::Error(text_encoder.path() + ": output '" + output + "' has an unexpected shape");
+  }
+  const std::int64_t width = states.shape[2];
+  const std::size_t chunk_size = static_cast<std::size_t>(length * width);
+  for (std::size_t c = 0; c < chunks.size(); ++c) {
+    float* z = states.f32.data() + c * chunk_size;
+    double before = 0;
+    double after = 0;
+    for (std::size_t i = 0; i < chunk_size; ++i) before += z[i];
+    for (std::int64_t t = 0; t < length; ++t) {
+      const float weight = chunks[c].weights[static_cast<std::size_t>(t)];
+      for (std::int64_t k = 0; k < width; ++k) z[t * width + k] *= weight;
+    }
+    for (std::size_t i = 0; i < chunk_size; ++i) after += z[i];
+    if (after != 0.0) {
+      const auto scale = static_cast<float>(before / after);
+      for (std::size_t i = 0; i < chunk_size; ++i) z[i] *= scale;
+    }
+  }
+  states.shape = {1, count * length, width};
+  return states;
+}
+
+}  // namespace sdonnx

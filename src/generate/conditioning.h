@@ -1,0 +1,21 @@
+// Text conditioning: a prompt's token chunks through the text encoder, with
+// AUTOMATIC1111's emphasis weights, into the UNet's cross-attention context.
+#pragma once
+
+#include <vector>
+
+#include "runtime/ort_session.h"
+#include "text/prompt.h"
+#include "util/status.h"
+
+namespace sdonnx {
+
+// Runs every 77-token chunk through `text_encoder` in one batch and returns
+// the context [1, 77 x chunks, width]. clip_skip 1 takes last_hidden_state,
+// N > 1 the clip_skip_N output. Each chunk's hidden states are multiplied by
+// their tokens' weights, then rescaled so that the chunk's mean is what it
+// was before weighting (AUTOMATIC1111's emphasis).
+Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
+                                int clip_skip);
+
+}  // namespace sdonnx

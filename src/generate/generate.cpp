@@ -1,0 +1,468 @@
+#include "generate/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "generate/conditioning.h"
+#include "generate/model_set.h"
+#include "image/png.h"
+#include "sampling/noise.h"
+#include "sampling/sampler.h"
+#include "text/clip_tokenizer.h"
+#include "text/prompt.h"
+#include "util/atomic_file.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// Step noise comes from its own stream, so that the initial noise of image b
+// (seed + b) stays the same whatever the sampler draws.
+constexpr std::uint64_t kStepNoiseSeedOffset = 1ull << 32;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Everything the sampling loop needs, derived from the options and models.
+struct Plan {
+  ModelFacts facts;
+  SamplerKind sampler = SamplerKind::kEulerAncestral;
+  std::int64_t batch = 1;
+  std::int64_t latent_height = 0;
+  std::int64_t latent_width = 0;
+  bool guidance = true;      // cfg_scale != 1: run the negative prompt too.
+  bool inpaint_unet = false;  // 9-channel UNet: mask and masked image are inputs.
+  double strength = 1.0;
+  std::size_t LatentSize() const {
+    return static_cast<std::size_t>(facts.latent_channels * latent_height * latent_width);
+  }
+};
+
+// Pixels of an image as [1, 3, H, W] in [-1, 1].
+std::vector<float> ImageToTensor(const Image& image) {
+  const std::size_t plane = static_cast<std::size_t>(image.width * image.height);
+  std::vector<float> out(3 * plane);
+  for (std::size_t i = 0; i < plane; ++i) {
+    for (std::size_t c = 0; c < 3; ++c) {
+      out[c * plane + i] = image.pixels[i * 3 + c] / 127.5f - 1.0f;
+    }
+  }
+  return out;
+}
+
+Image TensorToImage(const float* chw, std::int64_t width, std::int64_t height) {
+  Image image;
+  image.width = width;
+  image.height = height;
+  const std::size_t plane = static_cast<std::size_t>(width * height);
+  image.pixels.resize(3 * plane);
+  for (std::size_t i = 0; i < plane; ++i) {
+    for (std::size_t c = 0; c < 3; ++c) {
+      const float v = std::clamp((chw[c * plane + i] + 1.0f) * 0.5f, 0.0f, 1.0f);
+      image.pixels[i * 3 + c] = static_cast<std::uint8_t>(std::lround(v * 255.0f));
+    }
+  }
+  return image;
+}
+
+Status CheckFinite(std::span<const float> values, const std::string& component, int step,
+                   int total) {
+  for (float v : values) {
+    if (!std::isfinite(v)) {
+      std::string where = step > 0 ? " at step " + std::to_string(step) + " of " +
+                                         std::to_string(total)
+                                   : "";
+      return Status::Error(component + " produced NaN or Inf" + where +
+                           "; the model's weights may be broken, or an fp16 model overflowed "
+                           "(try the fp32 conversion)");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<Image> ReadImageOfSize(const std::string& path, const std::string& what, bool gray,
+                              std::int64_t width, std::int64_t height) {
+  SDONNX_ASSIGN_OR_RETURN(Image image, ReadPng(path, gray));
+  if (image.width != width || image.height != height) {
+    return Status::Error(path + ": the " + what + " is " + std::to_string(image.width) + "x" +
+                         std::to_string(image.height) + ", expected " + std::to_string(width) +
+                         "x" + std::to_string(height) + " (--width x --height); resize it or "
+                         "pass its size");
+  }
+  return image;
+}
+
+// quant_conv's mean, times the scaling factor: [1, latent_channels, h, w].
+Result<std::vector<float>> EncodeToLatent(OrtModel& encoder, const std::vector<float>& pixels,
+                                          const GenerateOptions& options, const Plan& plan) {
+  SDONNX_ASSIGN_OR_RETURN(
+      auto out, encoder.Run({{"sample", HostTensor::Float({1, 3, options.height, options.width},
+                                                          pixels)}},
+                            {"latent_parameters"}));
+  const HostTensor& moments = out["latent_parameters"];
+  SDONNX_RETURN_IF_ERROR(CheckFinite(moments.f32, "vae_encoder", 0, 0));
+  const std::size_t size = plan.LatentSize();
+  if (moments.f32.size() != 2 * size) {
+    return Status::Error(encoder.path() + ": latent_parameters has " +
+                         std::to_string(moments.f32.size()) + " values, expected " +
+                         std::to_string(2 * size));
+  }
+  std::vector<float> latent(moments.f32.begin(), moments.f32.begin() + static_cast<long>(size));
+  for (float& v : latent) v *= plan.facts.scaling_factor;
+  return latent;
+}
+
+// Inputs made from --init-image and --mask.
+struct ImageInputs {
+  std::vector<float> init_latent;    // [latent_channels, h, w]; empty for txt2img
+  std::vector<float> pixels;         // [3, H, W] in [-1, 1], kept for the final overlay
+  std::vector<float> mask;           // [H * W], 1 where the image is repainted
+  std::vector<float> mask_latent;    // [h * w], the mask at latent resolution
+  std::vector<float> masked_latent;  // [latent_channels, h, w], for 9-channel UNets
+};
+
+struct Contexts {
+  HostTensor cond;
+  HostTensor uncond;
+};
+
+Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
+  Plan plan;
+  plan.facts = facts;
+  SDONNX_ASSIGN_OR_RETURN(plan.sampler, ParseSamplerKind(options.sampler));
+
+  const std::int64_t multiple = std::lcm<std::int64_t>(8, facts.downsample_factor);
+  for (auto [name, value] : {std::pair{"width", options.width}, {"height", options.height}}) {
+    if (value < multiple || value % multiple != 0) {
+      return Status::Error(std::string("--") + name + " " + std::to_string(value) +
+                           " is not a positive multiple of " + std::to_string(multiple) +
+                           "; nearest allowed values: " + AllowedSizesNear(value, multiple));
+    }
+  }
+  if (options.batch_size < 1 || options.batch_size > 64) {
+    return Status::Error("--batch-size " + std::to_string(options.batch_size) +
+                         " is out of range; use 1 to 64");
+  }
+  if (options.clip_skip < 1) {
+    return Status::Error("--clip-skip " + std::to_string(options.clip_skip) +
+                         " is invalid; use 1 (the last layer) or more");
+  }
+
+  if (facts.variant == "instruct-pix2pix" || facts.unet_in_channels == 8) {
+    return Status::Error("instruct-pix2pix models (8-channel UNet) are not supported by generate "
+                         "yet");
+  }
+  plan.inpaint_unet = facts.unet_in_channels == 2 * facts.latent_channels + 1;
+  if (plan.inpaint_unet && !options.mask) {
+    return Status::Error("this is an inpainting model (" +
+                         std::to_string(facts.unet_in_channels) +
+                         "-channel UNet); pass --init-image and --mask");
+  }
+  if (options.mask && !options.init_image) {
+    return Status::Error("--mask needs --init-image: the mask marks what to repaint in it");
+  }
+
+  plan.strength = options.strength.value_or(options.mask ? 1.0 : 0.75);
+  if (!options.init_image) plan.strength = 1.0;
+  plan.batch = options.batch_size;
+  plan.latent_height = options.height / facts.downsample_factor;
+  plan.latent_width = options.width / facts.downsample_factor;
+  plan.guidance = options.cfg_scale != 1.0f;
+  return plan;
+}
+
+Result<ImageInputs> PrepareImages(ModelSet& models, const GenerateOptions& options,
+                                  const Plan& plan) {
+  ImageInputs in;
+  if (!options.init_image) return in;
+  SDONNX_ASSIGN_OR_RETURN(Image image, ReadImageOfSize(*options.init_image, "init image", false,
+                                                       options.width, options.height));
+  in.pixels = ImageToTensor(image);
+  SDONNX_ASSIGN_OR_RETURN(in.init_latent,
+                          EncodeToLatent(*models.vae_encoder(), in.pixels, options, plan));
+  if (!options.mask) return in;
+
+  SDONNX_ASSIGN_OR_RETURN(Image mask, ReadImageOfSize(*options.mask, "mask", true, options.width,
+                                                      options.height));
+  in.mask.resize(mask.pixels.size());
+  for (std::size_t i = 0; i < mask.pixels.size(); ++i) in.mask[i] = mask.pixels[i] >= 128 ? 1 : 0;
+  const std::int64_t f = plan.facts.downsample_factor;
+  for (std::int64_t y = 0; y < plan.latent_height; ++y) {
+    for (std::int64_t x = 0; x < plan.latent_width; ++x) {
+      in.mask_latent.push_back(in.mask[static_cast<std::size_t>(y * f * options.width + x * f)]);
+    }
+  }
+  if (plan.inpaint_unet) {
+    std::vector<float> masked = in.pixels;
+    const std::size_t plane = in.mask.size();
+    for (std::size_t c = 0; c < 3; ++c) {
+      for (std::size_t i = 0; i < plane; ++i) {
+        if (in.mask[i] > 0.5f) masked[c * plane + i] = 0.0f;
+      }
+    }
+    SDONNX_ASSIGN_OR_RETURN(in.masked_latent,
+                            EncodeToLatent(*models.vae_encoder(), masked, options, plan));
+  }
+  return in;
+}
+
+Result<Contexts> EncodePrompts(ModelSet& models, const GenerateOptions& options,
+                               const Plan& plan) {
+  SDONNX_ASSIGN_OR_RETURN(std::string tokenizer_path,
+                          FindTokenizer(options.tokenizer, options.model_dir));
+  SDONNX_ASSIGN_OR_RETURN(ClipTokenizer tokenizer, ClipTokenizer::Load(tokenizer_path));
+  const std::int32_t pad = tokenizer.EndId();  // CLIP ViT-L pads with end-of-text.
+  std::vector<PromptChunk> cond = TokenizePrompt(tokenizer, options.prompt, pad);
+  std::vector<PromptChunk> uncond = TokenizePrompt(tokenizer, options.negative_prompt, pad);
+  EqualizeChunkCounts(cond, uncond, tokenizer.StartId(), tokenizer.EndId(), pad);
+  Contexts contexts;
+  SDONNX_ASSIGN_OR_RETURN(contexts.cond,
+                          EncodePrompt(models.text_encoder(), cond, options.clip_skip));
+  if (plan.guidance) {
+    SDONNX_ASSIGN_OR_RETURN(contexts.uncond,
+                            EncodePrompt(models.text_encoder(), uncond, options.clip_skip));
+  }
+  return contexts;
+}
+
+// The UNet's inputs for one step: the scaled latents of every image, first
+// for the negative prompt and then for the positive one when guidance is on.
+std::map<std::string, HostTensor> UNetInputs(const Plan& plan, const Contexts& contexts,
+                                             const ImageInputs& images,
+                                             const std::vector<float>& scaled, float timestep) {
+  const std::int64_t copies = plan.guidance ? 2 : 1;
+  const std::int64_t rows = copies * plan.batch;
+  const std::size_t latent = plan.LatentSize();
+  const std::size_t plane = static_cast<std::size_t>(plan.latent_height * plan.latent_width);
+  const std::int64_t channels = plan.facts.unet_in_channels;
+  std::vector<float> sample;
+  sample.reserve(static_cast<std::size_t>(rows * channels) * plane);
+  for (std::int64_t copy = 0; copy < copies; ++copy) {
+    for (std::int64_t b = 0; b < plan.batch; ++b) {
+      const auto first = scaled.begin() + static_cast<long>(b * latent);
+      sample.insert(sample.end(), first, first + static_cast<long>(latent));
+      if (plan.inpaint_unet) {
+        sample.insert(sample.end(), images.mask_latent.begin(), images.mask_latent.end());
+        sample.insert(sample.end(), images.masked_latent.begin(), images.masked_latent.end());
+      }
+    }
+  }
+  const HostTensor& cond = contexts.cond;
+  std::vector<float> context;
+  context.reserve(static_cast<std::size_t>(rows) * cond.f32.size());
+  for (std::int64_t copy = 0; copy < copies; ++copy) {
+    const HostTensor& source = (plan.guidance && copy == 0) ? contexts.uncond : cond;
+    for (std::int64_t b = 0; b < plan.batch; ++b) {
+      context.insert(context.end(), source.f32.begin(), source.f32.end());
+    }
+  }
+  return {{"sample", HostTensor::Float({rows, channels, plan.latent_height, plan.latent_width},
+                                       std::move(sample))},
+          {"timestep", HostTensor::Float({1}, {timestep})},
+          {"encoder_hidden_states",
+           HostTensor::Float({rows, cond.shape[1], cond.shape[2]}, std::move(context))}};
+}
+
+// Initial latents: pure noise for txt2img (and strength 1), or the encoded
+// image noised to the first timestep that runs.
+Result<std::vector<float>> InitialLatents(const GenerateOptions& options, const Plan& plan,
+                                          const ImageInputs& images, const Sampler& sampler) {
+  const std::size_t latent = plan.LatentSize();
+  std::vector<float> latents(latent * static_cast<std::size_t>(plan.batch));
+  for (std::int64_t b = 0; b < plan.batch; ++b) {
+    NoiseSource noise(options.seed + static_cast<std::uint64_t>(b));
+    std::span<float> slice(latents.data() + b * static_cast<std::int64_t>(latent), latent);
+    noise.Fill(slice);
+    if (images.init_latent.empty() || plan.strength >= 1.0) {
+      for (float& v : slice) v *= sampler.InitNoiseSigma();
+    } else {
+      std::vector<float> noise_values(slice.begin(), slice.end());
+      SDONNX_RETURN_IF_ERROR(sampler.AddNoise(images.init_latent, noise_values, slice));
+    }
+  }
+  return latents;
+}
+
+Result<std::vector<float>> RunSampler(ModelSet& models, const GenerateOptions& options,
+                                      const Plan& plan, const Contexts& contexts,
+                                      const ImageInputs& images, const StepCallback& on_step,
+                                      double* seconds_per_step) {
+  SamplerOptions sampler_options;
+  sampler_options.kind = plan.sampler;
+  sampler_options.steps = options.steps;
+  sampler_options.prediction = plan.facts.prediction;
+  sampler_options.strength = plan.strength;
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> sampler, Sampler::Create(sampler_options));
+  SDONNX_ASSIGN_OR_RETURN(std::vector<float> latents,
+                          InitialLatents(options, plan, images, *sampler));
+  NoiseSource step_noise(options.seed + kStepNoiseSeedOffset);
+  const int total = sampler->NumSteps();
+  const std::size_t size = latents.size();
+  const auto start = Clock::now();
+  for (int i = 0; i < total; ++i) {
+    std::vector<float> scaled = latents;
+    SDONNX_RETURN_IF_ERROR(sampler->ScaleModelInput(i, scaled));
+    auto inputs = UNetInputs(plan, contexts, images, scaled, sampler->Timesteps()[i]);
+    SDONNX_ASSIGN_OR_RETURN(auto outputs, models.unet().Run(inputs, {"out_sample"}));
+    const std::vector<float>& out = outputs["out_sample"].f32;
+    if (out.size() != size * (plan.guidance ? 2 : 1)) {
+      return Status::Error(models.unet().path() + ": out_sample has " +
+                           std::to_string(out.size()) + " values, expected " +
+                           std::to_string(size * (plan.guidance ? 2 : 1)));
+    }
+    SDONNX_RETURN_IF_ERROR(CheckFinite(out, "unet", i + 1, total));
+    std::vector<float> guided(out.begin(), out.begin() + static_cast<long>(size));
+    if (plan.guidance) {
+      for (std::size_t k = 0; k < size; ++k) {
+        guided[k] = out[k] + options.cfg_scale * (out[size + k] - out[k]);
+      }
+    }
+    SDONNX_RETURN_IF_ERROR(sampler->Step(i, guided, latents, step_noise));
+    if (on_step) on_step(i + 1, total, SecondsSince(start));
+  }
+  *seconds_per_step = total > 0 ? SecondsSince(start) / total : 0;
+  return latents;
+}
+
+Result<std::vector<Image>> DecodeImages(ModelSet& models, std::vector<float> latents,
+                                        const GenerateOptions& options, const Plan& plan,
+                                        const ImageInputs& images) {
+  for (float& v : latents) v /= plan.facts.scaling_factor;
+  std::vector<Image> out;
+  const std::size_t latent = plan.LatentSize();
+  const std::size_t plane = static_cast<std::size_t>(options.width * options.height);
+  for (std::int64_t b = 0; b < plan.batch; ++b) {
+    std::vector<float> one(latents.begin() + static_cast<long>(b * latent),
+                           latents.begin() + static_cast<long>((b + 1) * latent));
+    SDONNX_ASSIGN_OR_RETURN(
+        auto decoded,
+        models.vae_decoder().Run(
+            {{"latent_sample",
+              HostTensor::Float({1, plan.facts.latent_channels, plan.latent_height,
+                                 plan.latent_width},
+                                std::move(one))}},
+            {"sample"}));
+    std::vector<float>& pixels = decoded["sample"].f32;
+    SDONNX_RETURN_IF_ERROR(CheckFinite(pixels, "vae_decoder", 0, 0));
+    if (pixels.size() != 3 * plane) {
+      return Status::Error(models.vae_decoder().path() + ": sample has " +
+                           std::to_string(pixels.size()) + " values, expected " +
+                           std::to_string(3 * plane));
+    }
+    if (!images.mask.empty()) {  // Keep the original pixels outside the mask.
+      for (std::size_t c = 0; c < 3; ++c) {
+        for (std::size_t i = 0; i < plane; ++i) {
+          if (images.mask[i] < 0.5f) pixels[c * plane + i] = images.pixels[c * plane + i];
+        }
+      }
+    }
+    out.push_back(TensorToImage(pixels.data(), options.width, options.height));
+  }
+  return out;
+}
+
+std::string SamplerLabel(SamplerKind kind) {
+  switch (kind) {
+    case SamplerKind::kEulerAncestral: return "Euler a";
+    case SamplerKind::kEuler: return "Euler";
+    case SamplerKind::kDdim: return "DDIM";
+    case SamplerKind::kDpmpp2m: return "DPM++ 2M";
+    case SamplerKind::kDpmpp2mKarras: return "DPM++ 2M Karras";
+    case SamplerKind::kLcm: return "LCM";
+  }
+  return "?";
+}
+
+// AUTOMATIC1111's "parameters" text, which PNG Info tools read back.
+std::string Parameters(const GenerateOptions& options, const Plan& plan, std::uint64_t seed) {
+  char cfg[32];
+  std::snprintf(cfg, sizeof(cfg), "%g", options.cfg_scale);
+  std::string text = options.prompt + "\n";
+  if (!options.negative_prompt.empty()) text += "Negative prompt: " + options.negative_prompt + "\n";
+  text += "Steps: " + std::to_string(options.steps) + ", Sampler: " + SamplerLabel(plan.sampler) +
+          ", CFG scale: " + cfg + ", Seed: " + std::to_string(seed) + ", Size: " +
+          std::to_string(options.width) + "x" + std::to_string(options.height);
+  if (plan.facts.source_sha256.size() >= 10) {
+    text += ", Model hash: " + plan.facts.source_sha256.substr(0, 10);
+  }
+  text += ", Model: " + plan.facts.stem;
+  if (options.clip_skip > 1) text += ", Clip skip: " + std::to_string(options.clip_skip);
+  if (options.init_image) {
+    char strength[32];
+    std::snprintf(strength, sizeof(strength), "%g", plan.strength);
+    text += std::string(", Denoising strength: ") + strength;
+  }
+  return text;
+}
+
+std::vector<std::string> OutputPaths(const std::string& output, int batch) {
+  if (batch == 1) return {output};
+  const fs::path path(output);
+  std::vector<std::string> paths;
+  for (int i = 1; i <= batch; ++i) {
+    paths.push_back((path.parent_path() / (path.stem().string() + "-" + std::to_string(i) +
+                                           path.extension().string()))
+                        .string());
+  }
+  return paths;
+}
+
+}  // namespace
+
+std::string AllowedSizesNear(std::int64_t value, std::int64_t multiple) {
+  if (value < multiple) return std::to_string(multiple);
+  const std::int64_t below = value / multiple * multiple;
+  return std::to_string(below) + " or " + std::to_string(below + multiple);
+}
+
+Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallback& on_step) {
+  if (options.output.empty()) return Status::Error("--output is required (a .png path)");
+  const std::vector<std::string> paths = OutputPaths(options.output, options.batch_size);
+  for (const std::string& path : paths) {
+    std::error_code ec;
+    if (!options.overwrite && fs::exists(fs::symlink_status(path, ec))) {
+      return Status::Error(path + ": already exists; pass --force to overwrite it");
+    }
+  }
+  GenerateResult result;
+  const auto load_start = Clock::now();
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<ModelSet> models,
+                          ModelSet::Load(options.model_dir, options.init_image.has_value(),
+                                         options.session));
+  result.load_seconds = SecondsSince(load_start);
+  SDONNX_ASSIGN_OR_RETURN(Plan plan, MakePlan(options, models->facts()));
+  SDONNX_ASSIGN_OR_RETURN(ImageInputs images, PrepareImages(*models, options, plan));
+  SDONNX_ASSIGN_OR_RETURN(Contexts contexts, EncodePrompts(*models, options, plan));
+  SDONNX_ASSIGN_OR_RETURN(std::vector<float> latents,
+                          RunSampler(*models, options, plan, contexts, images, on_step,
+                                     &result.seconds_per_step));
+  result.latents = latents;
+  SDONNX_ASSIGN_OR_RETURN(std::vector<Image> decoded,
+                          DecodeImages(*models, std::move(latents), options, plan, images));
+
+  // Every image is encoded and written to a temporary name before any of
+  // them is renamed into place.
+  std::vector<AtomicFile> files;
+  for (std::size_t i = 0; i < decoded.size(); ++i) {
+    const std::string parameters = Parameters(options, plan, options.seed + i);
+    if (i == 0) result.parameters = parameters;
+    SDONNX_ASSIGN_OR_RETURN(std::string png, EncodePng(decoded[i], {{"parameters", parameters}}));
+    SDONNX_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(paths[i], options.overwrite));
+    SDONNX_RETURN_IF_ERROR(file.Write(png));
+    SDONNX_RETURN_IF_ERROR(file.Close());
+    files.push_back(std::move(file));
+  }
+  for (AtomicFile& file : files) {
+    SDONNX_RETURN_IF_ERROR(file.Commit());
+    result.files.push_back(file.path());
+  }
+  return result;
+}
+
+}  // namespace sdonnx

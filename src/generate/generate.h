@@ -1,0 +1,59 @@
+// generate: txt2img, img2img and inpainting on the files `convert` wrote,
+// through ONNX Runtime.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/ort_session.h"
+#include "util/status.h"
+
+namespace sdonnx {
+
+struct GenerateOptions {
+  std::string model_dir;
+  std::string prompt;
+  std::string negative_prompt;
+  int steps = 20;
+  float cfg_scale = 7.0f;
+  std::string sampler = "euler_a";
+  std::uint64_t seed = 0;
+  std::int64_t width = 512;
+  std::int64_t height = 512;
+  int batch_size = 1;
+  int clip_skip = 1;
+  std::optional<std::string> init_image;
+  // img2img / inpainting strength; unset means 0.75 for img2img and 1.0 for
+  // inpainting.
+  std::optional<double> strength;
+  std::optional<std::string> mask;  // White marks the area to repaint.
+  std::optional<std::string> tokenizer;
+  SessionOptions session;
+  std::string output;  // OUT.png; a batch writes OUT-1.png, OUT-2.png, ...
+  bool overwrite = false;
+};
+
+struct GenerateResult {
+  std::vector<std::string> files;
+  std::string parameters;  // The PNG "parameters" text of the first image.
+  double load_seconds = 0;
+  double seconds_per_step = 0;
+  // The denoised latents of the batch, [batch, latent_channels, h, w], still
+  // multiplied by the scaling factor; for tests and diagnostics.
+  std::vector<float> latents;
+};
+
+// Called after each UNet step with the step number (1-based), the total and
+// the seconds since sampling started.
+using StepCallback = std::function<void(int step, int total, double seconds)>;
+
+Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallback& on_step = {});
+
+// The sizes generate accepts around `value`: the nearest multiples of 8 (and
+// of the VAE factor) below and above, for error messages.
+std::string AllowedSizesNear(std::int64_t value, std::int64_t multiple);
+
+}  // namespace sdonnx

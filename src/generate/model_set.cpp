@@ -1,0 +1,112 @@
+#include "generate/model_set.h"
+
+#include <filesystem>
+#include <set>
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+Result<std::string> FindStem(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return Status::Error(dir + ": not a folder; pass the output folder of sdonnx convert");
+  }
+  std::set<std::string> stems;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("unet_") && name.ends_with(".onnx")) {
+      stems.insert(name.substr(5, name.size() - 10));
+    }
+  }
+  if (stems.empty()) {
+    return Status::Error(dir + ": no unet_<name>.onnx file; convert a checkpoint into this "
+                         "folder first (sdonnx convert MODEL.safetensors " + dir + ")");
+  }
+  if (stems.size() > 1) {
+    std::string list;
+    for (const auto& s : stems) list += (list.empty() ? "" : ", ") + s;
+    return Status::Error(dir + ": contains several converted models (" + list +
+                         "); keep one model per folder");
+  }
+  return *stems.begin();
+}
+
+Result<std::unique_ptr<OrtModel>> LoadComponent(const fs::path& dir, const std::string& component,
+                                                const std::string& stem,
+                                                const SessionOptions& options) {
+  const fs::path path = dir / (component + "_" + stem + ".onnx");
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    return Status::Error(path.string() + ": missing; the " + component +
+                         " is needed to generate images (was the checkpoint converted "
+                         "completely?)");
+  }
+  return OrtModel::Load(path.string(), options);
+}
+
+Result<float> ParseFloat(const std::string& path, const std::string& key,
+                         const std::map<std::string, std::string>& metadata) {
+  auto it = metadata.find(key);
+  if (it == metadata.end()) {
+    return Status::Error(path + ": metadata '" + key + "' is missing; files written by sdonnx "
+                         "convert have it (re-convert the checkpoint)");
+  }
+  try {
+    return std::stof(it->second);
+  } catch (const std::exception&) {
+    return Status::Error(path + ": metadata '" + key + "' is '" + it->second +
+                         "', expected a number");
+  }
+}
+
+Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
+  const auto metadata = unet.Metadata();
+  const std::string& path = unet.path();
+  auto text = [&](const std::string& key) {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? std::string() : it->second;
+  };
+  facts->family = text("sdonnx.family");
+  if (facts->family.empty()) {
+    return Status::Error(path + ": has no sdonnx metadata (sdonnx.family); generate needs files "
+                         "written by sdonnx convert");
+  }
+  facts->variant = text("sdonnx.variant");
+  SDONNX_ASSIGN_OR_RETURN(facts->prediction,
+                          ParsePredictionType(text("sdonnx.prediction_type")));
+  SDONNX_ASSIGN_OR_RETURN(facts->scaling_factor,
+                          ParseFloat(path, "sdonnx.vae_scaling_factor", metadata));
+  SDONNX_ASSIGN_OR_RETURN(float factor, ParseFloat(path, "sdonnx.vae_downsample_factor", metadata));
+  SDONNX_ASSIGN_OR_RETURN(float channels, ParseFloat(path, "sdonnx.latent_channels", metadata));
+  facts->downsample_factor = static_cast<std::int64_t>(factor);
+  facts->latent_channels = static_cast<std::int64_t>(channels);
+  facts->source_sha256 = text("sdonnx.source_sha256");
+  SDONNX_ASSIGN_OR_RETURN(auto sample_shape, unet.InputShape("sample"));
+  if (sample_shape.size() != 4 || sample_shape[1] <= 0) {
+    return Status::Error(path + ": input 'sample' should be [batch, channels, height, width] "
+                         "with a fixed channel count");
+  }
+  facts->unet_in_channels = sample_shape[1];
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool need_encoder,
+                                                 const SessionOptions& options) {
+  auto set = std::unique_ptr<ModelSet>(new ModelSet());
+  SDONNX_ASSIGN_OR_RETURN(set->facts_.stem, FindStem(dir));
+  const std::string& stem = set->facts_.stem;
+  SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options));
+  SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
+  SDONNX_ASSIGN_OR_RETURN(set->text_, LoadComponent(dir, "clip_text", stem, options));
+  SDONNX_ASSIGN_OR_RETURN(set->decoder_, LoadComponent(dir, "vae_decoder", stem, options));
+  if (need_encoder) {
+    SDONNX_ASSIGN_OR_RETURN(set->encoder_, LoadComponent(dir, "vae_encoder", stem, options));
+  }
+  return set;
+}
+
+}  // namespace sdonnx

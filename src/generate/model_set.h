@@ -1,0 +1,47 @@
+// The ONNX files of one converted model, found in a folder and loaded into
+// ONNX Runtime, with the facts `generate` needs from their metadata.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "runtime/ort_session.h"
+#include "sampling/sampler.h"
+#include "util/status.h"
+
+namespace sdonnx {
+
+struct ModelFacts {
+  std::string stem;                  // <stem> of unet_<stem>.onnx
+  std::string family;                // sdonnx.family
+  std::string variant;               // base, inpaint, instruct-pix2pix
+  PredictionType prediction = PredictionType::kEpsilon;
+  float scaling_factor = 0.18215f;
+  std::int64_t downsample_factor = 8;
+  std::int64_t latent_channels = 4;
+  std::int64_t unet_in_channels = 4;
+  std::string source_sha256;         // of the converted checkpoint
+};
+
+class ModelSet {
+ public:
+  // Finds unet_<stem>.onnx, clip_text_<stem>.onnx and vae_decoder_<stem>.onnx
+  // in `dir` (and vae_encoder_<stem>.onnx when `need_encoder`) and loads
+  // them. The folder must hold exactly one such set.
+  static Result<std::unique_ptr<ModelSet>> Load(const std::string& dir, bool need_encoder,
+                                                const SessionOptions& options);
+
+  const ModelFacts& facts() const { return facts_; }
+  OrtModel& unet() { return *unet_; }
+  OrtModel& text_encoder() { return *text_; }
+  OrtModel& vae_decoder() { return *decoder_; }
+  // Null unless loaded with need_encoder.
+  OrtModel* vae_encoder() { return encoder_.get(); }
+
+ private:
+  ModelFacts facts_;
+  std::unique_ptr<OrtModel> unet_, text_, decoder_, encoder_;
+};
+
+}  // namespace sdonnx

@@ -1,0 +1,347 @@
+// generate end to end on the tiny fixtures converted by convert, with the
+// CLIP tokenizer from the fixtures. The tiny models have random weights, so
+// the tests check behaviour (determinism, what is kept, errors), not looks.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cmath>
+#include <fstream>
+
+#include "convert/convert.h"
+#include "generate/generate.h"
+#include "image/png.h"
+#include "test_support.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Fixture;
+using testing::ListFiles;
+using testing::TempDir;
+
+constexpr std::int64_t kSize = 32;  // Image size: 16x16 latents with the fixtures' VAE.
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), {});
+}
+
+double MeanAbsDiff(const Image& a, const Image& b) {
+  double sum = 0;
+  for (std::size_t i = 0; i < a.pixels.size(); ++i) {
+    sum += std::abs(static_cast<int>(a.pixels[i]) - static_cast<int>(b.pixels[i]));
+  }
+  return sum / static_cast<double>(a.pixels.size());
+}
+
+double RmsDistance(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double sum = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) sum += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::sqrt(sum / static_cast<double>(a.size()));
+}
+
+// Pixels as [1, 3, H, W] in [-1, 1], the VAE encoder's input.
+std::vector<float> ImagePixels(const Image& image) {
+  const std::size_t plane = static_cast<std::size_t>(image.width * image.height);
+  std::vector<float> out(3 * plane);
+  for (std::size_t i = 0; i < plane; ++i) {
+    for (std::size_t c = 0; c < 3; ++c) out[c * plane + i] = image.pixels[i * 3 + c] / 127.5f - 1;
+  }
+  return out;
+}
+
+// A smooth RGB test picture.
+Image Gradient(std::int64_t size) {
+  Image image;
+  image.width = size;
+  image.height = size;
+  for (std::int64_t y = 0; y < size; ++y) {
+    for (std::int64_t x = 0; x < size; ++x) {
+      image.pixels.push_back(static_cast<std::uint8_t>(x * 255 / (size - 1)));
+      image.pixels.push_back(static_cast<std::uint8_t>(y * 255 / (size - 1)));
+      image.pixels.push_back(128);
+    }
+  }
+  return image;
+}
+
+void WritePng(const fs::path& path, const Image& image) {
+  auto png = EncodePng(image, {});
+  ASSERT_TRUE(png.ok()) << png.status().message();
+  testing::WriteBytes(path, *png);
+}
+
+// The left half white (repaint), the right half black (keep), as RGB.
+Image LeftHalfMask(std::int64_t size) {
+  Image mask;
+  mask.width = size;
+  mask.height = size;
+  for (std::int64_t y = 0; y < size; ++y) {
+    for (std::int64_t x = 0; x < size; ++x) {
+      const std::uint8_t v = x < size / 2 ? 255 : 0;
+      mask.pixels.insert(mask.pixels.end(), {v, v, v});
+    }
+  }
+  return mask;
+}
+
+class Generate : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    for (const char* fixture : {"tiny-sd1", "tiny-sd1-inpaint"}) {
+      ConvertOptions options;
+      options.model_path = Fixture(std::string("tiny/") + fixture + ".safetensors").string();
+      options.output_dir = (dir_->path() / fixture).string();
+      Result<ConvertReport> report = ConvertCheckpoint(options);
+      ASSERT_TRUE(report.ok()) << report.status().message();
+    }
+    WritePng(dir_->path() / "init.png", Gradient(kSize));
+    WritePng(dir_->path() / "mask.png", LeftHalfMask(kSize));
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static GenerateOptions Options(const std::string& output, const std::string& model = "tiny-sd1") {
+    GenerateOptions o;
+    o.model_dir = (dir_->path() / model).string();
+    o.prompt = "a photograph of an (astronaut:1.2) riding a horse";
+    o.negative_prompt = "blurry";
+    o.steps = 4;
+    o.seed = 7;
+    o.width = kSize;
+    o.height = kSize;
+    o.tokenizer = Fixture("clip/bpe_simple_vocab_16e6.txt.gz").string();
+    o.session.intra_op_threads = 1;
+    o.output = (dir_->path() / output).string();
+    o.overwrite = true;
+    return o;
+  }
+
+  static Image Read(const std::string& path) {
+    auto image = ReadPng(path);
+    if (!image.ok()) throw std::runtime_error(image.status().message());
+    return std::move(image).value();
+  }
+
+  static TempDir* dir_;
+};
+
+TempDir* Generate::dir_ = nullptr;
+
+TEST_F(Generate, EverySamplerIsDeterministicPerSeed) {
+  for (const char* sampler : {"euler_a", "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "lcm"}) {
+    SCOPED_TRACE(sampler);
+    GenerateOptions first = Options(std::string(sampler) + "-a.png");
+    first.sampler = sampler;
+    GenerateOptions again = first;
+    again.output = (dir_->path() / (std::string(sampler) + "-b.png")).string();
+    GenerateOptions other_seed = first;
+    other_seed.seed = 8;
+    other_seed.output = (dir_->path() / (std::string(sampler) + "-c.png")).string();
+    for (const GenerateOptions* o : {&first, &again, &other_seed}) {
+      Result<GenerateResult> result = sdonnx::Generate(*o);
+      ASSERT_TRUE(result.ok()) << result.status().message();
+    }
+    const std::string a = ReadFile(first.output);
+    EXPECT_FALSE(a.empty());
+    EXPECT_EQ(a, ReadFile(again.output));
+    EXPECT_NE(a, ReadFile(other_seed.output));
+  }
+}
+
+TEST_F(Generate, ParametersChunkReadsBack) {
+  GenerateOptions o = Options("parameters.png");
+  o.sampler = "dpmpp_2m_karras";
+  o.cfg_scale = 5.5f;
+  o.clip_skip = 2;
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  auto text = ReadPngText(o.output);
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  const std::string& parameters = (*text)["parameters"];
+  EXPECT_EQ(parameters, result->parameters);
+  EXPECT_TRUE(parameters.starts_with(o.prompt + "\nNegative prompt: blurry\n")) << parameters;
+  EXPECT_NE(parameters.find("Steps: 4, "), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("Sampler: DPM++ 2M Karras, "), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("CFG scale: 5.5, "), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("Seed: 7, "), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("Size: 32x32, "), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("Model hash: "), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("Model: tiny-sd1"), std::string::npos) << parameters;
+  EXPECT_NE(parameters.find("Clip skip: 2"), std::string::npos) << parameters;
+}
+
+TEST_F(Generate, BatchWritesNumberedDistinctFiles) {
+  GenerateOptions o = Options("batch.png");
+  o.batch_size = 2;
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  ASSERT_EQ(result->files.size(), 2u);
+  EXPECT_EQ(fs::path(result->files[0]).filename(), "batch-1.png");
+  EXPECT_EQ(fs::path(result->files[1]).filename(), "batch-2.png");
+  EXPECT_NE(ReadFile(result->files[0]), ReadFile(result->files[1]));
+  auto second = ReadPngText(result->files[1]);
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE((*second)["parameters"].find("Seed: 8, "), std::string::npos);
+}
+
+TEST_F(Generate, CfgScaleOneIgnoresNegativePrompt) {
+  GenerateOptions a = Options("cfg1-a.png");
+  a.cfg_scale = 1.0f;
+  GenerateOptions b = a;
+  b.negative_prompt = "something else entirely";
+  b.output = (dir_->path() / "cfg1-b.png").string();
+  ASSERT_TRUE(sdonnx::Generate(a).ok());
+  ASSERT_TRUE(sdonnx::Generate(b).ok());
+  EXPECT_EQ(Read(a.output).pixels, Read(b.output).pixels);
+}
+
+// The tiny VAE has random weights and amplifies small latent changes into
+// large pixel changes, so closeness is measured on the latents: the result
+// of img2img at low strength against the encoded input image.
+TEST_F(Generate, Img2ImgAtLowStrengthStaysNearTheInput) {
+  auto encoder = OrtModel::Load((dir_->path() / "tiny-sd1" / "vae_encoder_tiny-sd1.onnx").string());
+  ASSERT_TRUE(encoder.ok()) << encoder.status().message();
+  auto moments = (*encoder)->Run(
+      {{"sample", HostTensor::Float({1, 3, kSize, kSize}, ImagePixels(Gradient(kSize)))}});
+  ASSERT_TRUE(moments.ok()) << moments.status().message();
+  const std::vector<float>& parameters = (*moments)["latent_parameters"].f32;
+  std::vector<float> init(parameters.begin(), parameters.begin() + parameters.size() / 2);
+  for (float& v : init) v *= 0.18215f;
+
+  GenerateOptions low = Options("img2img-low.png");
+  low.init_image = (dir_->path() / "init.png").string();
+  low.steps = 50;
+  low.strength = 0.05;
+  GenerateOptions txt2img = Options("img2img-txt.png");
+  Result<GenerateResult> low_result = sdonnx::Generate(low);
+  Result<GenerateResult> txt_result = sdonnx::Generate(txt2img);
+  ASSERT_TRUE(low_result.ok()) << low_result.status().message();
+  ASSERT_TRUE(txt_result.ok()) << txt_result.status().message();
+  const double low_distance = RmsDistance(low_result->latents, init);
+  const double txt_distance = RmsDistance(txt_result->latents, init);
+  EXPECT_LT(low_distance, 0.1 * txt_distance)
+      << "strength 0.05: " << low_distance << ", txt2img: " << txt_distance;
+}
+
+void ExpectRightHalfKept(const Image& out, const Image& in) {
+  for (std::int64_t y = 0; y < kSize; ++y) {
+    for (std::int64_t x = kSize / 2; x < kSize; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        const std::size_t i = static_cast<std::size_t>((y * kSize + x) * 3 + c);
+        ASSERT_EQ(out.pixels[i], in.pixels[i]) << "pixel " << x << "," << y;
+      }
+    }
+  }
+}
+
+TEST_F(Generate, InpaintingModelKeepsUnmaskedArea) {
+  GenerateOptions o = Options("inpaint.png", "tiny-sd1-inpaint");
+  o.init_image = (dir_->path() / "init.png").string();
+  o.mask = (dir_->path() / "mask.png").string();
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  const Image out = Read(o.output);
+  const Image in = Gradient(kSize);
+  ExpectRightHalfKept(out, in);
+  EXPECT_GT(MeanAbsDiff(out, in), 1.0);  // The left half was repainted.
+}
+
+TEST_F(Generate, MaskWithBaseModelKeepsUnmaskedArea) {
+  GenerateOptions o = Options("inpaint-base.png");
+  o.init_image = (dir_->path() / "init.png").string();
+  o.mask = (dir_->path() / "mask.png").string();
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  ExpectRightHalfKept(Read(o.output), Gradient(kSize));
+}
+
+TEST_F(Generate, InpaintingModelWithoutMaskIsRejected) {
+  GenerateOptions o = Options("no-mask.png", "tiny-sd1-inpaint");
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("--mask"), std::string::npos);
+  EXPECT_FALSE(fs::exists(o.output));
+}
+
+TEST_F(Generate, SizeNotMultipleOfEightListsAllowedValues) {
+  GenerateOptions o = Options("bad-size.png");
+  o.width = 36;
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("32 or 40"), std::string::npos)
+      << result.status().message();
+  EXPECT_FALSE(fs::exists(o.output));
+}
+
+TEST_F(Generate, WronglySizedInitImageIsRejected) {
+  GenerateOptions o = Options("bad-init.png");
+  o.width = 40;
+  o.init_image = (dir_->path() / "init.png").string();
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("32x32, expected 40x32"), std::string::npos)
+      << result.status().message();
+  EXPECT_FALSE(fs::exists(o.output));
+}
+
+TEST_F(Generate, UnreadableInitImageIsRejected) {
+  testing::WriteBytes(dir_->path() / "broken.png", "not a png at all");
+  GenerateOptions o = Options("bad-png.png");
+  o.init_image = (dir_->path() / "broken.png").string();
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("broken.png"), std::string::npos)
+      << result.status().message();
+  EXPECT_FALSE(fs::exists(o.output));
+}
+
+TEST_F(Generate, MissingModelFolderIsRejected) {
+  GenerateOptions o = Options("missing.png");
+  o.model_dir = (dir_->path() / "nothing-here").string();
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("nothing-here"), std::string::npos);
+  EXPECT_FALSE(fs::exists(o.output));
+}
+
+TEST_F(Generate, MissingComponentFileIsNamed) {
+  TempDir partial;
+  fs::copy_file(dir_->path() / "tiny-sd1" / "unet_tiny-sd1.onnx",
+                partial.path() / "unet_tiny-sd1.onnx");
+  GenerateOptions o = Options("partial.png");
+  o.model_dir = partial.path().string();
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("clip_text_tiny-sd1.onnx"), std::string::npos)
+      << result.status().message();
+}
+
+TEST_F(Generate, ExistingOutputIsKeptWithoutForce) {
+  testing::WriteBytes(dir_->path() / "keep.png", "keep me");
+  GenerateOptions o = Options("keep.png");
+  o.overwrite = false;
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("--force"), std::string::npos);
+  EXPECT_EQ(ReadFile(o.output), "keep me");
+}
+
+TEST_F(Generate, UnknownProviderOrMissingGpuProviderIsExplained) {
+  GenerateOptions o = Options("cuda.png");
+  o.session.provider = Provider::kCuda;
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  const auto available = AvailableProviders();
+  if (std::find(available.begin(), available.end(), "CUDAExecutionProvider") != available.end()) {
+    GTEST_SKIP() << "this ONNX Runtime build has CUDA";
+  }
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("CUDAExecutionProvider"), std::string::npos)
+      << result.status().message();
+}
+
+}  // namespace
+}  // namespace sdonnx
