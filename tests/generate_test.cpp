@@ -6,9 +6,12 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include "convert/convert.h"
+#include "formats/checkpoint.h"
+#include "formats/safetensors.h"
 #include "generate/generate.h"
 #include "image/png.h"
 #include "test_support.h"
@@ -341,6 +344,103 @@ TEST_F(Generate, UnknownProviderOrMissingGpuProviderIsExplained) {
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("CUDAExecutionProvider"), std::string::npos)
       << result.status().message();
+}
+
+}  // namespace
+}  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// Copies a tiny fixture with its YAML into `dir`, applying `edit` to the YAML
+// text and replacing the bytes of tensor `poisoned` (if any) with NaNs.
+void CopyFixture(const fs::path& dir, const std::string& fixture, const std::string& yaml_extra,
+                 const std::string& poisoned) {
+  auto source = Checkpoint::Open(Fixture("tiny/" + fixture + ".safetensors").string());
+  ASSERT_TRUE(source.ok()) << source.status().message();
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::vector<std::uint8_t>> replacements;
+  replacements.reserve((*source)->tensors().size());
+  for (const TensorInfo& t : (*source)->tensors()) {
+    TensorToWrite out{t.name, t.dtype, t.shape, (*source)->Data(t), {}};
+    if (t.name == poisoned) {
+      ASSERT_EQ(t.dtype, DType::kF32);
+      replacements.emplace_back(t.nbytes);
+      const float nan = std::nanf("");
+      for (std::size_t i = 0; i < t.nbytes; i += 4) {
+        std::memcpy(replacements.back().data() + i, &nan, 4);
+      }
+      out.data = replacements.back();
+    }
+    tensors.push_back(out);
+  }
+  Status written = WriteSafetensors((dir / (fixture + ".safetensors")).string(), tensors, {});
+  ASSERT_TRUE(written.ok()) << written.message();
+  std::string yaml = ReadFile(Fixture("tiny/" + fixture + ".yaml").string());
+  const std::string anchor = "    scale_factor: 0.18215\n";
+  yaml.replace(yaml.find(anchor), anchor.size(), anchor + yaml_extra);
+  testing::WriteBytes(dir / (fixture + ".yaml"), yaml);
+}
+
+GenerateOptions SmallRun(const fs::path& model_dir, const fs::path& output) {
+  GenerateOptions o;
+  o.model_dir = model_dir.string();
+  o.prompt = "a red fox";
+  o.steps = 3;
+  o.seed = 1;
+  o.width = 32;
+  o.height = 32;
+  o.tokenizer = Fixture("clip/bpe_simple_vocab_16e6.txt.gz").string();
+  o.output = output.string();
+  return o;
+}
+
+TEST(GenerateModels, VPredictionModelRunsAndIsRecorded) {
+  TempDir dir;
+  CopyFixture(dir.path(), "tiny-sd1", "    parameterization: v\n", "");
+  ConvertOptions convert;
+  convert.model_path = (dir / "tiny-sd1.safetensors").string();
+  convert.output_dir = (dir / "onnx").string();
+  Result<ConvertReport> report = ConvertCheckpoint(convert);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->spec.prediction_type, "v_prediction");
+  for (const char* sampler : {"euler", "ddim", "dpmpp_2m"}) {
+    GenerateOptions o = SmallRun(dir / "onnx", dir / (std::string(sampler) + ".png"));
+    o.sampler = sampler;
+    Result<GenerateResult> result = sdonnx::Generate(o);
+    ASSERT_TRUE(result.ok()) << sampler << ": " << result.status().message();
+  }
+}
+
+TEST(GenerateModels, NanFromUNetIsReportedWithComponentAndStep) {
+  TempDir dir;
+  CopyFixture(dir.path(), "tiny-sd1", "", "model.diffusion_model.out.2.bias");
+  ConvertOptions convert;
+  convert.model_path = (dir / "tiny-sd1.safetensors").string();
+  convert.output_dir = (dir / "onnx").string();
+  ASSERT_TRUE(ConvertCheckpoint(convert).ok());
+  GenerateOptions o = SmallRun(dir / "onnx", dir / "nan.png");
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("unet produced NaN or Inf at step 1 of 3"),
+            std::string::npos)
+      << result.status().message();
+  EXPECT_FALSE(fs::exists(dir / "nan.png"));
+}
+
+TEST(GenerateModels, NanFromVaeDecoderIsReported) {
+  TempDir dir;
+  CopyFixture(dir.path(), "tiny-sd1", "", "first_stage_model.decoder.conv_out.bias");
+  ConvertOptions convert;
+  convert.model_path = (dir / "tiny-sd1.safetensors").string();
+  convert.output_dir = (dir / "onnx").string();
+  ASSERT_TRUE(ConvertCheckpoint(convert).ok());
+  GenerateOptions o = SmallRun(dir / "onnx", dir / "nan.png");
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("vae_decoder produced NaN or Inf"), std::string::npos)
+      << result.status().message();
+  EXPECT_FALSE(fs::exists(dir / "nan.png"));
 }
 
 }  // namespace

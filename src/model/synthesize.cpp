@@ -314,7 +314,20 @@ Result<std::vector<TensorSpec>> ReadManifest(const std::string& path) {
     if (shape_text != "scalar") {
       std::istringstream dims(shape_text);
       std::string dim;
-      while (std::getline(dims, dim, 'x')) spec.shape.push_back(std::stoll(dim));
+      while (std::getline(dims, dim, 'x')) {
+        std::size_t used = 0;
+        long long value = -1;
+        try {
+          value = std::stoll(dim, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != dim.size() || value < 0) {
+          return Status::Error(path + ":" + std::to_string(number) + ": shape '" + shape_text +
+                               "' is not a list of non-negative integers joined by 'x'");
+        }
+        spec.shape.push_back(value);
+      }
     }
     out.push_back(std::move(spec));
   }

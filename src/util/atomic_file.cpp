@@ -28,7 +28,10 @@ Result<AtomicFile> AtomicFile::Create(const std::string& path, bool overwrite) {
   }
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::string pattern = (dir / ("." + target.filename().string() + ".sdonnx-tmp-XXXXXX")).string();
+  std::string temp_name = ".";
+  temp_name += target.filename().string();
+  temp_name += ".sdonnx-tmp-XXXXXX";
+  std::string pattern = (dir / temp_name).string();
   std::vector<char> buffer(pattern.begin(), pattern.end());
   buffer.push_back('\0');
   int fd = ::mkostemp(buffer.data(), O_CLOEXEC);
