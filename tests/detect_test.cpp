@@ -90,14 +90,43 @@ TEST(Detect, ExplicitConfigThatDoesNotExistIsAnError) {
   EXPECT_NE(spec.status().message().find("missing.yaml"), std::string::npos);
 }
 
-TEST(Detect, Sd2AndSdxlManifestsAreRejectedWithTheirFamilyNamed) {
+TEST(Detect, Sd21ManifestIsSd2WithOpenClip) {
   TempDir dir;
-  Result<ModelSpec> sd2 = DetectManifest(dir, "sd21.tsv");
-  ASSERT_FALSE(sd2.ok());
-  EXPECT_NE(sd2.status().message().find("SD 2.x"), std::string::npos);
+  Result<ModelSpec> spec = DetectManifest(dir, "sd21.tsv");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->family, Family::kSD2);
+  EXPECT_EQ(spec->unet.model_channels, 320);
+  EXPECT_EQ(spec->unet.context_dim, 1024);
+  EXPECT_TRUE(spec->unet.linear_projection);
+  EXPECT_EQ(spec->unet.num_head_channels, 64);
+  EXPECT_EQ(spec->unet.channel_mult, (std::vector<std::int64_t>{1, 2, 4, 4}));
+  ASSERT_TRUE(spec->open_clip.has_value());
+  EXPECT_FALSE(spec->text.has_value());
+  EXPECT_EQ(spec->open_clip->width, 1024);
+  EXPECT_EQ(spec->open_clip->layers, 24);
+  EXPECT_EQ(spec->text_context_output, "clip_skip_2");
+  EXPECT_EQ(spec->text_pad_id, 0);
+  EXPECT_TRUE(spec->needs_prediction_probe());
+}
+
+TEST(Detect, SdxlManifestIsRejectedWithItsFamilyNamed) {
+  TempDir dir;
   Result<ModelSpec> sdxl = DetectManifest(dir, "sdxl-base.tsv");
   ASSERT_FALSE(sdxl.ok());
   EXPECT_NE(sdxl.status().message().find("SDXL"), std::string::npos);
+}
+
+TEST(Detect, PredictionTypeFlagOverridesConfig) {
+  auto checkpoint = Checkpoint::Open(Fixture("tiny/tiny-sd2v.safetensors").string());
+  ASSERT_TRUE(checkpoint.ok());
+  Result<ModelSpec> spec = DetectModel(**checkpoint, std::nullopt, "epsilon");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->prediction_type, "epsilon");
+  EXPECT_EQ(spec->prediction_basis, "--prediction-type");
+  Result<ModelSpec> from_config = DetectModel(**checkpoint, std::nullopt);
+  ASSERT_TRUE(from_config.ok());
+  EXPECT_EQ(from_config->prediction_type, "v_prediction");
+  EXPECT_FALSE(from_config->needs_prediction_probe());
 }
 
 // The synthesizer used by the demo and the benchmarks produces exactly the

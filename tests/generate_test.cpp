@@ -445,3 +445,65 @@ TEST(GenerateModels, NanFromVaeDecoderIsReported) {
 
 }  // namespace
 }  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// An SD 2.x checkpoint without a config (here: forced with "probe") gets its
+// prediction type from running its UNet on the probe input; the decision
+// and its basis are stored. The tiny UNet has random weights, so which way
+// it goes is not checked.
+TEST(GenerateModels, Sd2PredictionProbeIsRecorded) {
+  TempDir dir;
+  ConvertOptions convert;
+  convert.model_path = Fixture("tiny/tiny-sd2v.safetensors").string();
+  convert.output_dir = (dir / "onnx").string();
+  convert.prediction_type = "probe";
+  Result<ConvertReport> report = ConvertCheckpoint(convert);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_TRUE(report->spec.prediction_basis.starts_with("UNet probe: mean(out - x) = "))
+      << report->spec.prediction_basis;
+  EXPECT_EQ(ListFiles(dir / "onnx").size(), 4u);  // The probe's files are gone.
+  auto unet = OrtModel::Load((dir / "onnx" / "unet_tiny-sd2v.onnx").string());
+  ASSERT_TRUE(unet.ok());
+  EXPECT_EQ((*unet)->Metadata()["sdonnx.prediction_type_basis"], report->spec.prediction_basis);
+}
+
+TEST(GenerateModels, Sd2WithoutHeadConfigNamesTheProblem) {
+  TempDir dir;
+  fs::copy_file(Fixture("tiny/tiny-sd2.safetensors"), dir / "model.safetensors");
+  ConvertOptions convert;
+  convert.model_path = (dir / "model.safetensors").string();
+  convert.output_dir = (dir / "onnx").string();
+  Result<ConvertReport> report = ConvertCheckpoint(convert);
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("num_head_channels"), std::string::npos)
+      << report.status().message();
+  EXPECT_TRUE(ListFiles(dir / "onnx").empty());
+}
+
+TEST(GenerateModels, Sd2VPredictionFixtureGenerates) {
+  TempDir dir;
+  ConvertOptions convert;
+  convert.model_path = Fixture("tiny/tiny-sd2v.safetensors").string();
+  convert.output_dir = (dir / "onnx").string();
+  Result<ConvertReport> report = ConvertCheckpoint(convert);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->spec.prediction_type, "v_prediction");
+  GenerateOptions o = SmallRun(dir / "onnx", dir / "sd2v.png");
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  EXPECT_TRUE(fs::exists(dir / "sd2v.png"));
+
+  // SD 2.x already takes the penultimate layer; the 2-layer tiny encoder has
+  // nothing below it.
+  o.clip_skip = 2;
+  o.output = (dir / "sd2v-skip2.png").string();
+  Result<GenerateResult> skipped = sdonnx::Generate(o);
+  ASSERT_FALSE(skipped.ok());
+  EXPECT_NE(skipped.status().message().find("no output 'clip_skip_3'"), std::string::npos)
+      << skipped.status().message();
+}
+
+}  // namespace
+}  // namespace sdonnx

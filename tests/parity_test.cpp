@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "convert/convert.h"
+#include "model/model_spec.h"
 #include "graph/model_writer.h"
 #include "test_support.h"
 
@@ -94,13 +95,16 @@ TEST_P(Parity, VaeDecoderMatchesReference) {
 TEST_P(Parity, TextEncoderMatchesReference) {
   const Converted& c = ConvertOnce(fixture(), opset());
   auto out = RunModel(c.File("clip_text"), {{"input_ids", Ref("text.input_ids")}});
-  const std::int64_t layers = c.report.spec.text->layers;
+  const ModelSpec& spec = c.report.spec;
+  const std::int64_t layers = spec.text ? spec.text->layers : spec.open_clip->layers;
   EXPECT_LE(MaxAbsDiff(out["last_hidden_state"], Ref("text.last_hidden_state")), kTolerance);
   EXPECT_LE(MaxAbsDiff(out["hidden_states." + std::to_string(layers - 1)],
                        Ref("text.penultimate_hidden_state")),
             kTolerance);
-  EXPECT_LE(MaxAbsDiff(out["pooler_output"], Ref("text.pooled")), kTolerance);
-  EXPECT_LE(MaxAbsDiff(out["last_hidden_state"], Ref("text.context")), kTolerance);
+  // OpenCLIP's reference pooled output is projected by text_projection.
+  const std::string pooled = spec.open_clip ? "text_embeds" : "pooler_output";
+  EXPECT_LE(MaxAbsDiff(out[pooled], Ref("text.pooled")), kTolerance);
+  EXPECT_LE(MaxAbsDiff(out[spec.text_context_output], Ref("text.context")), kTolerance);
 }
 
 // clip_skip_2 is final_layer_norm(penultimate); the expected value is
@@ -109,7 +113,9 @@ TEST_P(Parity, TextEncoderMatchesReference) {
 TEST_P(Parity, ClipSkipTwoIsFinalNormOfPenultimate) {
   const Converted& c = ConvertOnce(fixture(), opset());
   auto out = RunModel(c.File("clip_text"), {{"input_ids", Ref("text.input_ids")}});
-  const std::string prefix = c.report.spec.text->prefix + "final_layer_norm.";
+  const ModelSpec& spec = c.report.spec;
+  const std::string prefix =
+      spec.text ? spec.text->prefix + "final_layer_norm." : spec.open_clip->prefix + "ln_final.";
   const auto checkpoint = Fixture("tiny/" + fixture() + ".safetensors");
   const HostTensor gamma = ReadTensor(checkpoint, prefix + "weight");
   const HostTensor beta = ReadTensor(checkpoint, prefix + "bias");
@@ -140,8 +146,11 @@ TEST_P(Parity, EveryFilePassesTheCheckerAndRecordsMetadata) {
     auto model = OrtModel::Load(path);
     ASSERT_TRUE(model.ok()) << model.status().message();
     auto metadata = (*model)->Metadata();
-    EXPECT_EQ(metadata["sdonnx.family"], "sd1") << path;
-    EXPECT_EQ(metadata["sdonnx.prediction_type"], "epsilon") << path;
+    EXPECT_EQ(metadata["sdonnx.family"], fixture().starts_with("tiny-sd2") ? "sd2" : "sd1")
+        << path;
+    EXPECT_EQ(metadata["sdonnx.prediction_type"],
+              fixture() == "tiny-sd2v" ? "v_prediction" : "epsilon")
+        << path;
     EXPECT_EQ(metadata["sdonnx.vae_scaling_factor"], "0.182150") << path;
     EXPECT_EQ(metadata["sdonnx.source_file"], fixture() + ".safetensors") << path;
     EXPECT_EQ(metadata["sdonnx.source_sha256"].size(), 64u) << path;
@@ -159,7 +168,8 @@ std::string ParamName(const ::testing::TestParamInfo<std::tuple<std::string, int
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyFixtures, Parity,
-                         ::testing::Combine(::testing::Values("tiny-sd1", "tiny-sd1-inpaint"),
+                         ::testing::Combine(::testing::Values("tiny-sd1", "tiny-sd1-inpaint",
+                                                              "tiny-sd2", "tiny-sd2v"),
                                             ::testing::Values(14, 15, 16, 17)),
                          ParamName);
 

@@ -13,12 +13,14 @@ struct ConvertArgs {
   std::string config;
   int opset = kDefaultOpset;
   std::string external_data = "auto";
+  std::string prediction_type;
   bool force = false;
 };
 
 void PrintReport(const ConvertReport& report) {
   const ModelSpec& spec = report.spec;
-  std::cout << "detected: " << FamilyName(spec.family) << " " << spec.variant << ", prediction "
+  std::cout << "detected: " << FamilyName(spec.family) << " " << spec.variant << " ("
+            << spec.family_basis << "), prediction "
             << spec.prediction_type << " (" << spec.prediction_basis << "), VAE scaling factor "
             << spec.vae_scaling_factor << "\n";
   for (const std::string& note : spec.notes) std::cout << "  " << note << "\n";
@@ -35,6 +37,7 @@ int RunConvert(const ConvertArgs& args) {
   options.model_path = args.model_path;
   options.output_dir = args.output_dir;
   if (!args.config.empty()) options.config_path = args.config;
+  if (!args.prediction_type.empty()) options.prediction_type = args.prediction_type;
   options.opset = args.opset;
   options.overwrite = args.force;
   if (args.external_data == "always") options.external_data = ExternalData::kAlways;
@@ -64,6 +67,10 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
                   "Store weights in a .onnx.data file: auto (past 2 GB), always or never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();
+  cmd->add_option("--prediction-type", args->prediction_type,
+                  "Override detection: epsilon or v_prediction; probe runs the SD 2.x UNet "
+                  "probe even when a config is present")
+      ->check(CLI::IsMember({"epsilon", "v_prediction", "v", "probe"}));
   cmd->add_flag("--force", args->force, "Overwrite existing output files");
   cmd->callback([run, args] { *run = [args] { return RunConvert(*args); }; });
 }

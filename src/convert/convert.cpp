@@ -8,6 +8,8 @@
 
 #include "formats/checkpoint.h"
 #include "networks/clip_text.h"
+#include "networks/open_clip_text.h"
+#include "runtime/ort_session.h"
 #include "networks/unet.h"
 #include "networks/vae.h"
 #include "util/log.h"
@@ -57,6 +59,9 @@ std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
       {"sdonnx.vae_scaling_factor", std::to_string(spec.vae_scaling_factor)},
       {"sdonnx.source_file", fs::path(source_path).filename().string()},
   };
+  metadata["sdonnx.family_basis"] = spec.family_basis;
+  metadata["sdonnx.text_context_output"] = spec.text_context_output;
+  metadata["sdonnx.text_pad_id"] = std::to_string(spec.text_pad_id);
   if (spec.vae) {
     metadata["sdonnx.vae_downsample_factor"] = std::to_string(spec.vae->downsample_factor);
     metadata["sdonnx.latent_channels"] = std::to_string(spec.vae->latent_channels);
@@ -81,6 +86,10 @@ std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec) {
   if (spec.text) {
     plan.push_back({"clip_text", [&spec](GraphBuilder& b) { return BuildClipText(b, *spec.text); }});
   }
+  if (spec.open_clip) {
+    plan.push_back(
+        {"clip_text", [&spec](GraphBuilder& b) { return BuildOpenClipText(b, *spec.open_clip); }});
+  }
   return plan;
 }
 
@@ -100,6 +109,47 @@ Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& p
   return Status::Ok();
 }
 
+// Decides epsilon or v-prediction for an SD 2.x checkpoint without a config
+// the way AUTOMATIC1111 does: run the UNet once with every input element at
+// 0.5 and t = 999, and call it v-prediction when mean(out - x) < -1. The
+// probe UNet is written to the staging folder and removed afterwards.
+Status ProbePredictionType(const Checkpoint& checkpoint, const fs::path& staging,
+                           ModelSpec* spec) {
+  const fs::path dir = staging / "probe";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  GraphBuilder builder(checkpoint, kDefaultOpset, "unet_probe");
+  SDONNX_RETURN_IF_ERROR(BuildUNet(builder, spec->unet).WithContext("building the probe UNet"));
+  ModelWriteOptions options;
+  options.external_data = ExternalData::kAlways;
+  SDONNX_ASSIGN_OR_RETURN(auto files,
+                          WriteModel(builder, checkpoint, dir.string(), "unet.onnx", options));
+  double mean = 0;
+  {
+    SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OrtModel> unet, OrtModel::Load(files.front().path));
+    const std::int64_t c = spec->unet.in_channels;
+    std::vector<float> x(static_cast<std::size_t>(c * 8 * 8), 0.5f);
+    std::vector<float> context(static_cast<std::size_t>(2 * spec->unet.context_dim), 0.5f);
+    SDONNX_ASSIGN_OR_RETURN(
+        auto out, unet->Run({{"sample", HostTensor::Float({1, c, 8, 8}, x)},
+                             {"timestep", HostTensor::Float({1}, {999.0f})},
+                             {"encoder_hidden_states",
+                              HostTensor::Float({1, 2, spec->unet.context_dim}, context)}},
+                            {"out_sample"}));
+    const std::vector<float>& values = out["out_sample"].f32;
+    for (float v : values) mean += v - 0.5;
+    mean /= static_cast<double>(values.size());
+  }
+  fs::remove_all(dir, ec);
+  spec->prediction_type = mean < -1.0 ? "v_prediction" : "epsilon";
+  char basis[160];
+  std::snprintf(basis, sizeof(basis),
+                "UNet probe: mean(out - x) = %.3f at x = 0.5, t = 999 (v-prediction below -1)",
+                mean);
+  spec->prediction_basis = basis;
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
@@ -112,8 +162,9 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   for (const std::string& warning : checkpoint->file().warnings()) LogWarning(warning);
 
   ConvertReport report;
-  SDONNX_ASSIGN_OR_RETURN(report.spec, DetectModel(*checkpoint, options.config_path));
-  const ModelSpec& spec = report.spec;
+  SDONNX_ASSIGN_OR_RETURN(report.spec, DetectModel(*checkpoint, options.config_path,
+                                                    options.prediction_type));
+  ModelSpec& spec = report.spec;
   const std::vector<ComponentPlan> plan = PlanComponents(spec);
 
   const fs::path out_dir(options.output_dir);
@@ -140,6 +191,10 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     std::shared_future<std::string>& future;
     ~JoinOnExit() { future.wait(); }
   } join_on_exit{source_sha256};
+
+  if (spec.needs_prediction_probe()) {
+    SDONNX_RETURN_IF_ERROR(ProbePredictionType(*checkpoint, staging.path(), &spec));
+  }
 
   ModelWriteOptions write_options;
   write_options.external_data = options.external_data;

@@ -20,6 +20,7 @@ struct ConvertOptions {
   std::string model_path;
   std::string output_dir;
   std::optional<std::string> config_path;
+  std::optional<std::string> prediction_type;  // Overrides detection: epsilon or v_prediction.
   int opset = kDefaultOpset;
   ExternalData external_data = ExternalData::kAuto;
   bool overwrite = false;

@@ -1,20 +1,27 @@
 #include "generate/conditioning.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 namespace sdonnx {
 
 Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
-                                int clip_skip) {
+                                const std::string& context_output, int clip_skip) {
   if (chunks.empty()) return Status::Error("the prompt produced no token chunks");
   const auto length = static_cast<std::int64_t>(chunks.front().ids.size());
   std::vector<std::int32_t> ids;
   for (const PromptChunk& chunk : chunks) ids.insert(ids.end(), chunk.ids.begin(), chunk.ids.end());
   const auto count = static_cast<std::int64_t>(chunks.size());
 
+  int base_skip = 1;
+  if (context_output.starts_with("clip_skip_")) {
+    base_skip = std::atoi(context_output.c_str() + std::strlen("clip_skip_"));
+  }
+  const int effective_skip = base_skip + clip_skip - 1;
   std::string output = "last_hidden_state";
-  if (clip_skip > 1) {
-    output = "clip_skip_" + std::to_string(clip_skip);
+  if (effective_skip > 1) {
+    output = "clip_skip_" + std::to_string(effective_skip);
     const auto names = text_encoder.OutputNames();
     if (std::find(names.begin(), names.end(), output) == names.end()) {
       return Status::Error("clip skip " + std::to_string(clip_skip) + " is more than " +

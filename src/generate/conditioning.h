@@ -11,11 +11,12 @@
 namespace sdonnx {
 
 // Runs every 77-token chunk through `text_encoder` in one batch and returns
-// the context [1, 77 x chunks, width]. clip_skip 1 takes last_hidden_state,
-// N > 1 the clip_skip_N output. Each chunk's hidden states are multiplied by
-// their tokens' weights, then rescaled so that the chunk's mean is what it
-// was before weighting (AUTOMATIC1111's emphasis).
+// the context [1, 77 x chunks, width]. `context_output` is the model's
+// context at clip skip 1 (last_hidden_state, or clip_skip_2 for SD 2.x);
+// each further clip skip step moves one layer down. Each chunk's hidden
+// states are multiplied by their tokens' weights, then rescaled so that the
+// chunk's mean is what it was before weighting (AUTOMATIC1111's emphasis).
 Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
-                                int clip_skip);
+                                const std::string& context_output, int clip_skip);
 
 }  // namespace sdonnx

@@ -217,16 +217,20 @@ Result<Contexts> EncodePrompts(ModelSet& models, const GenerateOptions& options,
   SDONNX_ASSIGN_OR_RETURN(std::string tokenizer_path,
                           FindTokenizer(options.tokenizer, options.model_dir));
   SDONNX_ASSIGN_OR_RETURN(ClipTokenizer tokenizer, ClipTokenizer::Load(tokenizer_path));
-  const std::int32_t pad = tokenizer.EndId();  // CLIP ViT-L pads with end-of-text.
+  // Padding with end-of-text (CLIP ViT-L) means this tokenizer's own id.
+  const std::int32_t pad =
+      plan.facts.text_pad_id == kClipEndOfText ? tokenizer.EndId() : plan.facts.text_pad_id;
   std::vector<PromptChunk> cond = TokenizePrompt(tokenizer, options.prompt, pad);
   std::vector<PromptChunk> uncond = TokenizePrompt(tokenizer, options.negative_prompt, pad);
   EqualizeChunkCounts(cond, uncond, tokenizer.StartId(), tokenizer.EndId(), pad);
   Contexts contexts;
   SDONNX_ASSIGN_OR_RETURN(contexts.cond,
-                          EncodePrompt(models.text_encoder(), cond, options.clip_skip));
+                          EncodePrompt(models.text_encoder(), cond, plan.facts.text_context_output,
+                                       options.clip_skip));
   if (plan.guidance) {
     SDONNX_ASSIGN_OR_RETURN(contexts.uncond,
-                            EncodePrompt(models.text_encoder(), uncond, options.clip_skip));
+                            EncodePrompt(models.text_encoder(), uncond, plan.facts.text_context_output,
+                                         options.clip_skip));
   }
   return contexts;
 }

@@ -83,6 +83,13 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   facts->downsample_factor = static_cast<std::int64_t>(factor);
   facts->latent_channels = static_cast<std::int64_t>(channels);
   facts->source_sha256 = text("sdonnx.source_sha256");
+  if (!text("sdonnx.text_context_output").empty()) {
+    facts->text_context_output = text("sdonnx.text_context_output");
+  }
+  if (!text("sdonnx.text_pad_id").empty()) {
+    SDONNX_ASSIGN_OR_RETURN(float pad, ParseFloat(path, "sdonnx.text_pad_id", metadata));
+    facts->text_pad_id = static_cast<std::int32_t>(pad);
+  }
   SDONNX_ASSIGN_OR_RETURN(auto sample_shape, unet.InputShape("sample"));
   if (sample_shape.size() != 4 || sample_shape[1] <= 0) {
     return Status::Error(path + ": input 'sample' should be [batch, channels, height, width] "

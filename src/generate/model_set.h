@@ -22,6 +22,10 @@ struct ModelFacts {
   std::int64_t latent_channels = 4;
   std::int64_t unet_in_channels = 4;
   std::string source_sha256;         // of the converted checkpoint
+  // The text encoder output that is the UNet's context at clip skip 1, and
+  // the id that pads token chunks.
+  std::string text_context_output = "last_hidden_state";
+  std::int32_t text_pad_id = 49407;
 };
 
 class ModelSet {

@@ -6,10 +6,15 @@ namespace sdonnx::layers {
 
 std::string Linear(GraphBuilder& b, const std::string& x, const std::string& prefix,
                    bool has_bias) {
-  const std::string w = b.Weight(prefix + ".weight");
+  return LinearWithKeys(b, x, prefix + ".weight", has_bias ? prefix + ".bias" : "");
+}
+
+std::string LinearWithKeys(GraphBuilder& b, const std::string& x, const std::string& weight_key,
+                           const std::string& bias_key) {
+  const std::string w = b.Weight(weight_key);
   const std::string wt = b.Op("Transpose", {w}, {{"perm", std::vector<std::int64_t>{1, 0}}});
   std::string y = b.Op("MatMul", {x, wt});
-  if (has_bias) y = b.Op("Add", {y, b.Weight(prefix + ".bias")});
+  if (!bias_key.empty()) y = b.Op("Add", {y, b.Weight(bias_key)});
   return y;
 }
 

@@ -19,6 +19,11 @@ namespace sdonnx::layers {
 std::string Linear(GraphBuilder& b, const std::string& x, const std::string& prefix,
                    bool has_bias = true);
 
+// The same with the weight and bias named explicitly, for modules that do not
+// follow the ".weight"/".bias" naming (torch's packed in_proj_weight).
+std::string LinearWithKeys(GraphBuilder& b, const std::string& x, const std::string& weight_key,
+                           const std::string& bias_key);
+
 // torch.nn.Conv2d with the kernel size read from the weight; `pads` is
 // [top, left, bottom, right], or empty for "same" padding of odd kernels.
 std::string Conv2d(GraphBuilder& b, const std::string& x, const std::string& prefix,

@@ -64,11 +64,18 @@ Status ApplyConfig(const ConfigValues& config, ModelSpec* spec) {
                            *config.parameterization + "' (expected eps or v)");
     }
     spec->prediction_basis = "config parameterization: " + *config.parameterization;
+  } else {
+    spec->prediction_type = "epsilon";
+    spec->prediction_basis = "config without parameterization (ldm's default, eps)";
   }
   if (spec->text) {
     if (config.text_heads) spec->text->heads = *config.text_heads;
     if (config.text_activation) spec->text->quick_gelu = *config.text_activation == "quick_gelu";
     if (config.text_layer_norm_eps) spec->text->layer_norm_eps = *config.text_layer_norm_eps;
+  }
+  if (spec->open_clip) {
+    if (config.text_heads) spec->open_clip->heads = *config.text_heads;
+    if (config.text_layer_norm_eps) spec->open_clip->layer_norm_eps = *config.text_layer_norm_eps;
   }
   return Status::Ok();
 }
@@ -79,13 +86,24 @@ Status DetectFamily(const Checkpoint& checkpoint, ModelSpec* spec) {
                          ": looks like an SDXL checkpoint (it has conditioner.embedders.*); "
                          "this version of sdonnx converts SD 1.x checkpoints only");
   }
-  if (checkpoint.HasPrefix("cond_stage_model.model.")) {
-    return Status::Error(checkpoint.path() +
-                         ": looks like an SD 2.x checkpoint (OpenCLIP text encoder under "
-                         "cond_stage_model.model.*); this version of sdonnx converts SD 1.x "
-                         "checkpoints only");
+  // SD 2.x is recognised by its OpenCLIP text encoder or, in files without a
+  // text encoder, by the 1024-wide cross-attention context of OpenCLIP ViT-H.
+  const UNetSpec& unet = spec->unet;
+  const bool open_clip = checkpoint.HasPrefix(kSd2TextPrefix);
+  const bool hf_clip = checkpoint.HasPrefix("cond_stage_model.transformer.");
+  if (open_clip || (!hf_clip && unet.context_dim == 1024)) {
+    spec->family = Family::kSD2;
+    spec->family_basis = open_clip ? "OpenCLIP text encoder (cond_stage_model.model.*)"
+                                   : "1024-wide cross-attention context";
+    spec->unet.num_heads = -1;
+    spec->unet.num_head_channels = 64;
+    spec->text_context_output = "clip_skip_2";  // ln_final of the penultimate layer
+    spec->text_pad_id = 0;
+    return Status::Ok();
   }
   spec->family = Family::kSD1;
+  spec->family_basis = hf_clip ? "CLIP ViT-L text encoder (cond_stage_model.transformer.*)"
+                               : "UNet without SD 2.x or SDXL markers";
   return Status::Ok();
 }
 
@@ -120,10 +138,11 @@ std::optional<std::string> FindConfig(const std::string& checkpoint_path,
 }
 
 Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
-                              const std::optional<std::string>& explicit_config) {
+                              const std::optional<std::string>& explicit_config,
+                              const std::optional<std::string>& prediction_type) {
   ModelSpec spec;
-  SDONNX_RETURN_IF_ERROR(DetectFamily(checkpoint, &spec));
   SDONNX_RETURN_IF_ERROR(ReadUNetShapes(checkpoint, &spec.unet));
+  SDONNX_RETURN_IF_ERROR(DetectFamily(checkpoint, &spec));
   if (spec.unet.in_channels == 9) spec.variant = "inpaint";
   if (spec.unet.in_channels == 8) spec.variant = "instruct-pix2pix";
 
@@ -138,17 +157,40 @@ Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
     ClipTextSpec text;
     SDONNX_RETURN_IF_ERROR(ReadClipTextShapes(checkpoint, &text));
     spec.text = text;
+  } else if (checkpoint.HasPrefix(kSd2TextPrefix)) {
+    OpenClipTextSpec text;
+    SDONNX_RETURN_IF_ERROR(ReadOpenClipTextShapes(checkpoint, &text));
+    spec.open_clip = text;
   } else {
     spec.notes.push_back("no text encoder in the checkpoint (no " + std::string(kSd1TextPrefix) +
-                         "* keys)");
+                         "* or " + kSd2TextPrefix + "* keys)");
   }
 
-  spec.prediction_basis = "SD 1.x default";
+  spec.prediction_basis = spec.family == Family::kSD1
+                              ? "SD 1.x default"
+                              : "SD 2.x without a config: decided by a UNet probe";
   spec.config_path = FindConfig(checkpoint.path(), explicit_config);
   if (spec.config_path) {
     SDONNX_ASSIGN_OR_RETURN(ConfigValues config, ReadConfig(*spec.config_path));
     SDONNX_RETURN_IF_ERROR(ApplyConfig(config, &spec));
     spec.notes.push_back("config: " + *spec.config_path);
+  }
+  if (prediction_type) {
+    if (*prediction_type == "probe") {
+      spec.prediction_basis = "SD 2.x without a config: decided by a UNet probe";
+      if (spec.family != Family::kSD2) {
+        return Status::Error("--prediction-type probe is for SD 2.x checkpoints; this one is " +
+                             FamilyName(spec.family));
+      }
+    } else if (*prediction_type == "epsilon" || *prediction_type == "eps") {
+      spec.prediction_type = "epsilon";
+    } else if (*prediction_type == "v_prediction" || *prediction_type == "v") {
+      spec.prediction_type = "v_prediction";
+    } else {
+      return Status::Error("--prediction-type '" + *prediction_type +
+                           "' is invalid; use epsilon, v_prediction or probe");
+    }
+    if (*prediction_type != "probe") spec.prediction_basis = "--prediction-type";
   }
 
   const UNetSpec& u = spec.unet;
@@ -163,6 +205,11 @@ Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
                          std::to_string(spec.vae->levels) + ", downsampling factor " +
                          std::to_string(spec.vae->downsample_factor) + ", latent channels " +
                          std::to_string(spec.vae->latent_channels));
+  }
+  if (spec.open_clip) {
+    spec.notes.push_back("text encoder: OpenCLIP, width " + std::to_string(spec.open_clip->width) +
+                         ", layers " + std::to_string(spec.open_clip->layers) + ", vocab " +
+                         std::to_string(spec.open_clip->vocab_size));
   }
   if (spec.text) {
     spec.notes.push_back("text encoder: width " + std::to_string(spec.text->width) + ", layers " +

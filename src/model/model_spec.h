@@ -9,6 +9,7 @@
 
 #include "formats/checkpoint.h"
 #include "networks/clip_text.h"
+#include "networks/open_clip_text.h"
 #include "networks/unet.h"
 #include "networks/vae.h"
 #include "util/status.h"
@@ -20,15 +21,26 @@ std::string FamilyName(Family family);
 
 struct ModelSpec {
   Family family = Family::kSD1;
+  std::string family_basis;      // The keys or shapes that decided the family.
   std::string variant = "base";  // base, inpaint (9 input channels), instruct-pix2pix (8)
   std::string prediction_type = "epsilon";
   std::string prediction_basis;  // Why that prediction type was chosen.
+  // True while the prediction type is only the family default and, for
+  // SD 2.x, still to be decided by running the UNet on a probe input.
+  bool needs_prediction_probe() const {
+    return family == Family::kSD2 && prediction_basis.starts_with("SD 2.x without");
+  }
   float vae_scaling_factor = 0.18215f;
   std::optional<std::string> config_path;  // The YAML that was read, if any.
 
   UNetSpec unet;
   std::optional<VaeSpec> vae;
-  std::optional<ClipTextSpec> text;
+  std::optional<ClipTextSpec> text;             // SD 1.x: CLIP ViT-L, Hugging Face layout
+  std::optional<OpenClipTextSpec> open_clip;    // SD 2.x: OpenCLIP ViT-H
+  // The text encoder output the UNet takes as context, and the id that pads
+  // a prompt's token chunk, as the family's original code has them.
+  std::string text_context_output = "last_hidden_state";
+  std::int32_t text_pad_id = 49407;
   // Human-readable lines on what was found and why, for the CLI to print.
   std::vector<std::string> notes;
 };
@@ -42,7 +54,11 @@ std::optional<std::string> FindConfig(const std::string& checkpoint_path,
 // Detects the family and reads every component's hyperparameters. A config
 // given explicitly must exist and parse; one found beside the file is used
 // if it parses.
+// `prediction_type`, if set ("epsilon", "v_prediction" or "v"), overrides
+// the config and the family default; "probe" asks for the SD 2.x UNet probe
+// even when a config is present.
 Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
-                              const std::optional<std::string>& explicit_config);
+                              const std::optional<std::string>& explicit_config,
+                              const std::optional<std::string>& prediction_type = std::nullopt);
 
 }  // namespace sdonnx

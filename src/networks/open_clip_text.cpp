@@ -1,0 +1,124 @@
+#include "networks/open_clip_text.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <limits>
+
+#include "graph/layers.h"
+
+namespace sdonnx {
+namespace {
+
+using layers::LayerNorm;
+using layers::Linear;
+
+std::string SliceLast(GraphBuilder& b, const std::string& x, std::int64_t begin,
+                      std::int64_t end) {
+  return b.Op("Slice", {x, b.ConstInt64({begin}, {1}), b.ConstInt64({end}, {1}),
+                        b.ConstInt64({-1}, {1})});
+}
+
+std::string ResidualBlock(GraphBuilder& b, const std::string& x, const std::string& p,
+                          const OpenClipTextSpec& spec, std::int64_t heads,
+                          const std::string& mask) {
+  const std::int64_t w = spec.width;
+  std::string h = LayerNorm(b, x, p + ".ln_1", spec.layer_norm_eps);
+  // One MatMul against the packed [3w, w] projection, then split q, k, v.
+  const std::string qkv =
+      layers::LinearWithKeys(b, h, p + ".attn.in_proj_weight", p + ".attn.in_proj_bias");
+  h = layers::Attention(b, SliceLast(b, qkv, 0, w), SliceLast(b, qkv, w, 2 * w),
+                        SliceLast(b, qkv, 2 * w, 3 * w), heads, w / heads, mask);
+  const std::string attended = b.Op("Add", {x, Linear(b, h, p + ".attn.out_proj")});
+  h = LayerNorm(b, attended, p + ".ln_2", spec.layer_norm_eps);
+  h = layers::Gelu(b, Linear(b, h, p + ".mlp.c_fc"));
+  return b.Op("Add", {attended, Linear(b, h, p + ".mlp.c_proj")});
+}
+
+}  // namespace
+
+Status ReadOpenClipTextShapes(const Checkpoint& checkpoint, OpenClipTextSpec* spec) {
+  const std::string& p = spec->prefix;
+  const TensorInfo* tokens = checkpoint.Find(p + "token_embedding.weight");
+  const TensorInfo* positions = checkpoint.Find(p + "positional_embedding");
+  if (tokens == nullptr || tokens->shape.size() != 2) {
+    return Status::Error(checkpoint.path() + ": text encoder tensor '" + p +
+                         "token_embedding.weight' is missing or not 2-D");
+  }
+  if (positions == nullptr || positions->shape.size() != 2 ||
+      positions->shape[1] != tokens->shape[1]) {
+    return Status::Error(checkpoint.path() + ": text encoder tensor '" + p +
+                         "positional_embedding' is missing or its width differs from the token "
+                         "embedding's " + std::to_string(tokens->shape[1]));
+  }
+  spec->vocab_size = tokens->shape[0];
+  spec->width = tokens->shape[1];
+  spec->context_length = positions->shape[0];
+  spec->layers = 0;
+  while (checkpoint.Has(p + "transformer.resblocks." + std::to_string(spec->layers) +
+                        ".ln_1.weight")) {
+    ++spec->layers;
+  }
+  if (spec->layers == 0) {
+    return Status::Error(checkpoint.path() + ": text encoder has no layers under '" + p +
+                         "transformer.resblocks.0'");
+  }
+  const TensorInfo* projection = checkpoint.Find(p + "text_projection");
+  spec->has_projection = projection != nullptr && projection->shape.size() == 2 &&
+                         projection->shape[0] == spec->width;
+  return Status::Ok();
+}
+
+Status BuildOpenClipText(GraphBuilder& b, const OpenClipTextSpec& spec) {
+  const std::string& p = spec.prefix;
+  const std::int64_t heads = spec.heads > 0 ? spec.heads : spec.width / 64;
+  if (heads <= 0 || spec.width % heads != 0) {
+    return Status::Error("text encoder width " + std::to_string(spec.width) +
+                         " cannot be split into " + std::to_string(heads) +
+                         " heads; set the head count in the config");
+  }
+  const std::int64_t n = spec.context_length;
+  const std::string ids = b.Input("input_ids", onnx::TensorProto_DataType_INT32, {"batch", n});
+  const std::string table = b.Weight(p + "token_embedding.weight", {spec.vocab_size, spec.width});
+  std::string h = b.Op("Gather", {table, ids}, {{"axis", std::int64_t{0}}});
+  h = b.Op("Add", {h, b.Weight(p + "positional_embedding", {n, spec.width})});
+
+  std::vector<float> mask_values(static_cast<std::size_t>(n * n), 0.0f);
+  for (std::int64_t i = 0; i < n; ++i) {
+    for (std::int64_t j = i + 1; j < n; ++j) {
+      mask_values[static_cast<std::size_t>(i * n + j)] = -std::numeric_limits<float>::infinity();
+    }
+  }
+  const std::string mask = b.ConstFloat(mask_values, {n, n});
+
+  const std::vector<Dim> state_dims = {"batch", n, spec.width};
+  std::vector<std::string> states = {h};
+  b.Output(h, "hidden_states.0", onnx::TensorProto_DataType_FLOAT, state_dims);
+  for (std::int64_t i = 0; i < spec.layers; ++i) {
+    h = ResidualBlock(b, h, p + "transformer.resblocks." + std::to_string(i), spec, heads, mask);
+    states.push_back(h);
+    b.Output(h, "hidden_states." + std::to_string(i + 1), onnx::TensorProto_DataType_FLOAT,
+             state_dims);
+  }
+  const std::string last = LayerNorm(b, h, p + "ln_final", spec.layer_norm_eps);
+  b.Output(last, "last_hidden_state", onnx::TensorProto_DataType_FLOAT, state_dims);
+  for (std::int64_t skip = 2; skip <= spec.layers; ++skip) {
+    const std::string& state = states[static_cast<std::size_t>(spec.layers + 1 - skip)];
+    b.Output(LayerNorm(b, state, p + "ln_final", spec.layer_norm_eps),
+             "clip_skip_" + std::to_string(skip), onnx::TensorProto_DataType_FLOAT, state_dims);
+  }
+
+  const std::string eot =
+      b.Op("ArgMax", {ids}, {{"axis", std::int64_t{1}}, {"keepdims", std::int64_t{1}}});
+  const std::string pooled = b.Op("GatherND", {last, eot}, {{"batch_dims", std::int64_t{1}}});
+  b.Output(pooled, "pooler_output", onnx::TensorProto_DataType_FLOAT, {"batch", spec.width});
+  if (spec.has_projection) {
+    // open_clip multiplies by text_projection as stored: [width, projection_dim].
+    const std::string projection = b.Weight(p + "text_projection");
+    const std::int64_t projection_dim = b.WeightShape(p + "text_projection")[1];
+    b.Output(b.Op("MatMul", {pooled, projection}), "text_embeds",
+             onnx::TensorProto_DataType_FLOAT, {"batch", projection_dim});
+  }
+  return b.status();
+}
+
+}  // namespace sdonnx
