@@ -109,11 +109,44 @@ TEST(Detect, Sd21ManifestIsSd2WithOpenClip) {
   EXPECT_TRUE(spec->needs_prediction_probe());
 }
 
-TEST(Detect, SdxlManifestIsRejectedWithItsFamilyNamed) {
+TEST(Detect, SdxlBaseManifestHasTwoEncodersAndSixTimeIds) {
   TempDir dir;
-  Result<ModelSpec> sdxl = DetectManifest(dir, "sdxl-base.tsv");
-  ASSERT_FALSE(sdxl.ok());
-  EXPECT_NE(sdxl.status().message().find("SDXL"), std::string::npos);
+  Result<ModelSpec> spec = DetectManifest(dir, "sdxl-base.tsv");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->family, Family::kSDXL);
+  EXPECT_EQ(spec->unet.model_channels, 320);
+  EXPECT_EQ(spec->unet.channel_mult, (std::vector<std::int64_t>{1, 2, 4}));
+  EXPECT_EQ(spec->unet.transformer_depth, (std::vector<std::int64_t>{0, 2, 10}));
+  EXPECT_EQ(spec->unet.middle_transformer_depth, 10);
+  EXPECT_EQ(spec->unet.context_dim, 2048);
+  EXPECT_EQ(spec->unet.adm_in_channels, 2816);
+  EXPECT_EQ(spec->unet.text_embed_dim, 1280);
+  EXPECT_EQ(spec->unet.num_time_ids, 6);
+  ASSERT_TRUE(spec->text.has_value());
+  EXPECT_EQ(spec->text->width, 768);
+  ASSERT_TRUE(spec->open_clip.has_value());
+  EXPECT_EQ(spec->open_clip->width, 1280);
+  EXPECT_EQ(spec->open_clip->layers, 32);
+  EXPECT_TRUE(spec->open_clip->has_projection);
+  EXPECT_EQ(spec->open_clip_component, "clip_text_2");
+  EXPECT_EQ(spec->text_context_output, "hidden_states.11");
+  EXPECT_EQ(spec->text_2_context_output, "hidden_states.31");
+  EXPECT_FLOAT_EQ(spec->vae_scaling_factor, 0.13025f);
+}
+
+TEST(Detect, SdxlRefinerManifestIsNotTakenForBase) {
+  TempDir dir;
+  Result<ModelSpec> spec = DetectManifest(dir, "sdxl-refiner.tsv");
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_EQ(spec->family, Family::kSDXLRefiner);
+  EXPECT_EQ(spec->unet.model_channels, 384);
+  EXPECT_EQ(spec->unet.adm_in_channels, 2560);
+  EXPECT_EQ(spec->unet.text_embed_dim, 1280);
+  EXPECT_EQ(spec->unet.num_time_ids, 5);
+  EXPECT_EQ(spec->unet.context_dim, 1280);
+  EXPECT_FALSE(spec->text.has_value());
+  ASSERT_TRUE(spec->open_clip.has_value());
+  EXPECT_EQ(spec->open_clip->width, 1280);
 }
 
 TEST(Detect, PredictionTypeFlagOverridesConfig) {

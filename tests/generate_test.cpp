@@ -507,3 +507,24 @@ TEST(GenerateModels, Sd2VPredictionFixtureGenerates) {
 
 }  // namespace
 }  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+TEST(GenerateModels, SdxlIsRejectedWithAClearMessage) {
+  TempDir dir;
+  ConvertOptions convert;
+  convert.model_path = Fixture("tiny/tiny-sdxl-refiner.safetensors").string();
+  convert.output_dir = (dir / "onnx").string();
+  ASSERT_TRUE(ConvertCheckpoint(convert).ok());
+  GenerateOptions o = SmallRun(dir / "onnx", dir / "sdxl.png");
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("sdxl-refiner model; generate does not run SDXL"),
+            std::string::npos)
+      << result.status().message();
+  EXPECT_FALSE(fs::exists(dir / "sdxl.png"));
+}
+
+}  // namespace
+}  // namespace sdonnx

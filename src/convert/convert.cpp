@@ -62,6 +62,10 @@ std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
   metadata["sdonnx.family_basis"] = spec.family_basis;
   metadata["sdonnx.text_context_output"] = spec.text_context_output;
   metadata["sdonnx.text_pad_id"] = std::to_string(spec.text_pad_id);
+  if (!spec.text_2_context_output.empty()) {
+    metadata["sdonnx.text_2_context_output"] = spec.text_2_context_output;
+    metadata["sdonnx.text_2_pad_id"] = std::to_string(spec.text_2_pad_id);
+  }
   if (spec.vae) {
     metadata["sdonnx.vae_downsample_factor"] = std::to_string(spec.vae->downsample_factor);
     metadata["sdonnx.latent_channels"] = std::to_string(spec.vae->latent_channels);
@@ -87,8 +91,8 @@ std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec) {
     plan.push_back({"clip_text", [&spec](GraphBuilder& b) { return BuildClipText(b, *spec.text); }});
   }
   if (spec.open_clip) {
-    plan.push_back(
-        {"clip_text", [&spec](GraphBuilder& b) { return BuildOpenClipText(b, *spec.open_clip); }});
+    plan.push_back({spec.open_clip_component,
+                    [&spec](GraphBuilder& b) { return BuildOpenClipText(b, *spec.open_clip); }});
   }
   return plan;
 }

@@ -108,6 +108,12 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
   const std::string& stem = set->facts_.stem;
   SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
+  // NOTE: SDXL needs two text encoders, text_embeds and time_ids; generate
+  // does not build those inputs yet.
+  if (set->facts_.family.starts_with("sdxl")) {
+    return Status::Error(dir + ": " + stem + " is an " + set->facts_.family +
+                         " model; generate does not run SDXL models yet (convert does)");
+  }
   SDONNX_ASSIGN_OR_RETURN(set->text_, LoadComponent(dir, "clip_text", stem, options));
   SDONNX_ASSIGN_OR_RETURN(set->decoder_, LoadComponent(dir, "vae_decoder", stem, options));
   if (need_encoder) {

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
+#include <map>
 
 namespace sdonnx {
 namespace {
@@ -13,9 +14,15 @@ struct ConfigValues {
   std::optional<std::int64_t> num_head_channels;
   std::optional<std::string> parameterization;
   std::optional<float> scale_factor;
-  std::optional<std::int64_t> text_heads;
-  std::optional<std::string> text_activation;
-  std::optional<float> text_layer_norm_eps;
+  // sgm (SDXL) configs: the denoiser's scaling class, EpsScaling or VScaling.
+  std::optional<std::string> denoiser_scaling;
+  struct Text {
+    std::optional<std::int64_t> heads;
+    std::optional<std::string> activation;
+    std::optional<float> layer_norm_eps;
+  };
+  // By the text encoder's checkpoint prefix, such as "cond_stage_model".
+  std::map<std::string, Text> texts;
 };
 
 template <typename T>
@@ -23,27 +30,46 @@ void ReadIf(const YAML::Node& node, const char* key, std::optional<T>* out) {
   if (node && node.IsMap() && node[key]) *out = node[key].as<T>();
 }
 
+// node[key] for a map that has the key, else a null node (which is not a
+// map). yaml-cpp throws when a missing key's value is indexed again, so
+// lookups go through this.
+YAML::Node Child(const YAML::Node& node, const char* key) {
+  if (node && node.IsMap() && node[key]) return node[key];
+  return YAML::Node();
+}
+
 Result<ConfigValues> ReadConfig(const std::string& path) {
   ConfigValues values;
   try {
     const YAML::Node root = YAML::LoadFile(path);
-    const YAML::Node params = root["model"]["params"];
+    const YAML::Node params = Child(Child(root, "model"), "params");
     if (!params || !params.IsMap()) {
       return Status::Error(path + ": not an original-format model config (no model.params "
                            "section)");
     }
     ReadIf(params, "parameterization", &values.parameterization);
     ReadIf(params, "scale_factor", &values.scale_factor);
-    const YAML::Node unet = params["unet_config"]["params"];
+    // ldm configs name the UNet unet_config, sgm configs network_config.
+    const YAML::Node ldm_unet = Child(Child(params, "unet_config"), "params");
+    const YAML::Node unet =
+        ldm_unet.IsMap() ? ldm_unet : Child(Child(params, "network_config"), "params");
     ReadIf(unet, "num_heads", &values.num_heads);
     ReadIf(unet, "num_head_channels", &values.num_head_channels);
+    const YAML::Node scaling =
+        Child(Child(Child(params, "denoiser_config"), "params"), "scaling_config");
+    ReadIf(scaling, "target", &values.denoiser_scaling);
     // Not part of the original format: the sdonnx test fixtures describe
     // their tiny text encoders here, since the originals take the
     // architecture from a pretrained model name.
-    const YAML::Node text = root["tiny_text_encoders"]["cond_stage_model"];
-    ReadIf(text, "heads", &values.text_heads);
-    ReadIf(text, "activation", &values.text_activation);
-    ReadIf(text, "layer_norm_eps", &values.text_layer_norm_eps);
+    const YAML::Node texts = Child(root, "tiny_text_encoders");
+    if (texts && texts.IsMap()) {
+      for (const auto& entry : texts) {
+        ConfigValues::Text& text = values.texts[entry.first.as<std::string>()];
+        ReadIf(entry.second, "heads", &text.heads);
+        ReadIf(entry.second, "activation", &text.activation);
+        ReadIf(entry.second, "layer_norm_eps", &text.layer_norm_eps);
+      }
+    }
   } catch (const YAML::Exception& e) {
     return Status::Error(path + ": cannot read the YAML config: " + e.what());
   }
@@ -54,7 +80,11 @@ Status ApplyConfig(const ConfigValues& config, ModelSpec* spec) {
   if (config.num_heads) spec->unet.num_heads = *config.num_heads;
   if (config.num_head_channels) spec->unet.num_head_channels = *config.num_head_channels;
   if (config.scale_factor) spec->vae_scaling_factor = *config.scale_factor;
-  if (config.parameterization) {
+  if (config.denoiser_scaling) {
+    const bool v = config.denoiser_scaling->ends_with("VScaling");
+    spec->prediction_type = v ? "v_prediction" : "epsilon";
+    spec->prediction_basis = "config denoiser scaling: " + *config.denoiser_scaling;
+  } else if (config.parameterization) {
     if (*config.parameterization == "v") {
       spec->prediction_type = "v_prediction";
     } else if (*config.parameterization == "eps") {
@@ -68,23 +98,36 @@ Status ApplyConfig(const ConfigValues& config, ModelSpec* spec) {
     spec->prediction_type = "epsilon";
     spec->prediction_basis = "config without parameterization (ldm's default, eps)";
   }
-  if (spec->text) {
-    if (config.text_heads) spec->text->heads = *config.text_heads;
-    if (config.text_activation) spec->text->quick_gelu = *config.text_activation == "quick_gelu";
-    if (config.text_layer_norm_eps) spec->text->layer_norm_eps = *config.text_layer_norm_eps;
-  }
-  if (spec->open_clip) {
-    if (config.text_heads) spec->open_clip->heads = *config.text_heads;
-    if (config.text_layer_norm_eps) spec->open_clip->layer_norm_eps = *config.text_layer_norm_eps;
+  for (const auto& [prefix, text] : config.texts) {
+    if (spec->text && spec->text->prefix.starts_with(prefix + ".")) {
+      if (text.heads) spec->text->heads = *text.heads;
+      if (text.activation) spec->text->quick_gelu = *text.activation == "quick_gelu";
+      if (text.layer_norm_eps) spec->text->layer_norm_eps = *text.layer_norm_eps;
+    }
+    if (spec->open_clip && spec->open_clip->prefix.starts_with(prefix + ".")) {
+      if (text.heads) spec->open_clip->heads = *text.heads;
+      if (text.layer_norm_eps) spec->open_clip->layer_norm_eps = *text.layer_norm_eps;
+    }
   }
   return Status::Ok();
 }
 
 Status DetectFamily(const Checkpoint& checkpoint, ModelSpec* spec) {
-  if (checkpoint.HasPrefix("conditioner.embedders.")) {
-    return Status::Error(checkpoint.path() +
-                         ": looks like an SDXL checkpoint (it has conditioner.embedders.*); "
-                         "this version of sdonnx converts SD 1.x checkpoints only");
+  const bool sgm_text = checkpoint.HasPrefix("conditioner.embedders.");
+  if (sgm_text || spec->unet.adm_in_channels > 0) {
+    // The refiner has one text encoder, OpenCLIP bigG as embedder 0, and
+    // 5 time ids (no crop-free target size; an aesthetic score instead).
+    const bool refiner = checkpoint.HasPrefix("conditioner.embedders.0.model.") ||
+                         (!sgm_text && spec->unet.num_time_ids == 5);
+    spec->family = refiner ? Family::kSDXLRefiner : Family::kSDXL;
+    spec->family_basis = sgm_text ? (refiner ? "conditioner.embedders.0 is OpenCLIP (refiner)"
+                                             : "conditioner.embedders.* with CLIP ViT-L first")
+                                  : "UNet with label_emb (vector conditioning)";
+    spec->unet.num_heads = -1;
+    spec->unet.num_head_channels = 64;
+    spec->vae_scaling_factor = 0.13025f;
+    spec->prediction_basis = "SDXL default";
+    return Status::Ok();
   }
   // SD 2.x is recognised by its OpenCLIP text encoder or, in files without a
   // text encoder, by the 1024-wide cross-attention context of OpenCLIP ViT-H.
@@ -97,8 +140,6 @@ Status DetectFamily(const Checkpoint& checkpoint, ModelSpec* spec) {
                                    : "1024-wide cross-attention context";
     spec->unet.num_heads = -1;
     spec->unet.num_head_channels = 64;
-    spec->text_context_output = "clip_skip_2";  // ln_final of the penultimate layer
-    spec->text_pad_id = 0;
     return Status::Ok();
   }
   spec->family = Family::kSD1;
@@ -113,6 +154,64 @@ std::string JoinInts(const std::vector<std::int64_t>& values) {
     s += (i ? ", " : "") + std::to_string(values[i]);
   }
   return s + "]";
+}
+
+Result<ClipTextSpec> ReadClip(const Checkpoint& checkpoint, const std::string& prefix) {
+  ClipTextSpec text;
+  text.prefix = prefix;
+  SDONNX_RETURN_IF_ERROR(ReadClipTextShapes(checkpoint, &text));
+  return text;
+}
+
+Result<OpenClipTextSpec> ReadOpenClip(const Checkpoint& checkpoint, const std::string& prefix) {
+  OpenClipTextSpec text;
+  text.prefix = prefix;
+  SDONNX_RETURN_IF_ERROR(ReadOpenClipTextShapes(checkpoint, &text));
+  return text;
+}
+
+// Finds the family's text encoders and sets what the UNet takes from each.
+Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
+  const bool sdxl = spec->family == Family::kSDXL || spec->family == Family::kSDXLRefiner;
+  if (!sdxl) {
+    if (checkpoint.HasPrefix(kSd1TextPrefix)) {
+      SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, kSd1TextPrefix));
+    } else if (checkpoint.HasPrefix(kSd2TextPrefix)) {
+      SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, kSd2TextPrefix));
+    } else {
+      spec->notes.push_back("no text encoder in the checkpoint (no " +
+                            std::string(kSd1TextPrefix) + "* or " + kSd2TextPrefix + "* keys)");
+    }
+    if (spec->family == Family::kSD2) {
+      spec->text_context_output = "clip_skip_2";  // ln_final of the penultimate layer
+      spec->text_pad_id = 0;
+    }
+    return Status::Ok();
+  }
+  // SDXL takes the penultimate layer of each encoder, without a final norm.
+  const std::string hf = "conditioner.embedders.0.transformer.text_model.";
+  const std::string big_g = spec->family == Family::kSDXL ? "conditioner.embedders.1.model."
+                                                          : "conditioner.embedders.0.model.";
+  if (spec->family == Family::kSDXL && checkpoint.HasPrefix(hf)) {
+    SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, hf));
+    spec->text_context_output = "hidden_states." + std::to_string(spec->text->layers - 1);
+  }
+  if (checkpoint.HasPrefix(big_g)) {
+    SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, big_g));
+    spec->open_clip_component = "clip_text_2";
+    spec->text_2_context_output =
+        "hidden_states." + std::to_string(spec->open_clip->layers - 1);
+    spec->text_2_pad_id = 0;
+    if (spec->open_clip->has_projection) {
+      spec->unet.text_embed_dim = checkpoint.Find(big_g + "text_projection")->shape[1];
+      spec->unet.num_time_ids =
+          (spec->unet.adm_in_channels - spec->unet.text_embed_dim) / spec->unet.time_id_dim;
+    }
+  }
+  if (!spec->text && !spec->open_clip) {
+    spec->notes.push_back("no text encoder in the checkpoint (no conditioner.embedders.* keys)");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -153,22 +252,16 @@ Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
   } else {
     spec.notes.push_back("no VAE in the checkpoint (no first_stage_model.* keys)");
   }
-  if (checkpoint.HasPrefix(kSd1TextPrefix)) {
-    ClipTextSpec text;
-    SDONNX_RETURN_IF_ERROR(ReadClipTextShapes(checkpoint, &text));
-    spec.text = text;
-  } else if (checkpoint.HasPrefix(kSd2TextPrefix)) {
-    OpenClipTextSpec text;
-    SDONNX_RETURN_IF_ERROR(ReadOpenClipTextShapes(checkpoint, &text));
-    spec.open_clip = text;
-  } else {
-    spec.notes.push_back("no text encoder in the checkpoint (no " + std::string(kSd1TextPrefix) +
-                         "* or " + kSd2TextPrefix + "* keys)");
+  SDONNX_RETURN_IF_ERROR(ReadTextEncoders(checkpoint, &spec));
+  if (spec.family == Family::kSD1) spec.prediction_basis = "SD 1.x default";
+  if (spec.family == Family::kSD2) {
+    spec.prediction_basis = "SD 2.x without a config: decided by a UNet probe";
   }
-
-  spec.prediction_basis = spec.family == Family::kSD1
-                              ? "SD 1.x default"
-                              : "SD 2.x without a config: decided by a UNet probe";
+  if (checkpoint.Has("v_pred") || checkpoint.Has("edm_vpred.sigma_max")) {
+    spec.prediction_type = "v_prediction";
+    spec.prediction_basis = checkpoint.Has("v_pred") ? "marker key v_pred"
+                                                     : "marker key edm_vpred.sigma_max";
+  }
   spec.config_path = FindConfig(checkpoint.path(), explicit_config);
   if (spec.config_path) {
     SDONNX_ASSIGN_OR_RETURN(ConfigValues config, ReadConfig(*spec.config_path));

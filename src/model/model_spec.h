@@ -35,12 +35,19 @@ struct ModelSpec {
 
   UNetSpec unet;
   std::optional<VaeSpec> vae;
-  std::optional<ClipTextSpec> text;             // SD 1.x: CLIP ViT-L, Hugging Face layout
-  std::optional<OpenClipTextSpec> open_clip;    // SD 2.x: OpenCLIP ViT-H
-  // The text encoder output the UNet takes as context, and the id that pads
-  // a prompt's token chunk, as the family's original code has them.
+  // CLIP ViT-L in the Hugging Face layout (SD 1.x, SDXL's first encoder),
+  // written as clip_text_<stem>.onnx.
+  std::optional<ClipTextSpec> text;
+  // OpenCLIP (SD 2.x ViT-H as clip_text, SDXL bigG as clip_text_2).
+  std::optional<OpenClipTextSpec> open_clip;
+  std::string open_clip_component = "clip_text";
+  // For clip_text and clip_text_2: the output that the UNet takes as
+  // context, and the id that pads a prompt's token chunk, as the family's
+  // original code has them.
   std::string text_context_output = "last_hidden_state";
   std::int32_t text_pad_id = 49407;
+  std::string text_2_context_output;
+  std::int32_t text_2_pad_id = 0;
   // Human-readable lines on what was found and why, for the CLI to print.
   std::vector<std::string> notes;
 };

@@ -187,6 +187,29 @@ std::string RunBlock(GraphBuilder& b, std::string h, const std::string& emb,
   return h;
 }
 
+// SDXL's label_emb applied to y = [text_embeds, embedding of each time id].
+std::string LabelEmbedding(GraphBuilder& b, const UNetSpec& spec) {
+  if (spec.text_embed_dim <= 0 || spec.num_time_ids <= 0 ||
+      spec.text_embed_dim + spec.num_time_ids * spec.time_id_dim != spec.adm_in_channels) {
+    b.Fail("label_emb takes " + std::to_string(spec.adm_in_channels) +
+           " inputs, which do not split into a pooled text embedding and " +
+           std::to_string(spec.time_id_dim) + "-wide time id embeddings");
+    return "";
+  }
+  const std::string text_embeds = b.Input("text_embeds", onnx::TensorProto_DataType_FLOAT,
+                                          {"batch", spec.text_embed_dim});
+  const std::string time_ids =
+      b.Input("time_ids", onnx::TensorProto_DataType_FLOAT, {"batch", spec.num_time_ids});
+  const std::string flat = b.Op("Reshape", {time_ids, b.ConstInt64({-1}, {1})});
+  const std::string embedded = TimestepEmbedding(b, flat, spec.time_id_dim);
+  const std::string per_row = b.Op(
+      "Reshape", {embedded, b.ConstInt64({-1, spec.num_time_ids * spec.time_id_dim}, {2})});
+  const std::string y =
+      b.Op("Concat", {text_embeds, per_row}, {{"axis", std::int64_t{1}}});
+  const std::string& p = spec.prefix;
+  return Linear(b, SiLU(b, Linear(b, y, p + "label_emb.0.0")), p + "label_emb.0.2");
+}
+
 }  // namespace
 
 Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
@@ -233,6 +256,16 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
     return Status::Error(checkpoint.path() + ": UNet has no residual blocks under '" + p +
                          "input_blocks.'");
   }
+  if (const TensorInfo* label = checkpoint.Find(p + "label_emb.0.0.weight")) {
+    if (label->shape.size() != 2) {
+      return Status::Error(checkpoint.path() + ": tensor '" + p +
+                           "label_emb.0.0.weight' should be 2-D");
+    }
+    spec->adm_in_channels = label->shape[1];
+    // Released SDXL models pool 1280 wide: 6 time ids (base) or 5 (refiner).
+    spec->num_time_ids = (spec->adm_in_channels - 6 * spec->time_id_dim == 1280) ? 6 : 5;
+    spec->text_embed_dim = spec->adm_in_channels - spec->num_time_ids * spec->time_id_dim;
+  }
   spec->middle_transformer_depth =
       CountIndexed(checkpoint, p + "middle_block.1.transformer_blocks.", ".norm1.weight");
   for (const TensorInfo& t : checkpoint.tensors()) {
@@ -257,6 +290,7 @@ Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
   const std::string t = b.Op("Expand", {timestep, batch});
   std::string emb = TimestepEmbedding(b, t, spec.model_channels);
   emb = Linear(b, SiLU(b, Linear(b, emb, p + "time_embed.0")), p + "time_embed.2");
+  if (spec.adm_in_channels > 0) emb = b.Op("Add", {emb, LabelEmbedding(b, spec)});
 
   std::vector<std::string> skips;
   std::string h = sample;
