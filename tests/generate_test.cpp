@@ -511,19 +511,28 @@ TEST(GenerateModels, Sd2VPredictionFixtureGenerates) {
 namespace sdonnx {
 namespace {
 
-TEST(GenerateModels, SdxlIsRejectedWithAClearMessage) {
+TEST(GenerateModels, SdxlBaseAndRefinerGenerateDeterministically) {
   TempDir dir;
-  ConvertOptions convert;
-  convert.model_path = Fixture("tiny/tiny-sdxl-refiner.safetensors").string();
-  convert.output_dir = (dir / "onnx").string();
-  ASSERT_TRUE(ConvertCheckpoint(convert).ok());
-  GenerateOptions o = SmallRun(dir / "onnx", dir / "sdxl.png");
-  Result<GenerateResult> result = sdonnx::Generate(o);
-  ASSERT_FALSE(result.ok());
-  EXPECT_NE(result.status().message().find("sdxl-refiner model; generate does not run SDXL"),
-            std::string::npos)
-      << result.status().message();
-  EXPECT_FALSE(fs::exists(dir / "sdxl.png"));
+  for (const char* fixture : {"tiny-sdxl", "tiny-sdxl-refiner"}) {
+    SCOPED_TRACE(fixture);
+    ConvertOptions convert;
+    convert.model_path = Fixture(std::string("tiny/") + fixture + ".safetensors").string();
+    convert.output_dir = (dir / fixture).string();
+    ASSERT_TRUE(ConvertCheckpoint(convert).ok());
+    GenerateOptions o = SmallRun(dir / fixture, dir / (std::string(fixture) + "-a.png"));
+    o.negative_prompt = "blurry";
+    GenerateOptions again = o;
+    again.output = (dir / (std::string(fixture) + "-b.png")).string();
+    GenerateOptions empty_negative = o;
+    empty_negative.negative_prompt = "";
+    empty_negative.output = (dir / (std::string(fixture) + "-c.png")).string();
+    for (const GenerateOptions* run : {&o, &again, &empty_negative}) {
+      Result<GenerateResult> result = sdonnx::Generate(*run);
+      ASSERT_TRUE(result.ok()) << result.status().message();
+    }
+    EXPECT_EQ(ReadFile(o.output), ReadFile(again.output));
+    EXPECT_NE(ReadFile(o.output), ReadFile(empty_negative.output));
+  }
 }
 
 }  // namespace

@@ -7,7 +7,8 @@
 namespace sdonnx {
 
 Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
-                                const std::string& context_output, int clip_skip) {
+                                const std::string& context_output, int clip_skip,
+                                HostTensor* pooled) {
   if (chunks.empty()) return Status::Error("the prompt produced no token chunks");
   const auto length = static_cast<std::int64_t>(chunks.front().ids.size());
   std::vector<std::int32_t> ids;
@@ -29,9 +30,17 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
                            "'); use a smaller --clip-skip");
     }
   }
+  std::vector<std::string> requested = {output};
+  if (pooled != nullptr) requested.push_back("text_embeds");
   SDONNX_ASSIGN_OR_RETURN(auto outputs,
                           text_encoder.Run({{"input_ids", HostTensor::Int32({count, length}, ids)}},
-                                           {output}));
+                                           requested));
+  if (pooled != nullptr) {
+    const HostTensor& embeds = outputs["text_embeds"];
+    const auto width = embeds.shape.back();
+    *pooled = HostTensor::Float(
+        {1, width}, std::vector<float>(embeds.f32.begin(), embeds.f32.begin() + width));
+  }
   HostTensor states = std::move(outputs[output]);
   if (states.shape.size() != 3 || states.shape[0] != count || states.shape[1] != length) {
     return Status::Error(text_encoder.path() + ": output '" + output + "' has an unexpected shape");
@@ -55,6 +64,21 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
   }
   states.shape = {1, count * length, width};
   return states;
+}
+
+HostTensor JoinContexts(const HostTensor& first, const HostTensor& second) {
+  const std::int64_t a = first.shape[2];
+  const std::int64_t b = second.shape[2];
+  const std::size_t rows = first.f32.size() / static_cast<std::size_t>(a);
+  std::vector<float> joined;
+  joined.reserve(first.f32.size() + second.f32.size());
+  for (std::size_t row = 0; row < rows; ++row) {
+    joined.insert(joined.end(), first.f32.begin() + static_cast<long>(row * a),
+                  first.f32.begin() + static_cast<long>((row + 1) * a));
+    joined.insert(joined.end(), second.f32.begin() + static_cast<long>(row * b),
+                  second.f32.begin() + static_cast<long>((row + 1) * b));
+  }
+  return HostTensor::Float({first.shape[0], first.shape[1], a + b}, std::move(joined));
 }
 
 }  // namespace sdonnx

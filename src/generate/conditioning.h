@@ -16,7 +16,14 @@ namespace sdonnx {
 // each further clip skip step moves one layer down. Each chunk's hidden
 // states are multiplied by their tokens' weights, then rescaled so that the
 // chunk's mean is what it was before weighting (AUTOMATIC1111's emphasis).
+//
+// With `pooled` set, also returns the first chunk's text_embeds output
+// [1, projection_dim] there (SDXL's pooled prompt embedding).
 Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
-                                const std::string& context_output, int clip_skip);
+                                const std::string& context_output, int clip_skip,
+                                HostTensor* pooled = nullptr);
+
+// Joins contexts [1, S, a] and [1, S, b] into [1, S, a + b].
+HostTensor JoinContexts(const HostTensor& first, const HostTensor& second);
 
 }  // namespace sdonnx

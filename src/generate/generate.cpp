@@ -130,6 +130,9 @@ struct ImageInputs {
 struct Contexts {
   HostTensor cond;
   HostTensor uncond;
+  // SDXL: the pooled prompt embeddings, the UNet's text_embeds input.
+  HostTensor cond_pooled;
+  HostTensor uncond_pooled;
 };
 
 Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
@@ -212,33 +215,73 @@ Result<ImageInputs> PrepareImages(ModelSet& models, const GenerateOptions& optio
   return in;
 }
 
+// One text encoder of the model and what the UNet takes from it.
+struct TextEncoder {
+  OrtModel* model = nullptr;
+  std::string context_output;
+  std::int32_t pad_id = 0;
+  bool pooled = false;  // Also take text_embeds (SDXL's second encoder).
+};
+
 Result<Contexts> EncodePrompts(ModelSet& models, const GenerateOptions& options,
                                const Plan& plan) {
   SDONNX_ASSIGN_OR_RETURN(std::string tokenizer_path,
                           FindTokenizer(options.tokenizer, options.model_dir));
   SDONNX_ASSIGN_OR_RETURN(ClipTokenizer tokenizer, ClipTokenizer::Load(tokenizer_path));
   // Padding with end-of-text (CLIP ViT-L) means this tokenizer's own id.
-  const std::int32_t pad =
-      plan.facts.text_pad_id == kClipEndOfText ? tokenizer.EndId() : plan.facts.text_pad_id;
-  std::vector<PromptChunk> cond = TokenizePrompt(tokenizer, options.prompt, pad);
-  std::vector<PromptChunk> uncond = TokenizePrompt(tokenizer, options.negative_prompt, pad);
-  EqualizeChunkCounts(cond, uncond, tokenizer.StartId(), tokenizer.EndId(), pad);
+  auto pad_for = [&tokenizer](std::int32_t pad) {
+    return pad == kClipEndOfText ? tokenizer.EndId() : pad;
+  };
+  const ModelFacts& facts = plan.facts;
+  std::vector<TextEncoder> encoders;
+  if (models.text_encoder() != nullptr) {
+    encoders.push_back({models.text_encoder(), facts.text_context_output,
+                        pad_for(facts.text_pad_id), false});
+  }
+  if (models.text_encoder_2() != nullptr) {
+    encoders.push_back({models.text_encoder_2(), facts.text_2_context_output,
+                        pad_for(facts.text_2_pad_id), true});
+  }
   Contexts contexts;
-  SDONNX_ASSIGN_OR_RETURN(contexts.cond,
-                          EncodePrompt(models.text_encoder(), cond, plan.facts.text_context_output,
-                                       options.clip_skip));
-  if (plan.guidance) {
-    SDONNX_ASSIGN_OR_RETURN(contexts.uncond,
-                            EncodePrompt(models.text_encoder(), uncond, plan.facts.text_context_output,
-                                         options.clip_skip));
+  for (const TextEncoder& encoder : encoders) {
+    std::vector<PromptChunk> cond = TokenizePrompt(tokenizer, options.prompt, encoder.pad_id);
+    std::vector<PromptChunk> uncond =
+        TokenizePrompt(tokenizer, options.negative_prompt, encoder.pad_id);
+    EqualizeChunkCounts(cond, uncond, tokenizer.StartId(), tokenizer.EndId(), encoder.pad_id);
+    SDONNX_ASSIGN_OR_RETURN(
+        HostTensor c, EncodePrompt(*encoder.model, cond, encoder.context_output, options.clip_skip,
+                                   encoder.pooled ? &contexts.cond_pooled : nullptr));
+    contexts.cond = contexts.cond.f32.empty() ? c : JoinContexts(contexts.cond, c);
+    if (!plan.guidance) continue;
+    SDONNX_ASSIGN_OR_RETURN(
+        HostTensor u, EncodePrompt(*encoder.model, uncond, encoder.context_output,
+                                   options.clip_skip,
+                                   encoder.pooled ? &contexts.uncond_pooled : nullptr));
+    contexts.uncond = contexts.uncond.f32.empty() ? u : JoinContexts(contexts.uncond, u);
+  }
+  // SDXL conditions an empty negative prompt on zeros, as diffusers does
+  // (force_zeros_for_empty_prompt).
+  if (facts.num_time_ids > 0 && plan.guidance && options.negative_prompt.empty()) {
+    std::fill(contexts.uncond.f32.begin(), contexts.uncond.f32.end(), 0.0f);
+    std::fill(contexts.uncond_pooled.f32.begin(), contexts.uncond_pooled.f32.end(), 0.0f);
   }
   return contexts;
 }
 
+// SDXL's time ids: original size, crop top-left and target size (base), or
+// original size, crop and an aesthetic score (refiner; 6 for the prompt and
+// 2.5 for the negative prompt, diffusers' defaults).
+std::vector<float> TimeIds(const GenerateOptions& options, const Plan& plan, bool negative) {
+  const auto h = static_cast<float>(options.height);
+  const auto w = static_cast<float>(options.width);
+  if (plan.facts.num_time_ids == 5) return {h, w, 0, 0, negative ? 2.5f : 6.0f};
+  return {h, w, 0, 0, h, w};
+}
+
 // The UNet's inputs for one step: the scaled latents of every image, first
 // for the negative prompt and then for the positive one when guidance is on.
-std::map<std::string, HostTensor> UNetInputs(const Plan& plan, const Contexts& contexts,
-                                             const ImageInputs& images,
+std::map<std::string, HostTensor> UNetInputs(const GenerateOptions& options, const Plan& plan,
+                                             const Contexts& contexts, const ImageInputs& images,
                                              const std::vector<float>& scaled, float timestep) {
   const std::int64_t copies = plan.guidance ? 2 : 1;
   const std::int64_t rows = copies * plan.batch;
@@ -266,11 +309,28 @@ std::map<std::string, HostTensor> UNetInputs(const Plan& plan, const Contexts& c
       context.insert(context.end(), source.f32.begin(), source.f32.end());
     }
   }
-  return {{"sample", HostTensor::Float({rows, channels, plan.latent_height, plan.latent_width},
-                                       std::move(sample))},
-          {"timestep", HostTensor::Float({1}, {timestep})},
-          {"encoder_hidden_states",
-           HostTensor::Float({rows, cond.shape[1], cond.shape[2]}, std::move(context))}};
+  std::map<std::string, HostTensor> inputs = {
+      {"sample", HostTensor::Float({rows, channels, plan.latent_height, plan.latent_width},
+                                   std::move(sample))},
+      {"timestep", HostTensor::Float({1}, {timestep})},
+      {"encoder_hidden_states",
+       HostTensor::Float({rows, cond.shape[1], cond.shape[2]}, std::move(context))}};
+  if (plan.facts.num_time_ids > 0) {
+    std::vector<float> embeds;
+    std::vector<float> time_ids;
+    for (std::int64_t copy = 0; copy < copies; ++copy) {
+      const bool negative = plan.guidance && copy == 0;
+      const HostTensor& pooled = negative ? contexts.uncond_pooled : contexts.cond_pooled;
+      const std::vector<float> ids = TimeIds(options, plan, negative);
+      for (std::int64_t b = 0; b < plan.batch; ++b) {
+        embeds.insert(embeds.end(), pooled.f32.begin(), pooled.f32.end());
+        time_ids.insert(time_ids.end(), ids.begin(), ids.end());
+      }
+    }
+    inputs["text_embeds"] = HostTensor::Float({rows, plan.facts.text_embed_dim}, std::move(embeds));
+    inputs["time_ids"] = HostTensor::Float({rows, plan.facts.num_time_ids}, std::move(time_ids));
+  }
+  return inputs;
 }
 
 // Initial latents: pure noise for txt2img (and strength 1), or the encoded
@@ -312,7 +372,7 @@ Result<std::vector<float>> RunSampler(ModelSet& models, const GenerateOptions& o
   for (int i = 0; i < total; ++i) {
     std::vector<float> scaled = latents;
     SDONNX_RETURN_IF_ERROR(sampler->ScaleModelInput(i, scaled));
-    auto inputs = UNetInputs(plan, contexts, images, scaled, sampler->Timesteps()[i]);
+    auto inputs = UNetInputs(options, plan, contexts, images, scaled, sampler->Timesteps()[i]);
     SDONNX_ASSIGN_OR_RETURN(auto outputs, models.unet().Run(inputs, {"out_sample"}));
     const std::vector<float>& out = outputs["out_sample"].f32;
     if (out.size() != size * (plan.guidance ? 2 : 1)) {

@@ -1,5 +1,6 @@
 #include "generate/model_set.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -90,6 +91,21 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
     SDONNX_ASSIGN_OR_RETURN(float pad, ParseFloat(path, "sdonnx.text_pad_id", metadata));
     facts->text_pad_id = static_cast<std::int32_t>(pad);
   }
+  if (!text("sdonnx.text_2_context_output").empty()) {
+    facts->text_2_context_output = text("sdonnx.text_2_context_output");
+    SDONNX_ASSIGN_OR_RETURN(float pad, ParseFloat(path, "sdonnx.text_2_pad_id", metadata));
+    facts->text_2_pad_id = static_cast<std::int32_t>(pad);
+  }
+  const auto inputs = unet.InputNames();
+  if (std::find(inputs.begin(), inputs.end(), "time_ids") != inputs.end()) {
+    SDONNX_ASSIGN_OR_RETURN(auto embeds, unet.InputShape("text_embeds"));
+    SDONNX_ASSIGN_OR_RETURN(auto time_ids, unet.InputShape("time_ids"));
+    if (embeds.size() != 2 || time_ids.size() != 2 || embeds[1] <= 0 || time_ids[1] <= 0) {
+      return Status::Error(path + ": inputs text_embeds and time_ids should be [batch, N]");
+    }
+    facts->text_embed_dim = embeds[1];
+    facts->num_time_ids = time_ids[1];
+  }
   SDONNX_ASSIGN_OR_RETURN(auto sample_shape, unet.InputShape("sample"));
   if (sample_shape.size() != 4 || sample_shape[1] <= 0) {
     return Status::Error(path + ": input 'sample' should be [batch, channels, height, width] "
@@ -108,13 +124,12 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
   const std::string& stem = set->facts_.stem;
   SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
-  // NOTE: SDXL needs two text encoders, text_embeds and time_ids; generate
-  // does not build those inputs yet.
-  if (set->facts_.family.starts_with("sdxl")) {
-    return Status::Error(dir + ": " + stem + " is an " + set->facts_.family +
-                         " model; generate does not run SDXL models yet (convert does)");
+  if (set->facts_.family != "sdxl-refiner") {
+    SDONNX_ASSIGN_OR_RETURN(set->text_, LoadComponent(dir, "clip_text", stem, options));
   }
-  SDONNX_ASSIGN_OR_RETURN(set->text_, LoadComponent(dir, "clip_text", stem, options));
+  if (set->facts_.family.starts_with("sdxl")) {
+    SDONNX_ASSIGN_OR_RETURN(set->text_2_, LoadComponent(dir, "clip_text_2", stem, options));
+  }
   SDONNX_ASSIGN_OR_RETURN(set->decoder_, LoadComponent(dir, "vae_decoder", stem, options));
   if (need_encoder) {
     SDONNX_ASSIGN_OR_RETURN(set->encoder_, LoadComponent(dir, "vae_encoder", stem, options));

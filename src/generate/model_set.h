@@ -26,26 +26,35 @@ struct ModelFacts {
   // the id that pads token chunks.
   std::string text_context_output = "last_hidden_state";
   std::int32_t text_pad_id = 49407;
+  std::string text_2_context_output;  // SDXL's clip_text_2
+  std::int32_t text_2_pad_id = 0;
+  // SDXL: the UNet's text_embeds width and time id count; 0 for other families.
+  std::int64_t text_embed_dim = 0;
+  std::int64_t num_time_ids = 0;
 };
 
 class ModelSet {
  public:
-  // Finds unet_<stem>.onnx, clip_text_<stem>.onnx and vae_decoder_<stem>.onnx
-  // in `dir` (and vae_encoder_<stem>.onnx when `need_encoder`) and loads
-  // them. The folder must hold exactly one such set.
+  // Finds unet_<stem>.onnx, the text encoders (clip_text_<stem>.onnx and,
+  // for SDXL, clip_text_2_<stem>.onnx) and vae_decoder_<stem>.onnx in `dir`
+  // (and vae_encoder_<stem>.onnx when `need_encoder`) and loads them. The
+  // folder must hold exactly one such set.
   static Result<std::unique_ptr<ModelSet>> Load(const std::string& dir, bool need_encoder,
                                                 const SessionOptions& options);
 
   const ModelFacts& facts() const { return facts_; }
   OrtModel& unet() { return *unet_; }
-  OrtModel& text_encoder() { return *text_; }
+  // Null where the family has no such encoder (the SDXL refiner has only
+  // the second).
+  OrtModel* text_encoder() { return text_.get(); }
+  OrtModel* text_encoder_2() { return text_2_.get(); }
   OrtModel& vae_decoder() { return *decoder_; }
   // Null unless loaded with need_encoder.
   OrtModel* vae_encoder() { return encoder_.get(); }
 
  private:
   ModelFacts facts_;
-  std::unique_ptr<OrtModel> unet_, text_, decoder_, encoder_;
+  std::unique_ptr<OrtModel> unet_, text_, text_2_, decoder_, encoder_;
 };
 
 }  // namespace sdonnx

@@ -115,8 +115,9 @@ Status ApplyConfig(const ConfigValues& config, ModelSpec* spec) {
 Status DetectFamily(const Checkpoint& checkpoint, ModelSpec* spec) {
   const bool sgm_text = checkpoint.HasPrefix("conditioner.embedders.");
   if (sgm_text || spec->unet.adm_in_channels > 0) {
-    // The refiner has one text encoder, OpenCLIP bigG as embedder 0, and
-    // 5 time ids (no crop-free target size; an aesthetic score instead).
+    // The refiner has one text encoder, OpenCLIP bigG as embedder 0, and 5
+    // time ids: original size, crop, and an aesthetic score in place of the
+    // target size.
     const bool refiner = checkpoint.HasPrefix("conditioner.embedders.0.model.") ||
                          (!sgm_text && spec->unet.num_time_ids == 5);
     spec->family = refiner ? Family::kSDXLRefiner : Family::kSDXL;
