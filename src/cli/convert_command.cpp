@@ -15,6 +15,7 @@ struct ConvertArgs {
   std::string external_data = "auto";
   std::string prediction_type;
   bool force = false;
+  bool ema = false;
 };
 
 void PrintReport(const ConvertReport& report) {
@@ -40,6 +41,7 @@ int RunConvert(const ConvertArgs& args) {
   if (!args.prediction_type.empty()) options.prediction_type = args.prediction_type;
   options.opset = args.opset;
   options.overwrite = args.force;
+  options.ema = args.ema;
   if (args.external_data == "always") options.external_data = ExternalData::kAlways;
   if (args.external_data == "never") options.external_data = ExternalData::kNever;
   Result<ConvertReport> report = ConvertCheckpoint(options);
@@ -72,6 +74,7 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
                   "probe even when a config is present")
       ->check(CLI::IsMember({"epsilon", "v_prediction", "v", "probe"}));
   cmd->add_flag("--force", args->force, "Overwrite existing output files");
+  cmd->add_flag("--ema", args->ema, "Convert the UNet's EMA weights (model_ema.*)");
   cmd->callback([run, args] { *run = [args] { return RunConvert(*args); }; });
 }
 

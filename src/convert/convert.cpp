@@ -1,6 +1,7 @@
 #include "convert/convert.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -60,6 +61,7 @@ std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
       {"sdonnx.source_file", fs::path(source_path).filename().string()},
   };
   metadata["sdonnx.family_basis"] = spec.family_basis;
+  metadata["sdonnx.unet_weights"] = spec.ema_unet ? "ema" : "main";
   metadata["sdonnx.text_context_output"] = spec.text_context_output;
   metadata["sdonnx.text_pad_id"] = std::to_string(spec.text_pad_id);
   if (!spec.text_2_context_output.empty()) {
@@ -113,6 +115,42 @@ Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& p
   return Status::Ok();
 }
 
+// Returns whether the UNet is built from the EMA shadows: when asked for,
+// or when the file has no other UNet weights.
+Result<bool> ChooseUNetWeights(const Checkpoint& checkpoint, bool want_ema) {
+  const std::string probe = "model.diffusion_model.input_blocks.0.0.weight";
+  const bool has_main = checkpoint.file().Find(probe) != nullptr;
+  const bool has_ema = checkpoint.file().Find(Checkpoint::EmaKey(probe)) != nullptr;
+  if (want_ema && !has_ema) {
+    return Status::Error(checkpoint.path() + ": --ema was given but the file has no EMA UNet "
+                         "weights (no '" + Checkpoint::EmaKey(probe) + "'); drop --ema");
+  }
+  if (!has_main && has_ema) {
+    LogInfo(checkpoint.path() + ": only EMA UNet weights are present; converting those");
+    return true;
+  }
+  return want_ema;
+}
+
+// position_ids is never read (positions are generated in the graph), but a
+// float copy with values off the integers shows a damaged merge.
+void WarnAboutPositionIds(const Checkpoint& checkpoint) {
+  for (const TensorInfo& t : checkpoint.tensors()) {
+    if (!t.name.ends_with("embeddings.position_ids") || !IsFloating(t.dtype)) continue;
+    Result<std::vector<float>> values = checkpoint.ReadAsFloat(t.name);
+    if (!values.ok()) continue;
+    float worst = 0;
+    for (std::size_t i = 0; i < values->size(); ++i) {
+      worst = std::max(worst, std::fabs((*values)[i] - static_cast<float>(i)));
+    }
+    LogWarning(checkpoint.path() + ": '" + t.name + "' is stored as " +
+               std::string(DTypeName(t.dtype)) + (worst > 0 ? " with values off by up to " +
+                                                                  std::to_string(worst)
+                                                            : std::string()) +
+               "; it is ignored, since positions are generated in the graph");
+  }
+}
+
 // Decides epsilon or v-prediction for an SD 2.x checkpoint without a config
 // the way AUTOMATIC1111 does: run the UNet once with every input element at
 // 0.5 and t = 999, and call it v-prediction when mean(out - x) < -1. The
@@ -164,11 +202,16 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
                           Checkpoint::Open(options.model_path));
   for (const std::string& warning : checkpoint->file().warnings()) LogWarning(warning);
+  SDONNX_ASSIGN_OR_RETURN(const bool ema, ChooseUNetWeights(*checkpoint, options.ema));
+  checkpoint->UseEmaUNet(ema);
 
   ConvertReport report;
   SDONNX_ASSIGN_OR_RETURN(report.spec, DetectModel(*checkpoint, options.config_path,
                                                     options.prediction_type));
   ModelSpec& spec = report.spec;
+  spec.ema_unet = ema;
+  if (ema) spec.notes.push_back("unet weights: EMA (model_ema.*)");
+  WarnAboutPositionIds(*checkpoint);
   const std::vector<ComponentPlan> plan = PlanComponents(spec);
 
   const fs::path out_dir(options.output_dir);

@@ -24,6 +24,9 @@ struct ConvertOptions {
   int opset = kDefaultOpset;
   ExternalData external_data = ExternalData::kAuto;
   bool overwrite = false;
+  // Convert the UNet's EMA weights (model_ema.*) instead of the main ones.
+  // Files that have only EMA weights use them without this.
+  bool ema = false;
 };
 
 struct ConvertedComponent {

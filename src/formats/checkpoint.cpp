@@ -10,6 +10,20 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   return checkpoint;
 }
 
+std::string Checkpoint::EmaKey(const std::string& key) {
+  const std::string prefix = "model.";
+  std::string out = "model_ema.";
+  for (std::size_t i = prefix.size(); i < key.size(); ++i) {
+    if (key[i] != '.') out += key[i];
+  }
+  return out;
+}
+
+const TensorInfo* Checkpoint::Find(const std::string& key) const {
+  if (ema_unet_ && key.starts_with("model.diffusion_model.")) return file_->Find(EmaKey(key));
+  return file_->Find(key);
+}
+
 std::vector<const TensorInfo*> Checkpoint::WithPrefix(const std::string& prefix) const {
   std::vector<const TensorInfo*> out;
   for (const TensorInfo& t : file_->tensors()) {

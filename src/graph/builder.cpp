@@ -143,15 +143,18 @@ std::string GraphBuilder::Weight(const std::string& key, const std::vector<std::
          ", expected a floating-point weight");
     return key;
   }
+  // The initializer is named by the key the bytes are stored under, which
+  // differs from `key` when the checkpoint's EMA view is on.
+  const std::string& stored = t->name;
   auto* init = graph_->add_initializer();
-  init->set_name(key);
+  init->set_name(stored);
   init->set_data_type(DTypeToOnnx(t->dtype));
   for (auto d : t->shape) init->add_dims(d);
-  weights_.push_back({key, t});
+  weights_.push_back({stored, t});
 
-  std::string value = key;
+  std::string value = stored;
   if (t->dtype != DType::kF32) {
-    value = Op("Cast", {key}, {{"to", std::int64_t{onnx::TensorProto_DataType_FLOAT}}});
+    value = Op("Cast", {stored}, {{"to", std::int64_t{onnx::TensorProto_DataType_FLOAT}}});
   }
   weight_values_[key] = value;
   return value;

@@ -175,8 +175,13 @@ Result<OpenClipTextSpec> ReadOpenClip(const Checkpoint& checkpoint, const std::s
 Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
   const bool sdxl = spec->family == Family::kSDXL || spec->family == Family::kSDXLRefiner;
   if (!sdxl) {
+    // Files saved with transformers before 4.x lack ".text_model".
+    const std::string old_layout = "cond_stage_model.transformer.";
     if (checkpoint.HasPrefix(kSd1TextPrefix)) {
       SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, kSd1TextPrefix));
+    } else if (checkpoint.HasPrefix(old_layout + "embeddings.")) {
+      SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, old_layout));
+      spec->notes.push_back("text encoder in the old layout without .text_model");
     } else if (checkpoint.HasPrefix(kSd2TextPrefix)) {
       SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, kSd2TextPrefix));
     } else {

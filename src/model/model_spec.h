@@ -32,6 +32,7 @@ struct ModelSpec {
   }
   float vae_scaling_factor = 0.18215f;
   std::optional<std::string> config_path;  // The YAML that was read, if any.
+  bool ema_unet = false;  // The UNet is built from the EMA weights (model_ema.*).
 
   UNetSpec unet;
   std::optional<VaeSpec> vae;

@@ -268,11 +268,18 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
   }
   spec->middle_transformer_depth =
       CountIndexed(checkpoint, p + "middle_block.1.transformer_blocks.", ".norm1.weight");
-  for (const TensorInfo& t : checkpoint.tensors()) {
-    if (t.name.starts_with(p) && t.name.ends_with(".attn2.to_k.weight") && t.shape.size() == 2) {
-      spec->context_dim = t.shape[1];
-      break;
+  // The first cross-attention's key projection gives the context width.
+  for (const std::string& block : {std::string("input_blocks."), std::string("output_blocks.")}) {
+    for (int i = 0; i < 64 && spec->context_dim == 0; ++i) {
+      const TensorInfo* k = checkpoint.Find(p + block + std::to_string(i) +
+                                            ".1.transformer_blocks.0.attn2.to_k.weight");
+      if (k != nullptr && k->shape.size() == 2) spec->context_dim = k->shape[1];
     }
+  }
+  if (const TensorInfo* k =
+          checkpoint.Find(p + "middle_block.1.transformer_blocks.0.attn2.to_k.weight");
+      spec->context_dim == 0 && k != nullptr && k->shape.size() == 2) {
+    spec->context_dim = k->shape[1];
   }
   return Status::Ok();
 }

@@ -1,0 +1,174 @@
+// Real-world key variations of single-file checkpoints, each made from a
+// tiny fixture by renaming, dropping or rewriting keys.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+#include <optional>
+
+#include "convert/convert.h"
+#include "formats/checkpoint.h"
+#include "formats/safetensors.h"
+#include "runtime/ort_session.h"
+#include "test_support.h"
+#include "util/log.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Fixture;
+using testing::MaxAbsDiff;
+using testing::ReadTensor;
+using testing::TempDir;
+
+constexpr double kTolerance = 1e-4;
+
+// Returns the new name of a key, or nullopt to drop it.
+using KeyEdit = std::function<std::optional<std::string>(const std::string&)>;
+
+// Writes `fixture` with `edit` applied to every key into `dir`, with the
+// fixture's YAML beside it, and returns the new checkpoint's path.
+fs::path Rewrite(const fs::path& dir, const std::string& fixture, const KeyEdit& edit,
+                 const std::map<std::string, TensorToWrite>& replacements = {}) {
+  auto source = Checkpoint::Open(Fixture("tiny/" + fixture + ".safetensors").string());
+  if (!source.ok()) throw std::runtime_error(source.status().message());
+  std::vector<TensorToWrite> tensors;
+  for (const TensorInfo& t : (*source)->tensors()) {
+    auto replaced = replacements.find(t.name);
+    if (replaced != replacements.end()) {
+      tensors.push_back(replaced->second);
+      continue;
+    }
+    std::optional<std::string> name = edit(t.name);
+    if (name) tensors.push_back({*name, t.dtype, t.shape, (*source)->Data(t), {}});
+  }
+  const fs::path path = dir / "model.safetensors";
+  Status written = WriteSafetensors(path.string(), tensors, {});
+  if (!written.ok()) throw std::runtime_error(written.message());
+  fs::copy_file(Fixture("tiny/" + fixture + ".yaml"), dir / "model.yaml");
+  return path;
+}
+
+Result<ConvertReport> Convert(const fs::path& model, const fs::path& out, bool ema = false) {
+  ConvertOptions options;
+  options.model_path = model.string();
+  options.output_dir = out.string();
+  options.ema = ema;
+  return ConvertCheckpoint(options);
+}
+
+HostTensor RunUNet(const fs::path& file, const std::string& fixture) {
+  const auto reference = Fixture("tiny/" + fixture + ".reference.safetensors");
+  auto model = OrtModel::Load(file.string());
+  if (!model.ok()) throw std::runtime_error(model.status().message());
+  auto out = (*model)->Run({{"sample", ReadTensor(reference, "unet.sample")},
+                            {"timestep", ReadTensor(reference, "unet.timestep")},
+                            {"encoder_hidden_states", ReadTensor(reference, "unet.context")}});
+  if (!out.ok()) throw std::runtime_error(out.status().message());
+  return (*out)["out_sample"];
+}
+
+const auto kReference = [] { return Fixture("tiny/tiny-sd1.reference.safetensors"); };
+
+TEST(KeyVariations, EmaFlagConvertsTheEmaWeights) {
+  TempDir dir;
+  Result<ConvertReport> report =
+      Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", /*ema=*/true);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_TRUE(report->spec.ema_unet);
+  const fs::path unet = dir / "onnx" / "unet_tiny-sd1.onnx";
+  EXPECT_LE(MaxAbsDiff(RunUNet(unet, "tiny-sd1"), ReadTensor(kReference(), "unet_ema.out")),
+            kTolerance);
+  auto model = OrtModel::Load(unet.string());
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ((*model)->Metadata()["sdonnx.unet_weights"], "ema");
+}
+
+TEST(KeyVariations, EmaOnlyFileUsesEmaWithoutTheFlag) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", [](const std::string& key) {
+    return key.starts_with("model.diffusion_model.") ? std::nullopt
+                                                     : std::optional<std::string>(key);
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_TRUE(report->spec.ema_unet);
+  EXPECT_LE(MaxAbsDiff(RunUNet(dir / "onnx" / "unet_model.onnx", "tiny-sd1"),
+                       ReadTensor(kReference(), "unet_ema.out")),
+            kTolerance);
+}
+
+TEST(KeyVariations, EmaFlagWithoutEmaWeightsIsRejected) {
+  TempDir dir;
+  Result<ConvertReport> report =
+      Convert(Fixture("tiny/tiny-sd1-inpaint.safetensors"), dir / "onnx", /*ema=*/true);
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("no EMA UNet weights"), std::string::npos)
+      << report.status().message();
+}
+
+TEST(KeyVariations, MainWeightsAreTheDefault) {
+  TempDir dir;
+  Result<ConvertReport> report = Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_FALSE(report->spec.ema_unet);
+  EXPECT_LE(MaxAbsDiff(RunUNet(dir / "onnx" / "unet_tiny-sd1.onnx", "tiny-sd1"),
+                       ReadTensor(kReference(), "unet.out")),
+            kTolerance);
+}
+
+TEST(KeyVariations, TextEncoderWithoutTextModelLevelConverts) {
+  TempDir dir;
+  const std::string from = "cond_stage_model.transformer.text_model.";
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", [&](const std::string& key) {
+    if (!key.starts_with(from)) return std::optional<std::string>(key);
+    return std::optional<std::string>("cond_stage_model.transformer." + key.substr(from.size()));
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  auto text = OrtModel::Load((dir / "onnx" / "clip_text_model.onnx").string());
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  auto out = (*text)->Run({{"input_ids", ReadTensor(kReference(), "text.input_ids")}});
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_LE(MaxAbsDiff((*out)["last_hidden_state"], ReadTensor(kReference(), "text.last_hidden_state")),
+            kTolerance);
+}
+
+TEST(KeyVariations, MissingPositionIdsAndScheduleBuffersAreFine) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", [](const std::string& key) {
+    const bool buffer = key.find('.') == std::string::npos || key.ends_with("position_ids");
+    return buffer ? std::nullopt : std::optional<std::string>(key);
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(testing::ListFiles(dir / "onnx").size(), 4u);
+}
+
+TEST(KeyVariations, FloatPositionIdsWarnAndAreIgnored) {
+  TempDir dir;
+  const std::string key = "cond_stage_model.transformer.text_model.embeddings.position_ids";
+  std::vector<float> positions(77);
+  for (std::size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<float>(i) + 0.25f;
+  TensorToWrite replacement{key, DType::kF32, {1, 77},
+                            {reinterpret_cast<const std::uint8_t*>(positions.data()),
+                             positions.size() * 4},
+                            {}};
+  const fs::path model = Rewrite(
+      dir.path(), "tiny-sd1", [](const std::string& k) { return std::optional<std::string>(k); },
+      {{key, replacement}});
+  std::vector<std::string> warnings;
+  LogSink previous = SetLogSink([&warnings](LogLevel level, const std::string& message) {
+    if (level == LogLevel::kWarning) warnings.push_back(message);
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  SetLogSink(previous);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("off by up to 0.25"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("ignored"), std::string::npos) << warnings[0];
+}
+
+}  // namespace
+}  // namespace sdonnx
