@@ -50,12 +50,18 @@ fs::path Rewrite(const fs::path& dir, const std::string& fixture, const KeyEdit&
   return path;
 }
 
-Result<ConvertReport> Convert(const fs::path& model, const fs::path& out, bool ema = false) {
+Result<ConvertReport> Convert(const fs::path& model, const fs::path& out, bool ema = false,
+                              const std::optional<fs::path>& vae = std::nullopt) {
   ConvertOptions options;
   options.model_path = model.string();
   options.output_dir = out.string();
   options.ema = ema;
+  if (vae) options.vae_path = vae->string();
   return ConvertCheckpoint(options);
+}
+
+std::optional<std::string> DropVae(const std::string& key) {
+  return key.starts_with("first_stage_model.") ? std::nullopt : std::optional<std::string>(key);
 }
 
 HostTensor RunUNet(const fs::path& file, const std::string& fixture) {
@@ -168,6 +174,59 @@ TEST(KeyVariations, FloatPositionIdsWarnAndAreIgnored) {
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("off by up to 0.25"), std::string::npos) << warnings[0];
   EXPECT_NE(warnings[0].find("ignored"), std::string::npos) << warnings[0];
+}
+
+TEST(KeyVariations, CheckpointWithoutVaeConvertsTheRest) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", DropVae);
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(testing::ListFiles(dir / "onnx"),
+            (std::vector<std::string>{"clip_text_model.onnx", "unet_model.onnx"}));
+  bool noted = false;
+  for (const std::string& note : report->spec.notes) noted = noted || note.starts_with("no VAE");
+  EXPECT_TRUE(noted);
+}
+
+TEST(KeyVariations, SeparateVaeFileIsUsed) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", DropVae);
+  // The VAE alone, in the original naming without the first_stage_model. prefix.
+  auto source = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  ASSERT_TRUE(source.ok());
+  std::vector<TensorToWrite> vae;
+  const std::string prefix = "first_stage_model.";
+  for (const TensorInfo& t : (*source)->tensors()) {
+    if (!t.name.starts_with(prefix)) continue;
+    vae.push_back({t.name.substr(prefix.size()), t.dtype, t.shape, (*source)->Data(t), {}});
+  }
+  ASSERT_TRUE(WriteSafetensors((dir / "my.vae.safetensors").string(), vae, {}).ok());
+
+  Result<ConvertReport> report = Convert(model, dir / "onnx", false, dir / "my.vae.safetensors");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  auto decoder = OrtModel::Load((dir / "onnx" / "vae_decoder_model.onnx").string());
+  ASSERT_TRUE(decoder.ok()) << decoder.status().message();
+  auto out = (*decoder)->Run({{"latent_sample", ReadTensor(kReference(), "vae_decoder.latent")}});
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_LE(MaxAbsDiff((*out)["sample"], ReadTensor(kReference(), "vae_decoder.image")), kTolerance);
+  EXPECT_EQ((*decoder)->Metadata()["sdonnx.weights_file"], "my.vae.safetensors");
+}
+
+TEST(KeyVariations, DiffusersNamedVaeIsRejected) {
+  TempDir dir;
+  const float zero[4] = {};
+  ASSERT_TRUE(WriteSafetensors((dir / "diffusers.safetensors").string(),
+                               {{"encoder.down_blocks.0.resnets.0.conv1.bias", DType::kF32, {4},
+                                 {reinterpret_cast<const std::uint8_t*>(zero), 16}, {}}},
+                               {})
+                  .ok());
+  Result<ConvertReport> report = Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", false,
+                                         dir / "diffusers.safetensors");
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("diffusers-named VAEs are not supported"),
+            std::string::npos)
+      << report.status().message();
+  EXPECT_TRUE(testing::ListFiles(dir / "onnx").empty());
 }
 
 }  // namespace

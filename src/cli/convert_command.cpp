@@ -16,6 +16,7 @@ struct ConvertArgs {
   std::string prediction_type;
   bool force = false;
   bool ema = false;
+  std::string vae;
 };
 
 void PrintReport(const ConvertReport& report) {
@@ -42,6 +43,7 @@ int RunConvert(const ConvertArgs& args) {
   options.opset = args.opset;
   options.overwrite = args.force;
   options.ema = args.ema;
+  if (!args.vae.empty()) options.vae_path = args.vae;
   if (args.external_data == "always") options.external_data = ExternalData::kAlways;
   if (args.external_data == "never") options.external_data = ExternalData::kNever;
   Result<ConvertReport> report = ConvertCheckpoint(options);
@@ -75,6 +77,9 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
       ->check(CLI::IsMember({"epsilon", "v_prediction", "v", "probe"}));
   cmd->add_flag("--force", args->force, "Overwrite existing output files");
   cmd->add_flag("--ema", args->ema, "Convert the UNet's EMA weights (model_ema.*)");
+  cmd->add_option("--vae", args->vae,
+                  "Separate VAE file (.safetensors, original naming) to use instead of the "
+                  "checkpoint's");
   cmd->callback([run, args] { *run = [args] { return RunConvert(*args); }; });
 }
 

@@ -78,25 +78,69 @@ std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
 struct ComponentPlan {
   std::string component;
   std::function<Status(GraphBuilder&)> build;
+  const Checkpoint* source = nullptr;  // Where the weights come from.
 };
 
-std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec) {
+std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec, const Checkpoint& checkpoint,
+                                          const Checkpoint& vae_source) {
   std::vector<ComponentPlan> plan;
-  plan.push_back({"unet", [&spec](GraphBuilder& b) { return BuildUNet(b, spec.unet); }});
+  plan.push_back(
+      {"unet", [&spec](GraphBuilder& b) { return BuildUNet(b, spec.unet); }, &checkpoint});
   if (spec.vae) {
-    plan.push_back(
-        {"vae_encoder", [&spec](GraphBuilder& b) { return BuildVaeEncoder(b, *spec.vae); }});
-    plan.push_back(
-        {"vae_decoder", [&spec](GraphBuilder& b) { return BuildVaeDecoder(b, *spec.vae); }});
+    plan.push_back({"vae_encoder",
+                    [&spec](GraphBuilder& b) { return BuildVaeEncoder(b, *spec.vae); },
+                    &vae_source});
+    plan.push_back({"vae_decoder",
+                    [&spec](GraphBuilder& b) { return BuildVaeDecoder(b, *spec.vae); },
+                    &vae_source});
   }
   if (spec.text) {
-    plan.push_back({"clip_text", [&spec](GraphBuilder& b) { return BuildClipText(b, *spec.text); }});
+    plan.push_back({"clip_text", [&spec](GraphBuilder& b) { return BuildClipText(b, *spec.text); },
+                    &checkpoint});
   }
   if (spec.open_clip) {
     plan.push_back({spec.open_clip_component,
-                    [&spec](GraphBuilder& b) { return BuildOpenClipText(b, *spec.open_clip); }});
+                    [&spec](GraphBuilder& b) { return BuildOpenClipText(b, *spec.open_clip); },
+                    &checkpoint});
   }
   return plan;
+}
+
+// Opens a separate VAE file and reads its architecture into spec->vae.
+Result<std::unique_ptr<Checkpoint>> OpenSeparateVae(const std::string& path, ModelSpec* spec) {
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> vae, Checkpoint::Open(path));
+  VaeSpec vae_spec;
+  if (vae->Has("first_stage_model.encoder.conv_in.weight")) {
+    vae_spec.prefix = "first_stage_model.";
+  } else if (vae->Has("encoder.conv_in.weight")) {
+    vae_spec.prefix = "";
+  } else {
+    const bool diffusers = vae->HasPrefix("encoder.down_blocks.");
+    return Status::Error(path + ": not a VAE in the original naming (no 'encoder.conv_in.weight')" +
+                         std::string(diffusers ? "; diffusers-named VAEs are not supported yet"
+                                               : ""));
+  }
+  SDONNX_RETURN_IF_ERROR(ReadVaeShapes(*vae, &vae_spec));
+  spec->vae = vae_spec;
+  spec->notes.push_back("vae: from " + path + " (in place of the checkpoint's)");
+  return vae;
+}
+
+// Moves every staged file into the output folder.
+Status MoveIntoPlace(const fs::path& out_dir, ConvertReport* report) {
+  for (ConvertedComponent& c : report->components) {
+    for (WrittenFile& f : c.files) {
+      const fs::path target = out_dir / fs::path(f.path).filename();
+      std::error_code ec;
+      fs::rename(f.path, target, ec);
+      if (ec) {
+        return Status::Error(target.string() + ": cannot move the finished file into place: " +
+                             ec.message());
+      }
+      f.path = target.string();
+    }
+  }
+  return Status::Ok();
 }
 
 Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& plan,
@@ -212,7 +256,12 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   spec.ema_unet = ema;
   if (ema) spec.notes.push_back("unet weights: EMA (model_ema.*)");
   WarnAboutPositionIds(*checkpoint);
-  const std::vector<ComponentPlan> plan = PlanComponents(spec);
+  std::unique_ptr<Checkpoint> vae_file;
+  if (options.vae_path) {
+    SDONNX_ASSIGN_OR_RETURN(vae_file, OpenSeparateVae(*options.vae_path, &spec));
+  }
+  const std::vector<ComponentPlan> plan =
+      PlanComponents(spec, *checkpoint, vae_file ? *vae_file : *checkpoint);
 
   const fs::path out_dir(options.output_dir);
   std::error_code ec;
@@ -253,30 +302,23 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   for (const ComponentPlan& p : plan) {
     const std::string file_name = p.component + "_" + stem + ".onnx";
     LogInfo("building " + file_name);
-    GraphBuilder builder(*checkpoint, options.opset, p.component);
+    GraphBuilder builder(*p.source, options.opset, p.component);
     SDONNX_RETURN_IF_ERROR(p.build(builder).WithContext("building " + p.component));
     ModelWriteOptions component_options = write_options;
     component_options.metadata["sdonnx.component"] = p.component;
+    if (p.source != checkpoint.get()) {
+      component_options.metadata["sdonnx.weights_file"] = fs::path(p.source->path()).filename();
+    }
     SDONNX_ASSIGN_OR_RETURN(
         std::vector<WrittenFile> files,
-        WriteModel(builder, *checkpoint, staging.path().string(), file_name, component_options));
+        WriteModel(builder, *p.source, staging.path().string(), file_name, component_options));
     report.components.push_back({p.component, std::move(files)});
   }
 
   report.source_sha256 = source_sha256.get();
 
   // Every file is complete and checked; move them into place.
-  for (ConvertedComponent& c : report.components) {
-    for (WrittenFile& f : c.files) {
-      const fs::path target = out_dir / fs::path(f.path).filename();
-      fs::rename(f.path, target, ec);
-      if (ec) {
-        return Status::Error(target.string() + ": cannot move the finished file into place: " +
-                             ec.message());
-      }
-      f.path = target.string();
-    }
-  }
+  SDONNX_RETURN_IF_ERROR(MoveIntoPlace(out_dir, &report));
   return report;
 }
 

@@ -27,6 +27,10 @@ struct ConvertOptions {
   // Convert the UNet's EMA weights (model_ema.*) instead of the main ones.
   // Files that have only EMA weights use them without this.
   bool ema = false;
+  // A separate VAE (AUTOMATIC1111's "VAE" files) in the original naming,
+  // with or without the first_stage_model. prefix; it replaces the
+  // checkpoint's own VAE, or supplies the one it lacks.
+  std::optional<std::string> vae_path;
 };
 
 struct ConvertedComponent {
