@@ -231,3 +231,42 @@ TEST(KeyVariations, DiffusersNamedVaeIsRejected) {
 
 }  // namespace
 }  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// SD 2.x never uses the text encoder's last layer, and some files leave it
+// out; the UNet's context must stay ln_final of the architecture's
+// penultimate layer, which is then the last layer in the file.
+TEST(KeyVariations, Sd2WithoutUnusedLastTextLayerKeepsItsContext) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd2", [](const std::string& key) {
+    return key.starts_with("cond_stage_model.model.transformer.resblocks.1.")
+               ? std::nullopt
+               : std::optional<std::string>(key);
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->spec.text_context_output, "last_hidden_state");
+  const auto reference = Fixture("tiny/tiny-sd2.reference.safetensors");
+  auto text = OrtModel::Load((dir / "onnx" / "clip_text_model.onnx").string());
+  ASSERT_TRUE(text.ok()) << text.status().message();
+  auto out = (*text)->Run({{"input_ids", ReadTensor(reference, "text.input_ids")}});
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_LE(MaxAbsDiff((*out)["last_hidden_state"], ReadTensor(reference, "text.context")),
+            kTolerance);
+}
+
+TEST(KeyVariations, Sd2WithoutTextProjectionConverts) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd2", [](const std::string& key) {
+    return key == "cond_stage_model.model.text_projection" ? std::nullopt
+                                                            : std::optional<std::string>(key);
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_FALSE(report->spec.open_clip->has_projection);
+}
+
+}  // namespace
+}  // namespace sdonnx

@@ -20,6 +20,7 @@ struct ConfigValues {
     std::optional<std::int64_t> heads;
     std::optional<std::string> activation;
     std::optional<float> layer_norm_eps;
+    std::optional<std::int64_t> layers;
   };
   // By the text encoder's checkpoint prefix, such as "cond_stage_model".
   std::map<std::string, Text> texts;
@@ -68,6 +69,7 @@ Result<ConfigValues> ReadConfig(const std::string& path) {
         ReadIf(entry.second, "heads", &text.heads);
         ReadIf(entry.second, "activation", &text.activation);
         ReadIf(entry.second, "layer_norm_eps", &text.layer_norm_eps);
+        ReadIf(entry.second, "layers", &text.layers);
       }
     }
   } catch (const YAML::Exception& e) {
@@ -107,6 +109,7 @@ Status ApplyConfig(const ConfigValues& config, ModelSpec* spec) {
     if (spec->open_clip && spec->open_clip->prefix.starts_with(prefix + ".")) {
       if (text.heads) spec->open_clip->heads = *text.heads;
       if (text.layer_norm_eps) spec->open_clip->layer_norm_eps = *text.layer_norm_eps;
+      if (text.layers) spec->open_clip->full_layers = *text.layers;
     }
   }
   return Status::Ok();
@@ -188,10 +191,7 @@ Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
       spec->notes.push_back("no text encoder in the checkpoint (no " +
                             std::string(kSd1TextPrefix) + "* or " + kSd2TextPrefix + "* keys)");
     }
-    if (spec->family == Family::kSD2) {
-      spec->text_context_output = "clip_skip_2";  // ln_final of the penultimate layer
-      spec->text_pad_id = 0;
-    }
+    if (spec->family == Family::kSD2) spec->text_pad_id = 0;
     return Status::Ok();
   }
   // SDXL takes the penultimate layer of each encoder, without a final norm.
@@ -205,8 +205,6 @@ Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
   if (checkpoint.HasPrefix(big_g)) {
     SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, big_g));
     spec->open_clip_component = "clip_text_2";
-    spec->text_2_context_output =
-        "hidden_states." + std::to_string(spec->open_clip->layers - 1);
     spec->text_2_pad_id = 0;
     if (spec->open_clip->has_projection) {
       spec->unet.text_embed_dim = checkpoint.Find(big_g + "text_projection")->shape[1];
@@ -218,6 +216,25 @@ Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
     spec->notes.push_back("no text encoder in the checkpoint (no conditioner.embedders.* keys)");
   }
   return Status::Ok();
+}
+
+// Sets which OpenCLIP output is the UNet's context. SD 2.x and SDXL use the
+// penultimate layer of the full architecture; when a file leaves out the
+// unused last layer, that is the last layer the file has.
+void SetOpenClipContext(ModelSpec* spec) {
+  if (!spec->open_clip) return;
+  OpenClipTextSpec& text = *spec->open_clip;
+  if (text.full_layers == 0 && text.width == 1024) text.full_layers = 24;  // ViT-H
+  if (text.full_layers == 0 && text.width == 1280) text.full_layers = 32;  // ViT-bigG
+  const bool pruned = text.full_layers == text.layers + 1;
+  if (pruned) spec->notes.push_back("text encoder: the unused last layer is absent");
+  if (spec->family == Family::kSD2) {
+    // ln_final of the penultimate layer.
+    spec->text_context_output = pruned ? "last_hidden_state" : "clip_skip_2";
+  } else {
+    spec->text_2_context_output =
+        "hidden_states." + std::to_string(pruned ? text.layers : text.layers - 1);
+  }
 }
 
 }  // namespace
@@ -274,6 +291,7 @@ Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
     SDONNX_RETURN_IF_ERROR(ApplyConfig(config, &spec));
     spec.notes.push_back("config: " + *spec.config_path);
   }
+  SetOpenClipContext(&spec);
   if (prediction_type) {
     if (*prediction_type == "probe") {
       spec.prediction_basis = "SD 2.x without a config: decided by a UNet probe";

@@ -34,6 +34,10 @@ struct OpenClipTextSpec {
   std::int64_t layers = 0;
   std::int64_t heads = 0;   // 0: width / 64, the rule of every released OpenCLIP model.
   bool has_projection = false;
+  // Layers of the architecture, which can be one more than the file holds:
+  // SD 2.x never uses the last layer, and some files leave it out. 0 when
+  // unknown; ViT-H (width 1024) has 24 and ViT-bigG (width 1280) 32.
+  std::int64_t full_layers = 0;
   float layer_norm_eps = 1e-5f;
 };
 
