@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
@@ -313,14 +314,56 @@ TEST_F(Generate, MissingModelFolderIsRejected) {
 
 TEST_F(Generate, MissingComponentFileIsNamed) {
   TempDir partial;
-  fs::copy_file(dir_->path() / "tiny-sd1" / "unet_tiny-sd1.onnx",
-                partial.path() / "unet_tiny-sd1.onnx");
+  for (const char* file : {"unet_tiny-sd1.onnx", "vae_decoder_tiny-sd1.onnx"}) {
+    fs::copy_file(dir_->path() / "tiny-sd1" / file, partial.path() / file);
+  }
   GenerateOptions o = Options("partial.png");
   o.model_dir = partial.path().string();
   Result<GenerateResult> result = sdonnx::Generate(o);
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("clip_text_tiny-sd1.onnx"), std::string::npos)
       << result.status().message();
+}
+
+TEST_F(Generate, ModelWithoutVaeSaysHowToFixIt) {
+  TempDir partial;
+  for (const char* file : {"unet_tiny-sd1.onnx", "clip_text_tiny-sd1.onnx"}) {
+    fs::copy_file(dir_->path() / "tiny-sd1" / file, partial.path() / file);
+  }
+  GenerateOptions o = Options("no-vae.png");
+  o.model_dir = partial.path().string();
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("--vae"), std::string::npos)
+      << result.status().message();
+}
+
+TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
+  struct Case {
+    const char* what;
+    std::function<void(GenerateOptions&)> edit;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"nan cfg", [](GenerateOptions& o) { o.cfg_scale = NAN; }, "--cfg-scale must be a finite number"},
+      {"strength alone", [](GenerateOptions& o) { o.strength = 0.5; }, "pass --init-image"},
+      {"huge width", [](GenerateOptions& o) { o.width = 1 << 20; }, "more than the supported"},
+      {"huge batch", [](GenerateOptions& o) { o.batch_size = 100000000; }, "use 1 to 64"},
+      {"output folder", [](GenerateOptions& o) { o.output = dir_->path().string(); },
+       "is a folder"},
+      {"missing folder",
+       [](GenerateOptions& o) { o.output = (dir_->path() / "no" / "such" / "x.png").string(); },
+       "cannot create a temporary file"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    GenerateOptions o = Options(std::string("invalid-") + c.what + ".png");
+    c.edit(o);
+    Result<GenerateResult> result = sdonnx::Generate(o);
+    ASSERT_FALSE(result.ok());
+    EXPECT_NE(result.status().message().find(c.expected), std::string::npos)
+        << result.status().message();
+  }
 }
 
 TEST_F(Generate, ExistingOutputIsKeptWithoutForce) {

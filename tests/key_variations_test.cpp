@@ -9,6 +9,7 @@
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
+#include "model/model_spec.h"
 #include "runtime/ort_session.h"
 #include "test_support.h"
 #include "util/log.h"
@@ -266,6 +267,64 @@ TEST(KeyVariations, Sd2WithoutTextProjectionConverts) {
   Result<ConvertReport> report = Convert(model, dir / "onnx");
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_FALSE(report->spec.open_clip->has_projection);
+}
+
+}  // namespace
+}  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+TEST(KeyVariations, MissingTransformerTensorIsAnError) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", [](const std::string& key) {
+    return key == "model.diffusion_model.middle_block.1.proj_in.weight"
+               ? std::nullopt
+               : std::optional<std::string>(key);
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("model.diffusion_model.middle_block.1."),
+            std::string::npos)
+      << report.status().message();
+  EXPECT_TRUE(testing::ListFiles(dir / "onnx").empty());
+}
+
+TEST(KeyVariations, MissingOutputBlockIsAnError) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", [](const std::string& key) {
+    return key.starts_with("model.diffusion_model.output_blocks.5.")
+               ? std::nullopt
+               : std::optional<std::string>(key);
+  });
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("output_blocks.5.0.in_layers.0.weight' is missing"),
+            std::string::npos)
+      << report.status().message();
+}
+
+TEST(KeyVariations, StockConfigWithoutFixtureSectionIsRead) {
+  TempDir dir;
+  std::string yaml = "model:\n  params:\n    scale_factor: 0.2\n"
+                     "    unet_config:\n      params:\n        num_heads: 8\n";
+  testing::WriteBytes(dir / "v1-inference.yaml", yaml);
+  auto checkpoint = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  ASSERT_TRUE(checkpoint.ok());
+  Result<ModelSpec> spec = DetectModel(**checkpoint, (dir / "v1-inference.yaml").string());
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  EXPECT_FLOAT_EQ(spec->vae_scaling_factor, 0.2f);
+  EXPECT_EQ(spec->unet.num_heads, 8);
+}
+
+TEST(KeyVariations, ConfigThatIsAFolderIsAnError) {
+  TempDir dir;
+  auto checkpoint = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  ASSERT_TRUE(checkpoint.ok());
+  Result<ModelSpec> spec = DetectModel(**checkpoint, dir.path().string());
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(spec.status().message().find("cannot read the YAML config"), std::string::npos)
+      << spec.status().message();
 }
 
 }  // namespace

@@ -35,6 +35,10 @@ void DrawProgress(int step, int total, double seconds) {
 
 int RunGenerate(GenerateArgs& args) {
   GenerateOptions& options = args.options;
+  if (args.seed < -1) {
+    return ReportError("--seed " + std::to_string(args.seed) +
+                       " is invalid; use -1 for a random seed or 0 and up");
+  }
   if (args.seed < 0) {
     std::random_device device;
     options.seed = (static_cast<std::uint64_t>(device()) << 32 | device()) & 0xffffffffull;
@@ -95,7 +99,9 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
                   "CLIP tokenizer: bpe_simple_vocab_16e6.txt.gz, or a folder with it or with "
                   "vocab.json and merges.txt");
   cmd->add_option("--threads", o.session.intra_op_threads, "CPU threads; 0 lets ONNX Runtime "
-                  "choose")->capture_default_str();
+                  "choose")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
   cmd->add_option("--provider", args->provider, "cpu, cuda or tensorrt")->capture_default_str();
   cmd->add_option("--output", o.output, "Output PNG")->required();
   cmd->add_flag("--force", o.overwrite, "Overwrite existing output files");

@@ -1,10 +1,13 @@
 #include <unistd.h>
 
+#include <csignal>
+
 #include <cstdio>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "util/log.h"
+#include "util/temporaries.h"
 #include "version.h"
 
 namespace sdonnx::cli {
@@ -29,7 +32,19 @@ std::string HumanBytes(std::uint64_t bytes) {
 
 }  // namespace sdonnx::cli
 
+namespace {
+
+// Removes half-written outputs when the user interrupts a run.
+void OnTerminationSignal(int signal_number) {
+  sdonnx::RemoveRegisteredTemporaries();
+  ::_exit(128 + signal_number);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  std::signal(SIGINT, OnTerminationSignal);
+  std::signal(SIGTERM, OnTerminationSignal);
   CLI::App app{"sdonnx: Stable Diffusion checkpoints to ONNX, natively"};
   app.set_version_flag("--version", std::string("sdonnx ") + SDONNX_VERSION);
   app.require_subcommand(1);
@@ -61,5 +76,10 @@ int main(int argc, char** argv) {
         break;
     }
   });
-  return run ? run() : 1;
+  try {
+    return run ? run() : 1;
+  } catch (const std::exception& e) {
+    // Errors travel as Status values; reaching here is a bug, so say so.
+    return sdonnx::cli::ReportError(std::string("internal error (please report it): ") + e.what());
+  }
 }

@@ -15,6 +15,7 @@
 #include "networks/vae.h"
 #include "util/log.h"
 #include "util/sha256.h"
+#include "util/temporaries.h"
 #include "version.h"
 
 namespace sdonnx {
@@ -34,13 +35,16 @@ class StagingDir {
       return Status::Error(parent.string() + ": cannot create a staging folder: " +
                            std::strerror(errno));
     }
+    RegisterTemporary(buffer.data());
     return StagingDir(fs::path(buffer.data()));
   }
   StagingDir(StagingDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
   StagingDir(const StagingDir&) = delete;
   ~StagingDir() {
     std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
+    if (path_.empty()) return;
+    fs::remove_all(path_, ec);
+    UnregisterTemporary(path_.string());
   }
   const fs::path& path() const { return path_; }
 
@@ -124,6 +128,19 @@ Result<std::unique_ptr<Checkpoint>> OpenSeparateVae(const std::string& path, Mod
   spec->vae = vae_spec;
   spec->notes.push_back("vae: from " + path + " (in place of the checkpoint's)");
   return vae;
+}
+
+// A UNet tensor that the graph did not use means a block the layout walk
+// did not recognise, or one whose other tensors are missing; either way the
+// network would be silently smaller than the checkpoint's.
+Status CheckAllUNetWeightsUsed(const GraphBuilder& builder, const ModelSpec& spec) {
+  const std::string prefix = spec.ema_unet ? "model_ema.diffusion_model" : spec.unet.prefix;
+  const std::vector<std::string> unused = builder.UnusedKeys(prefix);
+  if (unused.empty()) return Status::Ok();
+  return Status::Error("UNet: " + std::to_string(unused.size()) +
+                       " tensors are not part of any recognised block, first '" + unused.front() +
+                       "'; the checkpoint is incomplete (a tensor of that block is missing) or "
+                       "has an unknown layout");
 }
 
 // Moves every staged file into the output folder.
@@ -265,6 +282,16 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
 
   const fs::path out_dir(options.output_dir);
   std::error_code ec;
+  // A folder this run creates is removed again if the run fails and leaves
+  // it empty.
+  struct RemoveIfCreatedAndEmpty {
+    fs::path dir;
+    bool created = false;
+    ~RemoveIfCreatedAndEmpty() {
+      std::error_code error;
+      if (created && fs::is_empty(dir, error)) fs::remove(dir, error);
+    }
+  } created_dir{out_dir, !fs::exists(out_dir, ec)};
   fs::create_directories(out_dir, ec);
   if (ec) return Status::Error(out_dir.string() + ": cannot create the output folder: " + ec.message());
   const std::string stem = fs::path(options.model_path).stem().string();
@@ -304,6 +331,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     LogInfo("building " + file_name);
     GraphBuilder builder(*p.source, options.opset, p.component);
     SDONNX_RETURN_IF_ERROR(p.build(builder).WithContext("building " + p.component));
+    if (p.component == "unet") SDONNX_RETURN_IF_ERROR(CheckAllUNetWeightsUsed(builder, spec));
     ModelWriteOptions component_options = write_options;
     component_options.metadata["sdonnx.component"] = p.component;
     if (p.source != checkpoint.get()) {
@@ -319,6 +347,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
 
   // Every file is complete and checked; move them into place.
   SDONNX_RETURN_IF_ERROR(MoveIntoPlace(out_dir, &report));
+  created_dir.created = false;
   return report;
 }
 

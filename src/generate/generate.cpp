@@ -21,6 +21,10 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+// A bound on --width and --height: the first attention layer of an SD 1.x
+// UNet at 8192x8192 already needs far more memory than this tool targets.
+constexpr std::int64_t kMaxImageSide = 8192;
+
 // Step noise comes from its own stream, so that the initial noise of image b
 // (seed + b) stays the same whatever the sampler draws.
 constexpr std::uint64_t kStepNoiseSeedOffset = 1ull << 32;
@@ -140,8 +144,19 @@ Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
   plan.facts = facts;
   SDONNX_ASSIGN_OR_RETURN(plan.sampler, ParseSamplerKind(options.sampler));
 
+  if (!std::isfinite(options.cfg_scale)) {
+    return Status::Error("--cfg-scale must be a finite number, got " +
+                         std::to_string(options.cfg_scale));
+  }
+  if (options.strength && !options.init_image) {
+    return Status::Error("--strength applies to img2img and inpainting; pass --init-image too");
+  }
   const std::int64_t multiple = std::lcm<std::int64_t>(8, facts.downsample_factor);
   for (auto [name, value] : {std::pair{"width", options.width}, {"height", options.height}}) {
+    if (value > kMaxImageSide) {
+      return Status::Error(std::string("--") + name + " " + std::to_string(value) +
+                           " is more than the supported " + std::to_string(kMaxImageSide));
+    }
     if (value < multiple || value % multiple != 0) {
       return Status::Error(std::string("--") + name + " " + std::to_string(value) +
                            " is not a positive multiple of " + std::to_string(multiple) +
@@ -487,12 +502,21 @@ std::string AllowedSizesNear(std::int64_t value, std::int64_t multiple) {
 
 Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallback& on_step) {
   if (options.output.empty()) return Status::Error("--output is required (a .png path)");
+  if (options.batch_size < 1 || options.batch_size > 64) {
+    return Status::Error("--batch-size " + std::to_string(options.batch_size) +
+                         " is out of range; use 1 to 64");
+  }
   const std::vector<std::string> paths = OutputPaths(options.output, options.batch_size);
+  // The output files are created (as temporaries) before any work, so that
+  // a missing or read-only folder is reported at once.
+  std::vector<AtomicFile> files;
   for (const std::string& path : paths) {
     std::error_code ec;
-    if (!options.overwrite && fs::exists(fs::symlink_status(path, ec))) {
-      return Status::Error(path + ": already exists; pass --force to overwrite it");
+    if (fs::is_directory(path, ec)) {
+      return Status::Error(path + ": is a folder; --output takes a .png file path");
     }
+    SDONNX_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path, options.overwrite));
+    files.push_back(std::move(file));
   }
   GenerateResult result;
   const auto load_start = Clock::now();
@@ -510,17 +534,14 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
   SDONNX_ASSIGN_OR_RETURN(std::vector<Image> decoded,
                           DecodeImages(*models, std::move(latents), options, plan, images));
 
-  // Every image is encoded and written to a temporary name before any of
-  // them is renamed into place.
-  std::vector<AtomicFile> files;
+  // Every image is encoded and written to its temporary before any of them
+  // is renamed into place.
   for (std::size_t i = 0; i < decoded.size(); ++i) {
     const std::string parameters = Parameters(options, plan, options.seed + i);
     if (i == 0) result.parameters = parameters;
     SDONNX_ASSIGN_OR_RETURN(std::string png, EncodePng(decoded[i], {{"parameters", parameters}}));
-    SDONNX_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(paths[i], options.overwrite));
-    SDONNX_RETURN_IF_ERROR(file.Write(png));
-    SDONNX_RETURN_IF_ERROR(file.Close());
-    files.push_back(std::move(file));
+    SDONNX_RETURN_IF_ERROR(files[i].Write(png));
+    SDONNX_RETURN_IF_ERROR(files[i].Close());
   }
   for (AtomicFile& file : files) {
     SDONNX_RETURN_IF_ERROR(file.Commit());

@@ -122,6 +122,11 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
   auto set = std::unique_ptr<ModelSet>(new ModelSet());
   SDONNX_ASSIGN_OR_RETURN(set->facts_.stem, FindStem(dir));
   const std::string& stem = set->facts_.stem;
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::path(dir) / ("vae_decoder_" + stem + ".onnx"), ec)) {
+    return Status::Error(dir + ": has no vae_decoder_" + stem + ".onnx; the checkpoint had no "
+                         "VAE, so convert it again with --vae FILE");
+  }
   SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
   if (set->facts_.family != "sdxl-refiner") {

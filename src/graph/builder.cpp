@@ -1,6 +1,7 @@
 #include "graph/builder.h"
 
 #include <cstring>
+#include <set>
 
 namespace sdonnx {
 namespace {
@@ -158,6 +159,16 @@ std::string GraphBuilder::Weight(const std::string& key, const std::vector<std::
   }
   weight_values_[key] = value;
   return value;
+}
+
+std::vector<std::string> GraphBuilder::UnusedKeys(const std::string& prefix) const {
+  std::set<std::string> used;
+  for (const WeightRef& ref : weights_) used.insert(ref.key);
+  std::vector<std::string> unused;
+  for (const TensorInfo& t : checkpoint_.tensors()) {
+    if (t.name.starts_with(prefix) && !used.contains(t.name)) unused.push_back(t.name);
+  }
+  return unused;
 }
 
 std::string GraphBuilder::ConstFloat(const std::vector<float>& values,

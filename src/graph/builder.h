@@ -71,6 +71,10 @@ class GraphBuilder {
                          const std::vector<std::int64_t>& dims);
   std::string ScalarFloat(float value) { return ConstFloat({value}, {}); }
 
+  // Keys under `prefix` in the checkpoint that no Weight() call used, in
+  // file order.
+  std::vector<std::string> UnusedKeys(const std::string& prefix) const;
+
   onnx::ModelProto& model() { return model_; }
   const std::vector<WeightRef>& weights() const { return weights_; }
 

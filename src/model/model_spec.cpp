@@ -74,6 +74,9 @@ Result<ConfigValues> ReadConfig(const std::string& path) {
     }
   } catch (const YAML::Exception& e) {
     return Status::Error(path + ": cannot read the YAML config: " + e.what());
+  } catch (const std::exception& e) {  // yaml-cpp's file reading, e.g. for a folder
+    return Status::Error(path + ": cannot read the YAML config: " + e.what() +
+                         "; pass a .yaml file");
   }
   return values;
 }

@@ -310,8 +310,9 @@ Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
     skips.push_back(h);
   }
   h = RunBlock(b, h, emb, context, p + "middle_block", spec, "");
+  int output_blocks = 0;
   for (int i = 0; b.HasWeight(p + "output_blocks." + std::to_string(i) + ".0.in_layers.0.weight");
-       ++i) {
+       ++i, ++output_blocks) {
     if (skips.empty()) {
       return Status::Error("UNet: output block " + std::to_string(i) +
                            " has no matching input block to take its skip connection from");
@@ -320,6 +321,12 @@ Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
     skips.pop_back();
     const std::string next_skip = skips.empty() ? "" : skips.back();
     h = RunBlock(b, h, emb, context, p + "output_blocks." + std::to_string(i), spec, next_skip);
+  }
+  if (!skips.empty()) {
+    return Status::Error("UNet: tensor '" + p + "output_blocks." +
+                         std::to_string(output_blocks) + ".0.in_layers.0.weight' is missing; " +
+                         std::to_string(skips.size()) +
+                         " skip connections have no output block (the checkpoint is incomplete)");
   }
   h = GroupNorm(b, h, p + "out.0", spec.group_norm_groups, kGroupNormEps);
   h = Conv2d(b, SiLU(b, h), p + "out.2");

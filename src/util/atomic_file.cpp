@@ -1,5 +1,7 @@
 #include "util/atomic_file.h"
 
+#include "util/temporaries.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,6 +42,7 @@ Result<AtomicFile> AtomicFile::Create(const std::string& path, bool overwrite) {
                          std::strerror(errno));
   }
   ::fchmod(fd, 0644);
+  RegisterTemporary(buffer.data());
   return AtomicFile(path, std::string(buffer.data()), fd);
 }
 
@@ -60,7 +63,10 @@ void AtomicFile::Discard() {
     ::close(fd_);
     fd_ = -1;
   }
-  if (!committed_ && !temp_path_.empty()) ::unlink(temp_path_.c_str());
+  if (!committed_ && !temp_path_.empty()) {
+    ::unlink(temp_path_.c_str());
+    UnregisterTemporary(temp_path_);
+  }
   committed_ = true;
 }
 
@@ -155,6 +161,7 @@ Status AtomicFile::Commit() {
                          " into place: " + std::strerror(errno));
   }
   committed_ = true;
+  UnregisterTemporary(temp_path_);
   return Status::Ok();
 }
 
