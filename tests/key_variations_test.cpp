@@ -329,3 +329,37 @@ TEST(KeyVariations, ConfigThatIsAFolderIsAnError) {
 
 }  // namespace
 }  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// bfloat16 weights stay bfloat16 in the file and are widened in the graph;
+// ONNX Runtime must be able to run that.
+TEST(KeyVariations, Bfloat16WeightsRun) {
+  TempDir dir;
+  auto source = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  ASSERT_TRUE(source.ok());
+  const std::string key = "model.diffusion_model.out.2.weight";
+  auto values = (*source)->ReadAsFloat(key);
+  ASSERT_TRUE(values.ok());
+  std::vector<std::uint16_t> bf16(values->size());
+  for (std::size_t i = 0; i < bf16.size(); ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, &(*values)[i], 4);
+    bf16[i] = static_cast<std::uint16_t>(bits >> 16);  // Truncation keeps the test simple.
+  }
+  TensorToWrite replacement{key, DType::kBF16, (*source)->Find(key)->shape,
+                            {reinterpret_cast<const std::uint8_t*>(bf16.data()), bf16.size() * 2},
+                            {}};
+  const fs::path model = Rewrite(
+      dir.path(), "tiny-sd1", [](const std::string& k) { return std::optional<std::string>(k); },
+      {{key, replacement}});
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  const HostTensor out = RunUNet(dir / "onnx" / "unet_model.onnx", "tiny-sd1");
+  // Truncating one layer's weights to 8 mantissa bits moves the output a little.
+  EXPECT_LE(MaxAbsDiff(out, ReadTensor(kReference(), "unet.out")), 0.05);
+}
+
+}  // namespace
+}  // namespace sdonnx
