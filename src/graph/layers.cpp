@@ -11,11 +11,24 @@ std::string Linear(GraphBuilder& b, const std::string& x, const std::string& pre
 
 std::string LinearWithKeys(GraphBuilder& b, const std::string& x, const std::string& weight_key,
                            const std::string& bias_key) {
-  const std::string w = b.Weight(weight_key);
-  const std::string wt = b.Op("Transpose", {w}, {{"perm", std::vector<std::int64_t>{1, 0}}});
-  std::string y = b.Op("MatMul", {x, wt});
-  if (!bias_key.empty()) y = b.Op("Add", {y, b.Weight(bias_key)});
-  return y;
+  // Gemm with transB reads the [out, in] weight as stored. A MatMul would
+  // need a Transpose, which ONNX Runtime folds into a second copy of every
+  // weight at load time. Gemm takes 2-D input, so x is flattened to
+  // [rows, in] and the result reshaped back to x's leading dimensions.
+  const auto shape = b.WeightShape(weight_key);
+  if (shape.size() != 2) {
+    b.Fail("tensor '" + weight_key + "' should be a 2-D [out, in] Linear weight");
+    return x;
+  }
+  const std::string flat = b.Op("Reshape", {x, b.ConstInt64({-1, shape[1]}, {2})});
+  std::vector<std::string> inputs = {flat, b.Weight(weight_key)};
+  if (!bias_key.empty()) inputs.push_back(b.Weight(bias_key));
+  const std::string y = b.Op("Gemm", inputs, {{"transB", std::int64_t{1}}});
+  const std::string leading =
+      b.Op("Slice", {b.Op("Shape", {x}), b.ConstInt64({0}, {1}), b.ConstInt64({-1}, {1})});
+  const std::string out_shape =
+      b.Op("Concat", {leading, b.ConstInt64({shape[0]}, {1})}, {{"axis", std::int64_t{0}}});
+  return b.Op("Reshape", {y, out_shape});
 }
 
 std::string Conv2d(GraphBuilder& b, const std::string& x, const std::string& prefix,
