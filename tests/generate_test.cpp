@@ -339,6 +339,7 @@ TEST_F(Generate, ModelWithoutVaeSaysHowToFixIt) {
 }
 
 TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
+  fs::create_directories(dir_->path() / "folder.png");
   struct Case {
     const char* what;
     std::function<void(GenerateOptions&)> edit;
@@ -349,8 +350,11 @@ TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
       {"strength alone", [](GenerateOptions& o) { o.strength = 0.5; }, "pass --init-image"},
       {"huge width", [](GenerateOptions& o) { o.width = 1 << 20; }, "more than the supported"},
       {"huge batch", [](GenerateOptions& o) { o.batch_size = 100000000; }, "use 1 to 64"},
-      {"output folder", [](GenerateOptions& o) { o.output = dir_->path().string(); },
+      {"output folder",
+       [](GenerateOptions& o) { o.output = (dir_->path() / "folder.png").string(); },
        "is a folder"},
+      {"jpeg output", [](GenerateOptions& o) { o.output = (dir_->path() / "x.jpg").string(); },
+       "ending in .png"},
       {"missing folder",
        [](GenerateOptions& o) { o.output = (dir_->path() / "no" / "such" / "x.png").string(); },
        "cannot create a temporary file"},
@@ -364,6 +368,15 @@ TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
     EXPECT_NE(result.status().message().find(c.expected), std::string::npos)
         << result.status().message();
   }
+}
+
+TEST_F(Generate, InvalidUtf8PromptGivesValidUtf8Parameters) {
+  GenerateOptions o = Options("utf8.png");
+  o.prompt = "caf\xc3 \xff fox";
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  EXPECT_TRUE(result->parameters.starts_with("caf\xef\xbf\xbd \xef\xbf\xbd fox\n"))
+      << result->parameters;
 }
 
 TEST_F(Generate, ExistingOutputIsKeptWithoutForce) {

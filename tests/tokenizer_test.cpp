@@ -306,7 +306,7 @@ TEST(Tokenizer, VocabularyWithoutByteTokensIsReported) {
   TempDir dir;
   WriteBytes(dir / "vocab.json", R"({"a": 0})");
   WriteBytes(dir / "merges.txt", "#version: 0.2\n");
-  ExpectLoadError(dir.path(), {"merges.txt", "no entry for byte 0"});
+  ExpectLoadError(dir.path(), {"vocab.json", "no entry for byte 0"});
 }
 
 TEST(Tokenizer, InvalidVocabJsonIsReported) {

@@ -13,6 +13,8 @@
 #include "sampling/sampler.h"
 #include "text/clip_tokenizer.h"
 #include "text/prompt.h"
+#include "text/unicode.h"
+#include "util/log.h"
 #include "util/atomic_file.h"
 
 namespace sdonnx {
@@ -210,6 +212,9 @@ Result<ImageInputs> PrepareImages(ModelSet& models, const GenerateOptions& optio
                                                       options.height));
   in.mask.resize(mask.pixels.size());
   for (std::size_t i = 0; i < mask.pixels.size(); ++i) in.mask[i] = mask.pixels[i] >= 128 ? 1 : 0;
+  if (std::find(in.mask.begin(), in.mask.end(), 1.0f) == in.mask.end()) {
+    LogWarning(*options.mask + ": no pixel is 128 or brighter, so nothing will be repainted");
+  }
   const std::int64_t f = plan.facts.downsample_factor;
   for (std::int64_t y = 0; y < plan.latent_height; ++y) {
     for (std::int64_t x = 0; x < plan.latent_width; ++x) {
@@ -458,12 +463,19 @@ std::string SamplerLabel(SamplerKind kind) {
   return "?";
 }
 
-// AUTOMATIC1111's "parameters" text, which PNG Info tools read back.
+// AUTOMATIC1111's "parameters" text, which PNG Info tools read back. PNG
+// text chunks must be valid UTF-8, so invalid bytes in the prompts become
+// U+FFFD.
 std::string Parameters(const GenerateOptions& options, const Plan& plan, std::uint64_t seed) {
   char cfg[32];
   std::snprintf(cfg, sizeof(cfg), "%g", options.cfg_scale);
-  std::string text = options.prompt + "\n";
-  if (!options.negative_prompt.empty()) text += "Negative prompt: " + options.negative_prompt + "\n";
+  auto valid = [](const std::string& text) {
+    return unicode::EncodeUtf8(unicode::DecodeUtf8(text));
+  };
+  std::string text = valid(options.prompt) + "\n";
+  if (!options.negative_prompt.empty()) {
+    text += "Negative prompt: " + valid(options.negative_prompt) + "\n";
+  }
   text += "Steps: " + std::to_string(options.steps) + ", Sampler: " + SamplerLabel(plan.sampler) +
           ", CFG scale: " + cfg + ", Seed: " + std::to_string(seed) + ", Size: " +
           std::to_string(options.width) + "x" + std::to_string(options.height);
@@ -502,6 +514,11 @@ std::string AllowedSizesNear(std::int64_t value, std::int64_t multiple) {
 
 Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallback& on_step) {
   if (options.output.empty()) return Status::Error("--output is required (a .png path)");
+  const std::string extension = fs::path(options.output).extension().string();
+  if (extension != ".png" && extension != ".PNG") {
+    return Status::Error("--output " + options.output +
+                         ": generate writes PNG files; give a path ending in .png");
+  }
   if (options.batch_size < 1 || options.batch_size > 64) {
     return Status::Error("--batch-size " + std::to_string(options.batch_size) +
                          " is out of range; use 1 to 64");

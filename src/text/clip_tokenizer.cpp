@@ -300,7 +300,8 @@ Result<ClipTokenizer> ClipTokenizer::Load(const std::string& path) {
   }
   SDONNX_ASSIGN_OR_RETURN(VocabAndMerges read,
                           ReadHuggingFaceFiles(files->vocab_json, files->merges_txt));
-  return Build(files->merges_txt, std::move(read.encoder), read.merges,
+  // Vocabulary problems are the likelier ones here, so errors name vocab.json.
+  return Build(files->vocab_json, std::move(read.encoder), read.merges,
                read.merges_must_be_in_vocab);
 }
 
@@ -489,8 +490,8 @@ std::string ClipTokenizer::Decode(const std::vector<std::int32_t>& ids) const {
 
 Result<std::string> FindTokenizer(const std::optional<std::string>& explicit_path,
                                   const std::string& model_dir) {
-  const std::string advice = std::string("; point ") + kTokenizerEnvironmentVariable + " at " +
-                             kOpenAiMergesName +
+  const std::string advice = std::string("; pass --tokenizer, or point ") +
+                             kTokenizerEnvironmentVariable + " at " + kOpenAiMergesName +
                              " or at a folder with vocab.json and merges.txt";
   if (explicit_path) {
     Result<TokenizerFiles> files = ResolveTokenizerFiles(*explicit_path);
