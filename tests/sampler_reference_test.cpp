@@ -98,7 +98,7 @@ class Reference {
   }
 
   std::string Metadata(const std::string& key) const {
-    const auto& metadata = checkpoint_->file().metadata();
+    const auto& metadata = checkpoint_->metadata();
     auto it = metadata.find(key);
     if (it == metadata.end()) throw std::runtime_error(path_ + ": no metadata key " + key);
     return it->second;

@@ -180,8 +180,8 @@ Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& p
 // or when the file has no other UNet weights.
 Result<bool> ChooseUNetWeights(const Checkpoint& checkpoint, bool want_ema) {
   const std::string probe = "model.diffusion_model.input_blocks.0.0.weight";
-  const bool has_main = checkpoint.file().Find(probe) != nullptr;
-  const bool has_ema = checkpoint.file().Find(Checkpoint::EmaKey(probe)) != nullptr;
+  const bool has_main = checkpoint.FindStored(probe) != nullptr;
+  const bool has_ema = checkpoint.FindStored(Checkpoint::EmaKey(probe)) != nullptr;
   if (want_ema && !has_ema) {
     return Status::Error(checkpoint.path() + ": --ema was given but the file has no EMA UNet "
                          "weights (no '" + Checkpoint::EmaKey(probe) + "'); drop --ema");
@@ -262,7 +262,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
                           Checkpoint::Open(options.model_path));
-  for (const std::string& warning : checkpoint->file().warnings()) LogWarning(warning);
+  for (const std::string& warning : checkpoint->warnings()) LogWarning(warning);
   SDONNX_ASSIGN_OR_RETURN(const bool ema, ChooseUNetWeights(*checkpoint, options.ema));
   checkpoint->UseEmaUNet(ema);
 
@@ -301,7 +301,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
 
   // Hashing the source runs beside the first component's writing; the
   // hash is needed only when that model's header is serialized.
-  const MappedFile& source = checkpoint->file().file();
+  const MappedFile& source = checkpoint->mapped();
   std::shared_future<std::string> source_sha256 =
       std::async(std::launch::async, [&source] {
         return Sha256Hex(source.bytes(), [&source](std::size_t at, std::size_t n) {

@@ -2,12 +2,57 @@
 
 #include <cstring>
 
+#include "formats/torch_checkpoint.h"
+
 namespace sdonnx {
 
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   auto checkpoint = std::unique_ptr<Checkpoint>(new Checkpoint());
-  SDONNX_ASSIGN_OR_RETURN(checkpoint->file_, SafetensorsFile::Open(path));
+  SDONNX_ASSIGN_OR_RETURN(checkpoint->file_, MappedFile::Open(path));
+  if (LooksLikeTorchCheckpoint(checkpoint->file_->bytes())) {
+    SDONNX_RETURN_IF_ERROR(checkpoint->LoadTorch());
+  } else {
+    SDONNX_RETURN_IF_ERROR(checkpoint->LoadSafetensors());
+  }
+  for (std::size_t i = 0; i < checkpoint->tensors_.size(); ++i) {
+    checkpoint->index_[checkpoint->tensors_[i].name] = i;
+  }
   return checkpoint;
+}
+
+Status Checkpoint::LoadSafetensors() {
+  format_ = "safetensors";
+  return ParseSafetensorsHeader(file_->path(), file_->bytes(), &tensors_, &metadata_, &warnings_);
+}
+
+Status Checkpoint::LoadTorch() {
+  format_ = "ckpt";
+  SDONNX_ASSIGN_OR_RETURN(TorchCheckpoint torch, ReadTorchCheckpoint(*file_));
+  for (TorchTensor& t : torch.tensors) {
+    TensorInfo info;
+    info.name = t.name;
+    info.dtype = t.dtype;
+    info.shape = t.shape;
+    info.nbytes = t.nbytes;
+    info.offset = t.file_offset;
+    info.in_memory = !t.in_file;
+    if (info.in_memory) in_memory_[t.name] = std::move(t.materialized);
+    tensors_.push_back(std::move(info));
+  }
+  return Status::Ok();
+}
+
+std::span<const std::uint8_t> Checkpoint::Data(const TensorInfo& t) const {
+  if (t.in_memory) {
+    auto it = in_memory_.find(t.name);
+    return it == in_memory_.end() ? std::span<const std::uint8_t>() : it->second;
+  }
+  return file_->bytes().subspan(t.offset, t.nbytes);
+}
+
+const TensorInfo* Checkpoint::FindStored(const std::string& key) const {
+  auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
 std::string Checkpoint::EmaKey(const std::string& key) {
@@ -20,20 +65,20 @@ std::string Checkpoint::EmaKey(const std::string& key) {
 }
 
 const TensorInfo* Checkpoint::Find(const std::string& key) const {
-  if (ema_unet_ && key.starts_with("model.diffusion_model.")) return file_->Find(EmaKey(key));
-  return file_->Find(key);
+  if (ema_unet_ && key.starts_with("model.diffusion_model.")) return FindStored(EmaKey(key));
+  return FindStored(key);
 }
 
 std::vector<const TensorInfo*> Checkpoint::WithPrefix(const std::string& prefix) const {
   std::vector<const TensorInfo*> out;
-  for (const TensorInfo& t : file_->tensors()) {
+  for (const TensorInfo& t : tensors_) {
     if (t.name.starts_with(prefix)) out.push_back(&t);
   }
   return out;
 }
 
 bool Checkpoint::HasPrefix(const std::string& prefix) const {
-  for (const TensorInfo& t : file_->tensors()) {
+  for (const TensorInfo& t : tensors_) {
     if (t.name.starts_with(prefix)) return true;
   }
   return false;

@@ -1,11 +1,16 @@
 // A single-file Stable Diffusion checkpoint opened for reading: the tensors
-// of a safetensors file, looked up by their original keys.
+// of a .safetensors file or of a PyTorch .ckpt (zip or legacy format, read
+// by a restricted unpickler), looked up by their original keys. The format
+// is identified from the bytes, not from the extension.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "formats/mapped_file.h"
 #include "formats/safetensors.h"
 #include "util/status.h"
 
@@ -16,14 +21,23 @@ class Checkpoint {
   static Result<std::unique_ptr<Checkpoint>> Open(const std::string& path);
 
   const std::string& path() const { return file_->path(); }
+  // "safetensors" or "ckpt".
+  const std::string& format() const { return format_; }
   // The tensor stored under `key`. With the EMA view on, UNet keys
   // ("model.diffusion_model.X.Y") resolve to their EMA shadows
   // ("model_ema.diffusion_modelXY"); the returned tensor keeps its real name.
   const TensorInfo* Find(const std::string& key) const;
+  // The tensor stored under exactly `key`, whatever the view.
+  const TensorInfo* FindStored(const std::string& key) const;
   bool Has(const std::string& key) const { return Find(key) != nullptr; }
-  std::span<const std::uint8_t> Data(const TensorInfo& t) const { return file_->Data(t); }
-  const std::vector<TensorInfo>& tensors() const { return file_->tensors(); }
-  const SafetensorsFile& file() const { return *file_; }
+  std::span<const std::uint8_t> Data(const TensorInfo& t) const;
+  // Tensors in file order (safetensors) or state-dict order (.ckpt).
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const MappedFile& mapped() const { return *file_; }
+  // A safetensors file's __metadata__; empty for .ckpt files.
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Problems that do not stop the file from loading.
+  const std::vector<std::string>& warnings() const { return warnings_; }
 
   // Keys that start with `prefix`, in file order.
   std::vector<const TensorInfo*> WithPrefix(const std::string& prefix) const;
@@ -39,7 +53,16 @@ class Checkpoint {
   Result<std::vector<float>> ReadAsFloat(const std::string& key) const;
 
  private:
-  std::unique_ptr<SafetensorsFile> file_;
+  Status LoadSafetensors();
+  Status LoadTorch();
+
+  std::unique_ptr<MappedFile> file_;
+  std::string format_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, std::size_t> index_;
+  std::vector<std::string> warnings_;
+  std::map<std::string, std::string> metadata_;
+  std::map<std::string, std::vector<std::uint8_t>> in_memory_;  // by tensor name
   bool ema_unet_ = false;
 };
 

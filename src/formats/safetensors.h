@@ -36,6 +36,9 @@ struct TensorInfo {
   std::vector<std::int64_t> shape;
   std::uint64_t offset = 0;  // Absolute byte offset in the file.
   std::uint64_t nbytes = 0;
+  // The bytes are not a range of the file but were copied out (a strided
+  // view in a .ckpt); `offset` is then meaningless.
+  bool in_memory = false;
 
   std::int64_t NumElements() const;
 };

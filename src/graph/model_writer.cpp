@@ -73,7 +73,10 @@ Status CheckStructure(const onnx::ModelProto& model, const std::string& name) {
 }
 
 Status WriteTensorBytes(AtomicFile& out, const Checkpoint& checkpoint, const WeightRef& ref) {
-  const MappedFile& source = checkpoint.file().file();
+  if (ref.tensor->in_memory) {
+    return out.Write(checkpoint.Data(*ref.tensor)).WithContext("writing tensor '" + ref.key + "'");
+  }
+  const MappedFile& source = checkpoint.mapped();
   Status written = out.CopyRange(source.fd(), ref.tensor->offset, ref.tensor->nbytes,
                                  checkpoint.Data(*ref.tensor));
   source.DontNeed(ref.tensor->offset, ref.tensor->nbytes);
