@@ -2,9 +2,9 @@
 
 #include <onnx/onnx_pb.h>
 
-#include <limits>
 
 #include "graph/layers.h"
+#include "networks/text_transformer.h"
 
 namespace sdonnx {
 namespace {
@@ -65,46 +65,20 @@ Status BuildClipText(GraphBuilder& b, const ClipTextSpec& spec) {
                          " cannot be split into " + std::to_string(heads) +
                          " heads; set the head count in the config");
   }
-  const std::int64_t n = spec.context_length;
-  const std::string ids =
-      b.Input("input_ids", onnx::TensorProto_DataType_INT32, {"batch", n});
-  const std::string table =
-      b.Weight(p + "embeddings.token_embedding.weight", {spec.vocab_size, spec.width});
-  std::string h = b.Op("Gather", {table, ids}, {{"axis", std::int64_t{0}}});
-  h = b.Op("Add", {h, b.Weight(p + "embeddings.position_embedding.weight", {n, spec.width})});
-
-  // Causal mask: position i attends to positions 0..i.
-  std::vector<float> mask_values(static_cast<std::size_t>(n * n), 0.0f);
-  for (std::int64_t i = 0; i < n; ++i) {
-    for (std::int64_t j = i + 1; j < n; ++j) {
-      mask_values[static_cast<std::size_t>(i * n + j)] = -std::numeric_limits<float>::infinity();
-    }
-  }
-  const std::string mask = b.ConstFloat(mask_values, {n, n});
-
-  const std::vector<Dim> state_dims = {"batch", n, spec.width};
-  std::vector<std::string> states = {h};
-  b.Output(h, "hidden_states.0", onnx::TensorProto_DataType_FLOAT, state_dims);
-  for (std::int64_t i = 0; i < spec.layers; ++i) {
-    h = Layer(b, h, p + "encoder.layers." + std::to_string(i), spec, heads, mask);
-    states.push_back(h);
-    b.Output(h, "hidden_states." + std::to_string(i + 1), onnx::TensorProto_DataType_FLOAT,
-             state_dims);
-  }
-  const std::string last = LayerNorm(b, h, p + "final_layer_norm", spec.layer_norm_eps);
-  b.Output(last, "last_hidden_state", onnx::TensorProto_DataType_FLOAT, state_dims);
-  // Clip skip N (AUTOMATIC1111): the final layer norm applied to the output
-  // of layer L + 1 - N; clip skip 1 is last_hidden_state itself.
-  for (std::int64_t skip = 2; skip <= spec.layers; ++skip) {
-    const std::string& state = states[static_cast<std::size_t>(spec.layers + 1 - skip)];
-    b.Output(LayerNorm(b, state, p + "final_layer_norm", spec.layer_norm_eps),
-             "clip_skip_" + std::to_string(skip), onnx::TensorProto_DataType_FLOAT, state_dims);
-  }
-
-  const std::string eot =
-      b.Op("ArgMax", {ids}, {{"axis", std::int64_t{1}}, {"keepdims", std::int64_t{1}}});
-  const std::string pooled = b.Op("GatherND", {last, eot}, {{"batch_dims", std::int64_t{1}}});
-  b.Output(pooled, "pooler_output", onnx::TensorProto_DataType_FLOAT, {"batch", spec.width});
+  TextTransformerParts parts;
+  parts.vocab_size = spec.vocab_size;
+  parts.context_length = spec.context_length;
+  parts.width = spec.width;
+  parts.layers = spec.layers;
+  parts.layer_norm_eps = spec.layer_norm_eps;
+  parts.token_embedding_key = p + "embeddings.token_embedding.weight";
+  parts.position_embedding_key = p + "embeddings.position_embedding.weight";
+  parts.final_norm_prefix = p + "final_layer_norm";
+  parts.layer = [&spec, &p, heads](GraphBuilder& g, const std::string& x, std::int64_t i,
+                                   const std::string& mask) {
+    return Layer(g, x, p + "encoder.layers." + std::to_string(i), spec, heads, mask);
+  };
+  BuildTextTransformer(b, parts);
   return b.status();
 }
 
