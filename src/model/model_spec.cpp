@@ -41,6 +41,11 @@ YAML::Node Child(const YAML::Node& node, const char* key) {
 
 Result<ConfigValues> ReadConfig(const std::string& path) {
   ConfigValues values;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return Status::Error(path + ": cannot read the YAML config: it is missing or not a file; "
+                         "pass a .yaml file");
+  }
   try {
     const YAML::Node root = YAML::LoadFile(path);
     const YAML::Node params = Child(Child(root, "model"), "params");
