@@ -8,6 +8,7 @@
 #include <future>
 
 #include "formats/checkpoint.h"
+#include "formats/diffusers_vae_keys.h"
 #include "networks/clip_text.h"
 #include "networks/open_clip_text.h"
 #include "runtime/ort_session.h"
@@ -116,13 +117,15 @@ Result<std::unique_ptr<Checkpoint>> OpenSeparateVae(const std::string& path, Mod
   VaeSpec vae_spec;
   if (vae->Has("first_stage_model.encoder.conv_in.weight")) {
     vae_spec.prefix = "first_stage_model.";
+  } else if (HasDiffusersVaeKeys(*vae)) {
+    vae_spec.prefix = "";
+    vae->AddAliases(DiffusersVaeAliases(*vae));
+    spec->notes.push_back("vae: diffusers naming, read through the original key names");
   } else if (vae->Has("encoder.conv_in.weight")) {
     vae_spec.prefix = "";
   } else {
-    const bool diffusers = vae->HasPrefix("encoder.down_blocks.");
-    return Status::Error(path + ": not a VAE in the original naming (no 'encoder.conv_in.weight')" +
-                         std::string(diffusers ? "; diffusers-named VAEs are not supported yet"
-                                               : ""));
+    return Status::Error(path + ": not a VAE (no 'encoder.conv_in.weight' or "
+                         "'first_stage_model.encoder.conv_in.weight')");
   }
   SDONNX_RETURN_IF_ERROR(ReadVaeShapes(*vae, &vae_spec));
   spec->vae = vae_spec;

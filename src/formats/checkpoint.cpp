@@ -65,6 +65,7 @@ std::string Checkpoint::EmaKey(const std::string& key) {
 }
 
 const TensorInfo* Checkpoint::Find(const std::string& key) const {
+  if (auto alias = aliases_.find(key); alias != aliases_.end()) return FindStored(alias->second);
   if (ema_unet_ && key.starts_with("model.diffusion_model.")) return FindStored(EmaKey(key));
   return FindStored(key);
 }

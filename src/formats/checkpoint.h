@@ -43,6 +43,10 @@ class Checkpoint {
   std::vector<const TensorInfo*> WithPrefix(const std::string& prefix) const;
   bool HasPrefix(const std::string& prefix) const;
 
+  // Makes Find(original) return the tensor stored under aliases[original]
+  // (for files saved with another naming, such as diffusers' VAEs).
+  void AddAliases(std::map<std::string, std::string> aliases) { aliases_ = std::move(aliases); }
+
   // Switches the EMA view of the UNet weights on or off.
   void UseEmaUNet(bool on) { ema_unet_ = on; }
   bool ema_unet() const { return ema_unet_; }
@@ -63,6 +67,7 @@ class Checkpoint {
   std::vector<std::string> warnings_;
   std::map<std::string, std::string> metadata_;
   std::map<std::string, std::vector<std::uint8_t>> in_memory_;  // by tensor name
+  std::map<std::string, std::string> aliases_;
   bool ema_unet_ = false;
 };
 

@@ -1,0 +1,20 @@
+// Key names of a VAE saved by diffusers (AutoencoderKL), mapped to the
+// original ldm names that the VAE graphs read ("encoder.down.0.block.1.
+// conv1.weight" for "encoder.down_blocks.0.resnets.1.conv1.weight").
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "formats/checkpoint.h"
+
+namespace sdonnx {
+
+// True if the file's keys are in diffusers' naming.
+bool HasDiffusersVaeKeys(const Checkpoint& checkpoint);
+
+// For every tensor of a diffusers-named VAE: its original name -> its
+// stored name. Tensors without an original counterpart are left out.
+std::map<std::string, std::string> DiffusersVaeAliases(const Checkpoint& checkpoint);
+
+}  // namespace sdonnx
