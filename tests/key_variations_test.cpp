@@ -2,6 +2,7 @@
 // tiny fixture by renaming, dropping or rewriting keys.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <optional>
@@ -424,6 +425,68 @@ TEST(KeyVariations, Bfloat16WeightsRun) {
   const HostTensor out = RunUNet(dir / "onnx" / "unet_model.onnx", "tiny-sd1");
   // Truncating one layer's weights to 8 mantissa bits moves the output a little.
   EXPECT_LE(MaxAbsDiff(out, ReadTensor(kReference(), "unet.out")), 0.05);
+}
+
+}  // namespace
+}  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// An inpainting UNet (9 input channels) of each family: the fixture's input
+// convolution widened with zero weights for the 5 extra channels. Its
+// output must then equal the reference whatever those channels hold.
+TEST(KeyVariations, NineChannelUNetsOfEveryFamilyConvert) {
+  for (const std::string fixture : {"tiny-sd2", "tiny-sdxl"}) {
+    SCOPED_TRACE(fixture);
+    TempDir dir;
+    auto source = Checkpoint::Open(Fixture("tiny/" + fixture + ".safetensors").string());
+    ASSERT_TRUE(source.ok());
+    const std::string key = "model.diffusion_model.input_blocks.0.0.weight";
+    const TensorInfo* conv = (*source)->Find(key);
+    ASSERT_NE(conv, nullptr);
+    const std::int64_t out = conv->shape[0], in = conv->shape[1];
+    const std::int64_t kernel = conv->shape[2] * conv->shape[3];
+    const std::size_t element = DTypeSize(conv->dtype);
+    std::vector<std::uint8_t> widened(static_cast<std::size_t>(out * 9 * kernel) * element, 0);
+    const auto original = (*source)->Data(*conv);
+    for (std::int64_t o = 0; o < out; ++o) {
+      std::memcpy(widened.data() + static_cast<std::size_t>(o * 9 * kernel) * element,
+                  original.data() + static_cast<std::size_t>(o * in * kernel) * element,
+                  static_cast<std::size_t>(in * kernel) * element);
+    }
+    TensorToWrite replacement{key, conv->dtype, {out, 9, conv->shape[2], conv->shape[3]},
+                              widened, {}};
+    const fs::path model = Rewrite(
+        dir.path(), fixture, [](const std::string& k) { return std::optional<std::string>(k); },
+        {{key, replacement}});
+    Result<ConvertReport> report = Convert(model, dir / "onnx");
+    ASSERT_TRUE(report.ok()) << report.status().message();
+    EXPECT_EQ(report->spec.variant, "inpaint");
+
+    const auto reference = Fixture("tiny/" + fixture + ".reference.safetensors");
+    HostTensor sample = ReadTensor(reference, "unet.sample");
+    const std::int64_t batch = sample.shape[0], plane = sample.shape[2] * sample.shape[3];
+    std::vector<float> nine;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      nine.insert(nine.end(), sample.f32.begin() + b * 4 * plane,
+                  sample.f32.begin() + (b + 1) * 4 * plane);
+      for (std::int64_t i = 0; i < 5 * plane; ++i) nine.push_back(std::sin(0.3f * i));
+    }
+    std::map<std::string, HostTensor> inputs = {
+        {"sample", HostTensor::Float({batch, 9, sample.shape[2], sample.shape[3]}, nine)},
+        {"timestep", ReadTensor(reference, "unet.timestep")},
+        {"encoder_hidden_states", ReadTensor(reference, "unet.context")}};
+    if (fixture == "tiny-sdxl") {
+      inputs["text_embeds"] = ReadTensor(reference, "unet.text_embeds");
+      inputs["time_ids"] = ReadTensor(reference, "unet.time_ids");
+    }
+    auto unet = OrtModel::Load((dir / "onnx" / "unet_model.onnx").string());
+    ASSERT_TRUE(unet.ok()) << unet.status().message();
+    auto result = (*unet)->Run(inputs);
+    ASSERT_TRUE(result.ok()) << result.status().message();
+    EXPECT_LE(MaxAbsDiff((*result)["out_sample"], ReadTensor(reference, "unet.out")), kTolerance);
+  }
 }
 
 }  // namespace
