@@ -2,7 +2,6 @@
 
 #include <onnx/onnx_pb.h>
 
-
 #include "graph/layers.h"
 #include "networks/text_transformer.h"
 
@@ -30,41 +29,20 @@ std::string Layer(GraphBuilder& b, const std::string& x, const std::string& p,
 
 Status ReadClipTextShapes(const Checkpoint& checkpoint, ClipTextSpec* spec) {
   const std::string& p = spec->prefix;
-  const TensorInfo* tokens = checkpoint.Find(p + "embeddings.token_embedding.weight");
-  const TensorInfo* positions = checkpoint.Find(p + "embeddings.position_embedding.weight");
-  if (tokens == nullptr || tokens->shape.size() != 2) {
-    return Status::Error(checkpoint.path() + ": text encoder tensor '" + p +
-                         "embeddings.token_embedding.weight' is missing or not 2-D");
-  }
-  if (positions == nullptr || positions->shape.size() != 2 ||
-      positions->shape[1] != tokens->shape[1]) {
-    return Status::Error(checkpoint.path() + ": text encoder tensor '" + p +
-                         "embeddings.position_embedding.weight' is missing or its width differs "
-                         "from the token embedding's " + std::to_string(tokens->shape[1]));
-  }
-  spec->vocab_size = tokens->shape[0];
-  spec->width = tokens->shape[1];
-  spec->context_length = positions->shape[0];
-  spec->layers = 0;
-  while (checkpoint.Has(p + "encoder.layers." + std::to_string(spec->layers) +
-                        ".layer_norm1.weight")) {
-    ++spec->layers;
-  }
-  if (spec->layers == 0) {
-    return Status::Error(checkpoint.path() + ": text encoder has no layers under '" + p +
-                         "encoder.layers.0'");
-  }
+  SDONNX_ASSIGN_OR_RETURN(TextShapes shapes,
+                          ReadTextShapes(checkpoint, p + "embeddings.token_embedding.weight",
+                                         p + "embeddings.position_embedding.weight",
+                                         p + "encoder.layers.", ".layer_norm1.weight"));
+  spec->vocab_size = shapes.vocab_size;
+  spec->width = shapes.width;
+  spec->context_length = shapes.context_length;
+  spec->layers = shapes.layers;
   return Status::Ok();
 }
 
 Status BuildClipText(GraphBuilder& b, const ClipTextSpec& spec) {
   const std::string& p = spec.prefix;
-  const std::int64_t heads = spec.heads > 0 ? spec.heads : spec.width / 64;
-  if (heads <= 0 || spec.width % heads != 0) {
-    return Status::Error("text encoder width " + std::to_string(spec.width) +
-                         " cannot be split into " + std::to_string(heads) +
-                         " heads; set the head count in the config");
-  }
+  SDONNX_ASSIGN_OR_RETURN(const std::int64_t heads, TextHeads(spec.width, spec.heads));
   TextTransformerParts parts;
   parts.vocab_size = spec.vocab_size;
   parts.context_length = spec.context_length;

@@ -2,7 +2,6 @@
 
 #include <onnx/onnx_pb.h>
 
-
 #include "graph/layers.h"
 #include "networks/text_transformer.h"
 
@@ -12,10 +11,9 @@ namespace {
 using layers::LayerNorm;
 using layers::Linear;
 
-std::string SliceLast(GraphBuilder& b, const std::string& x, std::int64_t begin,
-                      std::int64_t end) {
-  return b.Op("Slice", {x, b.ConstInt64({begin}, {1}), b.ConstInt64({end}, {1}),
-                        b.ConstInt64({-1}, {1})});
+std::string SliceLast(GraphBuilder& b, const std::string& x, std::int64_t begin, std::int64_t end) {
+  return b.Op("Slice",
+              {x, b.ConstInt64({begin}, {1}), b.ConstInt64({end}, {1}), b.ConstInt64({-1}, {1})});
 }
 
 std::string ResidualBlock(GraphBuilder& b, const std::string& x, const std::string& p,
@@ -38,44 +36,23 @@ std::string ResidualBlock(GraphBuilder& b, const std::string& x, const std::stri
 
 Status ReadOpenClipTextShapes(const Checkpoint& checkpoint, OpenClipTextSpec* spec) {
   const std::string& p = spec->prefix;
-  const TensorInfo* tokens = checkpoint.Find(p + "token_embedding.weight");
-  const TensorInfo* positions = checkpoint.Find(p + "positional_embedding");
-  if (tokens == nullptr || tokens->shape.size() != 2) {
-    return Status::Error(checkpoint.path() + ": text encoder tensor '" + p +
-                         "token_embedding.weight' is missing or not 2-D");
-  }
-  if (positions == nullptr || positions->shape.size() != 2 ||
-      positions->shape[1] != tokens->shape[1]) {
-    return Status::Error(checkpoint.path() + ": text encoder tensor '" + p +
-                         "positional_embedding' is missing or its width differs from the token "
-                         "embedding's " + std::to_string(tokens->shape[1]));
-  }
-  spec->vocab_size = tokens->shape[0];
-  spec->width = tokens->shape[1];
-  spec->context_length = positions->shape[0];
-  spec->layers = 0;
-  while (checkpoint.Has(p + "transformer.resblocks." + std::to_string(spec->layers) +
-                        ".ln_1.weight")) {
-    ++spec->layers;
-  }
-  if (spec->layers == 0) {
-    return Status::Error(checkpoint.path() + ": text encoder has no layers under '" + p +
-                         "transformer.resblocks.0'");
-  }
+  SDONNX_ASSIGN_OR_RETURN(
+      TextShapes shapes,
+      ReadTextShapes(checkpoint, p + "token_embedding.weight", p + "positional_embedding",
+                     p + "transformer.resblocks.", ".ln_1.weight"));
+  spec->vocab_size = shapes.vocab_size;
+  spec->width = shapes.width;
+  spec->context_length = shapes.context_length;
+  spec->layers = shapes.layers;
   const TensorInfo* projection = checkpoint.Find(p + "text_projection");
-  spec->has_projection = projection != nullptr && projection->shape.size() == 2 &&
-                         projection->shape[0] == spec->width;
+  spec->has_projection =
+      projection != nullptr && projection->shape.size() == 2 && projection->shape[0] == spec->width;
   return Status::Ok();
 }
 
 Status BuildOpenClipText(GraphBuilder& b, const OpenClipTextSpec& spec) {
   const std::string& p = spec.prefix;
-  const std::int64_t heads = spec.heads > 0 ? spec.heads : spec.width / 64;
-  if (heads <= 0 || spec.width % heads != 0) {
-    return Status::Error("text encoder width " + std::to_string(spec.width) +
-                         " cannot be split into " + std::to_string(heads) +
-                         " heads; set the head count in the config");
-  }
+  SDONNX_ASSIGN_OR_RETURN(const std::int64_t heads, TextHeads(spec.width, spec.heads));
   TextTransformerParts parts;
   parts.vocab_size = spec.vocab_size;
   parts.context_length = spec.context_length;
@@ -87,16 +64,15 @@ Status BuildOpenClipText(GraphBuilder& b, const OpenClipTextSpec& spec) {
   parts.final_norm_prefix = p + "ln_final";
   parts.layer = [&spec, &p, heads](GraphBuilder& g, const std::string& x, std::int64_t i,
                                    const std::string& mask) {
-    return ResidualBlock(g, x, p + "transformer.resblocks." + std::to_string(i), spec, heads,
-                         mask);
+    return ResidualBlock(g, x, p + "transformer.resblocks." + std::to_string(i), spec, heads, mask);
   };
   const std::string pooled = BuildTextTransformer(b, parts);
   if (spec.has_projection) {
     // open_clip multiplies by text_projection as stored: [width, projection_dim].
     const std::string projection = b.Weight(p + "text_projection");
     const std::int64_t projection_dim = b.WeightShape(p + "text_projection")[1];
-    b.Output(b.Op("MatMul", {pooled, projection}), "text_embeds",
-             onnx::TensorProto_DataType_FLOAT, {"batch", projection_dim});
+    b.Output(b.Op("MatMul", {pooled, projection}), "text_embeds", onnx::TensorProto_DataType_FLOAT,
+             {"batch", projection_dim});
   }
   return b.status();
 }

@@ -9,6 +9,44 @@
 
 namespace sdonnx {
 
+Result<TextShapes> ReadTextShapes(const Checkpoint& checkpoint, const std::string& token_key,
+                                  const std::string& position_key, const std::string& layer_prefix,
+                                  const std::string& layer_probe) {
+  const TensorInfo* tokens = checkpoint.Find(token_key);
+  const TensorInfo* positions = checkpoint.Find(position_key);
+  if (tokens == nullptr || tokens->shape.size() != 2) {
+    return Status::Error(checkpoint.path() + ": text encoder tensor '" + token_key +
+                         "' is missing or not 2-D");
+  }
+  if (positions == nullptr || positions->shape.size() != 2 ||
+      positions->shape[1] != tokens->shape[1]) {
+    return Status::Error(checkpoint.path() + ": text encoder tensor '" + position_key +
+                         "' is missing or its width differs from the token embedding's " +
+                         std::to_string(tokens->shape[1]));
+  }
+  TextShapes shapes;
+  shapes.vocab_size = tokens->shape[0];
+  shapes.width = tokens->shape[1];
+  shapes.context_length = positions->shape[0];
+  while (checkpoint.Has(layer_prefix + std::to_string(shapes.layers) + layer_probe)) {
+    ++shapes.layers;
+  }
+  if (shapes.layers == 0) {
+    return Status::Error(checkpoint.path() + ": text encoder has no layers under '" + layer_prefix +
+                         "0'");
+  }
+  return shapes;
+}
+
+Result<std::int64_t> TextHeads(std::int64_t width, std::int64_t heads) {
+  const std::int64_t count = heads > 0 ? heads : width / 64;
+  if (count <= 0 || width % count != 0) {
+    return Status::Error("text encoder width " + std::to_string(width) + " cannot be split into " +
+                         std::to_string(count) + " heads; set the head count in the config");
+  }
+  return count;
+}
+
 std::string BuildTextTransformer(GraphBuilder& b, const TextTransformerParts& parts) {
   const std::int64_t n = parts.context_length;
   const std::string ids = b.Input("input_ids", onnx::TensorProto_DataType_INT32, {"batch", n});
