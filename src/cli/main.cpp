@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
   try {
     return run ? run() : 1;
   } catch (const std::exception& e) {
-    // Errors travel as Status values; reaching here is a bug, so say so.
+    // Errors travel as Status values, so reaching here is a bug to report.
     return sdonnx::cli::ReportError(std::string("internal error (please report it): ") + e.what());
   }
 }

@@ -24,8 +24,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A hidden folder inside the output folder that holds files until all of them
-// are complete. It is removed, with whatever it holds, when destroyed.
+// A hidden folder inside the output folder that keeps files until all of them
+// are complete. It is removed, with its contents, when destroyed.
 class StagingDir {
  public:
   static Result<StagingDir> Create(const fs::path& parent) {
@@ -83,7 +83,7 @@ std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
 struct ComponentPlan {
   std::string component;
   std::function<Status(GraphBuilder&)> build;
-  const Checkpoint* source = nullptr;  // Where the weights come from.
+  const Checkpoint* source = nullptr;  // The checkpoint the weights are read from.
 };
 
 std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec, const Checkpoint& checkpoint,

@@ -62,7 +62,7 @@ Result<TensorInfo> ParseTensorEntry(const std::string& where, const std::string&
   }
   info.dtype = *dtype;
   for (const json& dim : *shape_it) {
-    if (!dim.is_number_integer()) return Status::Error(where + ": shape holds a non-integer");
+    if (!dim.is_number_integer()) return Status::Error(where + ": shape contains a non-integer");
     if (dim.is_number_unsigned() &&
         dim.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
       return Status::Error(where + ": dimension does not fit in int64");

@@ -63,7 +63,7 @@ std::optional<std::string> FindConfig(const std::string& checkpoint_path,
 // given explicitly must exist and parse; one found beside the file is used
 // if it parses.
 // `prediction_type`, if set ("epsilon", "v_prediction" or "v"), overrides
-// the config and the family default; "probe" asks for the SD 2.x UNet probe
+// the config and the family default; "probe" requests the SD 2.x UNet probe
 // even when a config is present.
 Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
                               const std::optional<std::string>& explicit_config,
