@@ -263,6 +263,33 @@ TEST_F(Generate, MaskWithBaseModelKeepsUnmaskedArea) {
   ExpectRightHalfKept(Read(o.output), Gradient(kSize));
 }
 
+// Inpainting UNets of SD 2.x and SDXL, made from their fixtures by widening
+// the first convolution to 9 channels with random weights.
+TEST_F(Generate, InpaintingModelsOfEveryFamilyKeepUnmaskedArea) {
+  for (const std::string fixture : {"tiny-sd2", "tiny-sdxl"}) {
+    SCOPED_TRACE(fixture);
+    std::uint32_t state = 1;
+    const fs::path model = testing::WriteWidenedUNet(
+        dir_->path(), fixture + "-inpaint", fixture, 9, [&state](std::size_t) {
+          state = state * 1664525u + 1013904223u;
+          return static_cast<float>(state >> 8) / 16777216.0f * 0.2f - 0.1f;
+        });
+    ConvertOptions convert;
+    convert.model_path = model.string();
+    convert.output_dir = (dir_->path() / (fixture + "-inpaint")).string();
+    Result<ConvertReport> report = ConvertCheckpoint(convert);
+    ASSERT_TRUE(report.ok()) << report.status().message();
+    GenerateOptions o = Options(fixture + "-inpaint.png", fixture + "-inpaint");
+    o.init_image = (dir_->path() / "init.png").string();
+    o.mask = (dir_->path() / "mask.png").string();
+    Result<GenerateResult> result = sdonnx::Generate(o);
+    ASSERT_TRUE(result.ok()) << result.status().message();
+    const Image out = Read(o.output);
+    ExpectRightHalfKept(out, Gradient(kSize));
+    EXPECT_GT(MeanAbsDiff(out, Gradient(kSize)), 1.0);
+  }
+}
+
 TEST_F(Generate, InpaintingModelWithoutMaskIsRejected) {
   GenerateOptions o = Options("no-mask.png", "tiny-sd1-inpaint");
   Result<GenerateResult> result = sdonnx::Generate(o);
@@ -589,6 +616,23 @@ TEST(GenerateModels, SdxlBaseAndRefinerGenerateDeterministically) {
     EXPECT_EQ(ReadFile(o.output), ReadFile(again.output));
     EXPECT_NE(ReadFile(o.output), ReadFile(empty_negative.output));
   }
+}
+
+TEST(GenerateModels, RefinerAestheticScoreChangesTheResult) {
+  TempDir dir;
+  ConvertOptions convert;
+  convert.model_path = Fixture("tiny/tiny-sdxl-refiner.safetensors").string();
+  convert.output_dir = (dir / "refiner").string();
+  ASSERT_TRUE(ConvertCheckpoint(convert).ok());
+  GenerateOptions o = SmallRun(dir / "refiner", dir / "default.png");
+  GenerateOptions other = o;
+  other.output = (dir / "other.png").string();
+  other.aesthetic_score = 9.0f;
+  Result<GenerateResult> a = sdonnx::Generate(o);
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  Result<GenerateResult> b = sdonnx::Generate(other);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_NE(a->latents, b->latents);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // tiny fixture by renaming, dropping or rewriting keys.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -143,6 +144,83 @@ TEST(KeyVariations, TextEncoderWithoutTextModelLevelConverts) {
   ASSERT_TRUE(out.ok()) << out.status().message();
   EXPECT_LE(MaxAbsDiff((*out)["last_hidden_state"], ReadTensor(kReference(), "text.last_hidden_state")),
             kTolerance);
+}
+
+// Runs clip_text of `onnx_dir` on the reference input of `fixture`'s text
+// encoder `reference` ("text" or "text0") and returns the max abs error.
+double ClipTextError(const fs::path& file, const std::string& fixture,
+                     const std::string& reference) {
+  const fs::path expected = Fixture("tiny/" + fixture + ".reference.safetensors");
+  auto text = OrtModel::Load(file.string());
+  if (!text.ok()) throw std::runtime_error(text.status().message());
+  auto out = (*text)->Run({{"input_ids", ReadTensor(expected, reference + ".input_ids")}});
+  if (!out.ok()) throw std::runtime_error(out.status().message());
+  return MaxAbsDiff((*out)["last_hidden_state"],
+                    ReadTensor(expected, reference + ".last_hidden_state"));
+}
+
+KeyEdit MovePrefix(const std::string& from, const std::string& to) {
+  return [from, to](const std::string& key) {
+    if (!key.starts_with(from)) return std::optional<std::string>(key);
+    return std::optional<std::string>(to + key.substr(from.size()));
+  };
+}
+
+bool HasNote(const ModelSpec& spec, const std::string& part) {
+  for (const std::string& note : spec.notes) {
+    if (note.find(part) != std::string::npos) return true;
+  }
+  return false;
+}
+
+class OtherClipLayouts : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OtherClipLayouts, Sd1TextEncoderConverts) {
+  TempDir dir;
+  const fs::path model = Rewrite(
+      dir.path(), "tiny-sd1", MovePrefix("cond_stage_model.transformer.text_model.", GetParam()));
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->spec.family, Family::kSD1);
+  EXPECT_TRUE(HasNote(report->spec, GetParam().substr(0, GetParam().find('.') + 1)));
+  EXPECT_LE(ClipTextError(dir / "onnx" / "clip_text_model.onnx", "tiny-sd1", "text"), kTolerance);
+}
+
+TEST_P(OtherClipLayouts, SdxlFirstTextEncoderConverts) {
+  TempDir dir;
+  const fs::path model =
+      Rewrite(dir.path(), "tiny-sdxl",
+              MovePrefix("conditioner.embedders.0.transformer.text_model.", GetParam()));
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->spec.family, Family::kSDXL);
+  EXPECT_EQ(report->spec.text_context_output, "hidden_states." + std::to_string(report->spec.text->layers - 1));
+  EXPECT_LE(ClipTextError(dir / "onnx" / "clip_text_model.onnx", "tiny-sdxl", "text0"),
+            kTolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(KeyVariations, OtherClipLayouts,
+                         ::testing::Values("cond_stage_model.clip_l.transformer.text_model.",
+                                           "clip_l.transformer.text_model.",
+                                           "text_encoder.text_model."),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           name = name.substr(0, name.find(".text_model"));
+                           for (char& c : name) {
+                             if (c == '.') c = '_';
+                           }
+                           return name;
+                         });
+
+TEST(KeyVariations, HuggingFaceLayoutBigGIsNamedAsUnsupported) {
+  TempDir dir;
+  const fs::path model =
+      Rewrite(dir.path(), "tiny-sdxl",
+              MovePrefix("conditioner.embedders.1.model.", "clip_g.transformer.text_model."));
+  Result<ConvertReport> report = Convert(model, dir / "onnx");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_TRUE(HasNote(report->spec, "clip_g.transformer.text_model.* in the Hugging Face layout"));
+  EXPECT_FALSE(fs::exists(dir / "onnx" / "clip_text_2_model.onnx"));
 }
 
 TEST(KeyVariations, MissingPositionIdsAndScheduleBuffersAreFine) {
@@ -440,26 +518,8 @@ TEST(KeyVariations, NineChannelUNetsOfEveryFamilyConvert) {
   for (const std::string fixture : {"tiny-sd2", "tiny-sdxl"}) {
     SCOPED_TRACE(fixture);
     TempDir dir;
-    auto source = Checkpoint::Open(Fixture("tiny/" + fixture + ".safetensors").string());
-    ASSERT_TRUE(source.ok());
-    const std::string key = "model.diffusion_model.input_blocks.0.0.weight";
-    const TensorInfo* conv = (*source)->Find(key);
-    ASSERT_NE(conv, nullptr);
-    const std::int64_t out = conv->shape[0], in = conv->shape[1];
-    const std::int64_t kernel = conv->shape[2] * conv->shape[3];
-    const std::size_t element = DTypeSize(conv->dtype);
-    std::vector<std::uint8_t> widened(static_cast<std::size_t>(out * 9 * kernel) * element, 0);
-    const auto original = (*source)->Data(*conv);
-    for (std::int64_t o = 0; o < out; ++o) {
-      std::memcpy(widened.data() + static_cast<std::size_t>(o * 9 * kernel) * element,
-                  original.data() + static_cast<std::size_t>(o * in * kernel) * element,
-                  static_cast<std::size_t>(in * kernel) * element);
-    }
-    TensorToWrite replacement{key, conv->dtype, {out, 9, conv->shape[2], conv->shape[3]},
-                              widened, {}};
-    const fs::path model = Rewrite(
-        dir.path(), fixture, [](const std::string& k) { return std::optional<std::string>(k); },
-        {{key, replacement}});
+    const fs::path model = testing::WriteWidenedUNet(dir.path(), "model", fixture, 9,
+                                                     [](std::size_t) { return 0.0f; });
     Result<ConvertReport> report = Convert(model, dir / "onnx");
     ASSERT_TRUE(report.ok()) << report.status().message();
     EXPECT_EQ(report->spec.variant, "inpaint");
@@ -487,6 +547,112 @@ TEST(KeyVariations, NineChannelUNetsOfEveryFamilyConvert) {
     ASSERT_TRUE(result.ok()) << result.status().message();
     EXPECT_LE(MaxAbsDiff((*result)["out_sample"], ReadTensor(reference, "unet.out")), kTolerance);
   }
+}
+
+}  // namespace
+}  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// A checkpoint whose float tensors are stored, in turn, as f16, bf16 and f32,
+// and its twin with the same (rounded) values all in f32.
+struct MixedPair {
+  fs::path mixed;
+  fs::path widened;
+};
+
+MixedPair WriteMixedPair(const fs::path& dir, const std::string& fixture) {
+  auto source = Checkpoint::Open(Fixture("tiny/" + fixture + ".safetensors").string());
+  if (!source.ok()) throw std::runtime_error(source.status().message());
+  std::vector<TensorToWrite> mixed;
+  std::vector<TensorToWrite> widened;
+  std::vector<std::vector<std::uint8_t>> storage;
+  storage.reserve(2 * (*source)->tensors().size());
+  std::size_t index = 0;
+  for (const TensorInfo& t : (*source)->tensors()) {
+    if (!IsFloating(t.dtype)) {
+      mixed.push_back({t.name, t.dtype, t.shape, (*source)->Data(t), {}});
+      widened.push_back(mixed.back());
+      continue;
+    }
+    auto values = (*source)->ReadAsFloat(t.name);
+    if (!values.ok()) throw std::runtime_error(values.status().message());
+    const DType dtype = std::array{DType::kF16, DType::kBF16, DType::kF32}[index++ % 3];
+    std::vector<std::uint8_t> narrow(values->size() * DTypeSize(dtype));
+    std::vector<std::uint8_t> wide(values->size() * 4);
+    for (std::size_t i = 0; i < values->size(); ++i) {
+      float value = (*values)[i];
+      if (dtype == DType::kF16) {
+        const std::uint16_t half = FloatToHalf(value);
+        std::memcpy(narrow.data() + 2 * i, &half, 2);
+        value = HalfToFloat(half);
+      } else if (dtype == DType::kBF16) {
+        std::uint32_t bits;
+        std::memcpy(&bits, &value, 4);
+        const auto bf16 = static_cast<std::uint16_t>(bits >> 16);
+        std::memcpy(narrow.data() + 2 * i, &bf16, 2);
+        value = BFloat16ToFloat(bf16);
+      } else {
+        std::memcpy(narrow.data() + 4 * i, &value, 4);
+      }
+      std::memcpy(wide.data() + 4 * i, &value, 4);
+    }
+    storage.push_back(std::move(narrow));
+    mixed.push_back({t.name, dtype, t.shape, storage.back(), {}});
+    storage.push_back(std::move(wide));
+    widened.push_back({t.name, DType::kF32, t.shape, storage.back(), {}});
+  }
+  MixedPair pair{dir / "mixed" / "model.safetensors", dir / "widened" / "model.safetensors"};
+  for (const auto& [path, tensors] : {std::pair{pair.mixed, &mixed}, {pair.widened, &widened}}) {
+    fs::create_directories(path.parent_path());
+    Status written = WriteSafetensors(path.string(), *tensors, {});
+    if (!written.ok()) throw std::runtime_error(written.message());
+    fs::copy_file(Fixture("tiny/" + fixture + ".yaml"), path.parent_path() / "model.yaml");
+  }
+  return pair;
+}
+
+// Every output of every component, for the fixture's reference inputs.
+std::map<std::string, HostTensor> RunAll(const fs::path& onnx_dir, const std::string& fixture) {
+  const fs::path reference = Fixture("tiny/" + fixture + ".reference.safetensors");
+  std::map<std::string, HostTensor> all;
+  for (const auto& entry : fs::directory_iterator(onnx_dir)) {
+    const std::string name = entry.path().filename().string();
+    auto model = OrtModel::Load(entry.path().string());
+    if (!model.ok()) throw std::runtime_error(model.status().message());
+    std::map<std::string, HostTensor> inputs;
+    if (name.starts_with("clip_text")) {
+      inputs["input_ids"] = ReadTensor(reference, "text.input_ids");
+    } else if (name.starts_with("vae_decoder")) {
+      inputs["latent_sample"] = ReadTensor(reference, "vae_decoder.latent");
+    } else if (name.starts_with("vae_encoder")) {
+      inputs["sample"] = ReadTensor(reference, "vae_encoder.image");
+    } else {
+      continue;  // The UNet is compared in KeyVariations.MixedDtypes* through RunUNet.
+    }
+    auto out = (*model)->Run(inputs);
+    if (!out.ok()) throw std::runtime_error(name + ": " + out.status().message());
+    for (auto& [output, tensor] : *out) all[name + ":" + output] = std::move(tensor);
+  }
+  return all;
+}
+
+TEST(KeyVariations, MixedDtypesComputeLikeTheirFloat32Values) {
+  TempDir dir;
+  const MixedPair pair = WriteMixedPair(dir.path(), "tiny-sd1");
+  ASSERT_TRUE(Convert(pair.mixed, dir / "onnx-mixed").ok());
+  ASSERT_TRUE(Convert(pair.widened, dir / "onnx-widened").ok());
+  const auto mixed = RunAll(dir / "onnx-mixed", "tiny-sd1");
+  const auto widened = RunAll(dir / "onnx-widened", "tiny-sd1");
+  ASSERT_EQ(mixed.size(), widened.size());
+  ASSERT_FALSE(mixed.empty());
+  for (const auto& [name, tensor] : mixed) {
+    EXPECT_LE(MaxAbsDiff(tensor, widened.at(name)), 1e-6) << name;
+  }
+  EXPECT_LE(MaxAbsDiff(RunUNet(dir / "onnx-mixed" / "unet_model.onnx", "tiny-sd1"),
+                       RunUNet(dir / "onnx-widened" / "unet_model.onnx", "tiny-sd1")),
+            1e-6);
 }
 
 }  // namespace

@@ -9,10 +9,12 @@
 #include <array>
 #include <cstdio>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 
 #include "formats/checkpoint.h"
+#include "formats/safetensors.h"
 
 namespace sdonnx::testing {
 
@@ -93,6 +95,46 @@ std::string Quote(const fs::path& path) { return "'" + path.string() + "'"; }
 void WriteBytes(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+fs::path WriteWidenedUNet(const fs::path& dir, const std::string& name, const std::string& fixture,
+                          std::int64_t channels, const std::function<float(std::size_t)>& extra) {
+  const std::string key = "model.diffusion_model.input_blocks.0.0.weight";
+  auto source = Checkpoint::Open(Fixture("tiny/" + fixture + ".safetensors").string());
+  if (!source.ok()) throw std::runtime_error(source.status().message());
+  const TensorInfo* conv = (*source)->FindStored(key);
+  if (conv == nullptr || conv->shape.size() != 4) throw std::runtime_error(fixture + ": no " + key);
+  const auto out = static_cast<std::size_t>(conv->shape[0]);
+  const auto in = static_cast<std::size_t>(conv->shape[1]);
+  const auto kernel = static_cast<std::size_t>(conv->shape[2] * conv->shape[3]);
+  const auto wide = static_cast<std::size_t>(channels);
+  auto read = (*source)->ReadAsFloat(key);
+  if (!read.ok()) throw std::runtime_error(read.status().message());
+  const std::vector<float>& original = *read;
+  std::vector<float> widened(out * wide * kernel);
+  for (std::size_t o = 0; o < out; ++o) {
+    for (std::size_t i = 0; i < wide * kernel; ++i) {
+      const std::size_t at = o * wide * kernel + i;
+      widened[at] = i < in * kernel ? original[o * in * kernel + i] : extra(at);
+    }
+  }
+  std::vector<TensorToWrite> tensors;
+  for (const TensorInfo& t : (*source)->tensors()) {
+    if (t.name != key) {
+      tensors.push_back({t.name, t.dtype, t.shape, (*source)->Data(t), {}});
+      continue;
+    }
+    tensors.push_back({t.name, DType::kF32, {conv->shape[0], channels, conv->shape[2], conv->shape[3]},
+                       {reinterpret_cast<const std::uint8_t*>(widened.data()),
+                        widened.size() * sizeof(float)},
+                       {}});
+  }
+  const fs::path path = dir / (name + ".safetensors");
+  Status written = WriteSafetensors(path.string(), tensors, {});
+  if (!written.ok()) throw std::runtime_error(written.message());
+  fs::copy_file(Fixture("tiny/" + fixture + ".yaml"), dir / (name + ".yaml"),
+                fs::copy_options::overwrite_existing);
+  return path;
 }
 
 }  // namespace sdonnx::testing

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,15 @@ CommandResult RunSdonnx(const std::string& arguments, const std::string& environ
 
 // `path` in single quotes for the shell.
 std::string Quote(const std::filesystem::path& path);
+
+// Writes tiny fixture `fixture` as DIR/NAME.safetensors, with its YAML as
+// DIR/NAME.yaml, the UNet's first convolution widened to `channels` inputs
+// (8: instruct-pix2pix, 9: inpainting) and stored as float32. The added
+// weights are extra(i) for their flat index i in the new tensor. Returns the
+// checkpoint path.
+std::filesystem::path WriteWidenedUNet(const std::filesystem::path& dir, const std::string& name,
+                                       const std::string& fixture, std::int64_t channels,
+                                       const std::function<float(std::size_t)>& extra);
 
 // Writes `bytes` to `path` as they are.
 void WriteBytes(const std::filesystem::path& path, const std::string& bytes);

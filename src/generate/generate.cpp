@@ -44,7 +44,19 @@ struct Plan {
   std::int64_t latent_width = 0;
   bool guidance = true;      // cfg_scale != 1: run the negative prompt too.
   bool inpaint_unet = false;  // 9-channel UNet: mask and masked image are inputs.
+  // instruct-pix2pix (8-channel UNet): the init image's latent is an input.
+  bool pix2pix = false;
   double strength = 1.0;
+  // UNet rows per image and step. Regular guidance runs the negative prompt,
+  // then the prompt. instruct-pix2pix runs, as diffusers does, the negative
+  // prompt without the image, the negative prompt with it, then the prompt
+  // with it.
+  std::int64_t Copies() const {
+    if (!guidance) return 1;
+    return pix2pix ? 3 : 2;
+  }
+  bool NegativeCopy(std::int64_t copy) const { return guidance && copy + 1 < Copies(); }
+  bool ImageCopy(std::int64_t copy) const { return !guidance || copy > 0; }
   std::size_t LatentSize() const {
     return static_cast<std::size_t>(facts.latent_channels * latent_height * latent_width);
   }
@@ -131,6 +143,9 @@ struct ImageInputs {
   std::vector<float> mask;           // [H * W], 1 where the image is repainted
   std::vector<float> mask_latent;    // [h * w], the mask at latent resolution
   std::vector<float> masked_latent;  // [latent_channels, h, w], for 9-channel UNets
+  // instruct-pix2pix: the init image's latent without the scaling factor,
+  // as the original model was trained on.
+  std::vector<float> image_latent;
 };
 
 struct Contexts {
@@ -141,14 +156,39 @@ struct Contexts {
   HostTensor uncond_pooled;
 };
 
+Status CheckPix2PixOptions(const GenerateOptions& options, const ModelFacts& facts) {
+  const std::string what = "this is an instruct-pix2pix model (" +
+                           std::to_string(facts.unet_in_channels) + "-channel UNet)";
+  if (!options.init_image) {
+    return Status::Error(what + ": pass --init-image, the picture to edit, and say the edit in "
+                                "--prompt");
+  }
+  if (options.mask) {
+    return Status::Error(what + ": it edits the whole image and takes no --mask");
+  }
+  if (options.strength) {
+    return Status::Error(what + ": it starts from noise, so --strength does not apply; use "
+                                "--image-cfg-scale to stay closer to the init image");
+  }
+  if (!std::isfinite(options.image_cfg_scale)) {
+    return Status::Error("--image-cfg-scale must be a finite number, got " +
+                         std::to_string(options.image_cfg_scale));
+  }
+  return Status::Ok();
+}
+
 Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
   Plan plan;
   plan.facts = facts;
   SDONNX_ASSIGN_OR_RETURN(plan.sampler, ParseSamplerKind(options.sampler));
 
-  if (!std::isfinite(options.cfg_scale)) {
-    return Status::Error("--cfg-scale must be a finite number, got " +
-                         std::to_string(options.cfg_scale));
+  for (auto [name, value] : {std::pair{"--cfg-scale", options.cfg_scale},
+                              {"--aesthetic-score", options.aesthetic_score},
+                              {"--negative-aesthetic-score", options.negative_aesthetic_score}}) {
+    if (!std::isfinite(value)) {
+      return Status::Error(std::string(name) + " must be a finite number, got " +
+                           std::to_string(value));
+    }
   }
   if (options.strength && !options.init_image) {
     return Status::Error("--strength applies to img2img and inpainting; pass --init-image too");
@@ -174,10 +214,8 @@ Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
                          " is invalid; use 1 (the last layer) or more");
   }
 
-  if (facts.variant == "instruct-pix2pix" || facts.unet_in_channels == 8) {
-    return Status::Error("instruct-pix2pix models (8-channel UNet) are not supported by generate "
-                         "yet");
-  }
+  plan.pix2pix = facts.unet_in_channels == 2 * facts.latent_channels;
+  if (plan.pix2pix) SDONNX_RETURN_IF_ERROR(CheckPix2PixOptions(options, facts));
   plan.inpaint_unet = facts.unet_in_channels == 2 * facts.latent_channels + 1;
   if (plan.inpaint_unet && !options.mask) {
     return Status::Error("this is an inpainting model (" +
@@ -189,11 +227,11 @@ Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
   }
 
   plan.strength = options.strength.value_or(options.mask ? 1.0 : 0.75);
-  if (!options.init_image) plan.strength = 1.0;
+  if (!options.init_image || plan.pix2pix) plan.strength = 1.0;
   plan.batch = options.batch_size;
   plan.latent_height = options.height / facts.downsample_factor;
   plan.latent_width = options.width / facts.downsample_factor;
-  plan.guidance = options.cfg_scale != 1.0f;
+  plan.guidance = options.cfg_scale != 1.0f || (plan.pix2pix && options.image_cfg_scale != 1.0f);
   return plan;
 }
 
@@ -206,6 +244,11 @@ Result<ImageInputs> PrepareImages(ModelSet& models, const GenerateOptions& optio
   in.pixels = ImageToTensor(image);
   SDONNX_ASSIGN_OR_RETURN(in.init_latent,
                           EncodeToLatent(*models.vae_encoder(), in.pixels, options, plan));
+  if (plan.pix2pix) {
+    in.image_latent = in.init_latent;
+    for (float& v : in.image_latent) v /= plan.facts.scaling_factor;
+    in.init_latent.clear();  // Sampling starts from noise.
+  }
   if (!options.mask) return in;
 
   SDONNX_ASSIGN_OR_RETURN(Image mask, ReadImageOfSize(*options.mask, "mask", true, options.width,
@@ -289,12 +332,13 @@ Result<Contexts> EncodePrompts(ModelSet& models, const GenerateOptions& options,
 }
 
 // SDXL's time ids: original size, crop top-left and target size (base), or
-// original size, crop and an aesthetic score (refiner; 6 for the prompt and
-// 2.5 for the negative prompt, diffusers' defaults).
+// original size, crop and an aesthetic score (refiner).
 std::vector<float> TimeIds(const GenerateOptions& options, const Plan& plan, bool negative) {
   const auto h = static_cast<float>(options.height);
   const auto w = static_cast<float>(options.width);
-  if (plan.facts.num_time_ids == 5) return {h, w, 0, 0, negative ? 2.5f : 6.0f};
+  if (plan.facts.num_time_ids == 5) {
+    return {h, w, 0, 0, negative ? options.negative_aesthetic_score : options.aesthetic_score};
+  }
   return {h, w, 0, 0, h, w};
 }
 
@@ -303,7 +347,7 @@ std::vector<float> TimeIds(const GenerateOptions& options, const Plan& plan, boo
 std::map<std::string, HostTensor> UNetInputs(const GenerateOptions& options, const Plan& plan,
                                              const Contexts& contexts, const ImageInputs& images,
                                              const std::vector<float>& scaled, float timestep) {
-  const std::int64_t copies = plan.guidance ? 2 : 1;
+  const std::int64_t copies = plan.Copies();
   const std::int64_t rows = copies * plan.batch;
   const std::size_t latent = plan.LatentSize();
   const std::size_t plane = static_cast<std::size_t>(plan.latent_height * plan.latent_width);
@@ -318,13 +362,18 @@ std::map<std::string, HostTensor> UNetInputs(const GenerateOptions& options, con
         sample.insert(sample.end(), images.mask_latent.begin(), images.mask_latent.end());
         sample.insert(sample.end(), images.masked_latent.begin(), images.masked_latent.end());
       }
+      if (plan.pix2pix && plan.ImageCopy(copy)) {
+        sample.insert(sample.end(), images.image_latent.begin(), images.image_latent.end());
+      } else if (plan.pix2pix) {
+        sample.insert(sample.end(), latent, 0.0f);
+      }
     }
   }
   const HostTensor& cond = contexts.cond;
   std::vector<float> context;
   context.reserve(static_cast<std::size_t>(rows) * cond.f32.size());
   for (std::int64_t copy = 0; copy < copies; ++copy) {
-    const HostTensor& source = (plan.guidance && copy == 0) ? contexts.uncond : cond;
+    const HostTensor& source = plan.NegativeCopy(copy) ? contexts.uncond : cond;
     for (std::int64_t b = 0; b < plan.batch; ++b) {
       context.insert(context.end(), source.f32.begin(), source.f32.end());
     }
@@ -339,7 +388,7 @@ std::map<std::string, HostTensor> UNetInputs(const GenerateOptions& options, con
     std::vector<float> embeds;
     std::vector<float> time_ids;
     for (std::int64_t copy = 0; copy < copies; ++copy) {
-      const bool negative = plan.guidance && copy == 0;
+      const bool negative = plan.NegativeCopy(copy);
       const HostTensor& pooled = negative ? contexts.uncond_pooled : contexts.cond_pooled;
       const std::vector<float> ids = TimeIds(options, plan, negative);
       for (std::int64_t b = 0; b < plan.batch; ++b) {
@@ -373,6 +422,27 @@ Result<std::vector<float>> InitialLatents(const GenerateOptions& options, const 
   return latents;
 }
 
+// Combines the UNet rows of one step (in Plan::Copies order) into one
+// prediction per image.
+std::vector<float> Guide(const std::vector<float>& out, std::size_t size,
+                         const GenerateOptions& options, const Plan& plan) {
+  std::vector<float> guided(out.begin(), out.begin() + static_cast<long>(size));
+  if (!plan.guidance) return guided;
+  const float cfg = options.cfg_scale;
+  if (!plan.pix2pix) {
+    for (std::size_t k = 0; k < size; ++k) guided[k] = out[k] + cfg * (out[size + k] - out[k]);
+    return guided;
+  }
+  const float image_cfg = options.image_cfg_scale;
+  for (std::size_t k = 0; k < size; ++k) {
+    const float plain = out[k];
+    const float image = out[size + k];
+    const float text = out[2 * size + k];
+    guided[k] = plain + cfg * (text - image) + image_cfg * (image - plain);
+  }
+  return guided;
+}
+
 Result<std::vector<float>> RunSampler(ModelSet& models, const GenerateOptions& options,
                                       const Plan& plan, const Contexts& contexts,
                                       const ImageInputs& images, const StepCallback& on_step,
@@ -395,18 +465,14 @@ Result<std::vector<float>> RunSampler(ModelSet& models, const GenerateOptions& o
     auto inputs = UNetInputs(options, plan, contexts, images, scaled, sampler->Timesteps()[i]);
     SDONNX_ASSIGN_OR_RETURN(auto outputs, models.unet().Run(inputs, {"out_sample"}));
     const std::vector<float>& out = outputs["out_sample"].f32;
-    if (out.size() != size * (plan.guidance ? 2 : 1)) {
+    const std::size_t expected = size * static_cast<std::size_t>(plan.Copies());
+    if (out.size() != expected) {
       return Status::Error(models.unet().path() + ": out_sample has " +
                            std::to_string(out.size()) + " values, expected " +
-                           std::to_string(size * (plan.guidance ? 2 : 1)));
+                           std::to_string(expected));
     }
     SDONNX_RETURN_IF_ERROR(CheckFinite(out, "unet", i + 1, total));
-    std::vector<float> guided(out.begin(), out.begin() + static_cast<long>(size));
-    if (plan.guidance) {
-      for (std::size_t k = 0; k < size; ++k) {
-        guided[k] = out[k] + options.cfg_scale * (out[size + k] - out[k]);
-      }
-    }
+    std::vector<float> guided = Guide(out, size, options, plan);
     SDONNX_RETURN_IF_ERROR(sampler->Step(i, guided, latents, step_noise));
     if (on_step) on_step(i + 1, total, SecondsSince(start));
   }
@@ -484,7 +550,11 @@ std::string Parameters(const GenerateOptions& options, const Plan& plan, std::ui
   }
   text += ", Model: " + plan.facts.stem;
   if (options.clip_skip > 1) text += ", Clip skip: " + std::to_string(options.clip_skip);
-  if (options.init_image) {
+  if (plan.pix2pix) {
+    char image_cfg[32];
+    std::snprintf(image_cfg, sizeof(image_cfg), "%g", options.image_cfg_scale);
+    text += std::string(", Image CFG scale: ") + image_cfg;
+  } else if (options.init_image) {
     char strength[32];
     std::snprintf(strength, sizeof(strength), "%g", plan.strength);
     text += std::string(", Denoising strength: ") + strength;

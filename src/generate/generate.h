@@ -1,4 +1,4 @@
-// generate: txt2img, img2img and inpainting on the files `convert` wrote,
+// generate: txt2img, img2img, inpainting and instruct-pix2pix on the files `convert` wrote,
 // through ONNX Runtime.
 #pragma once
 
@@ -30,6 +30,13 @@ struct GenerateOptions {
   // inpainting.
   std::optional<double> strength;
   std::optional<std::string> mask;  // White marks the area to repaint.
+  // instruct-pix2pix: how closely to follow the init image (AUTOMATIC1111's
+  // "Image CFG scale"); 1 turns image guidance off.
+  float image_cfg_scale = 1.5f;
+  // SDXL refiner: the aesthetic scores of the prompt and the negative prompt
+  // (its time ids; diffusers' defaults).
+  float aesthetic_score = 6.0f;
+  float negative_aesthetic_score = 2.5f;
   std::optional<std::string> tokenizer;
   SessionOptions session;
   std::string output;  // OUT.png; a batch writes OUT-1.png, OUT-2.png, ...

@@ -8,6 +8,48 @@
 namespace sdonnx {
 namespace {
 
+// Where single-file checkpoints keep CLIP ViT-L in the Hugging Face layout,
+// tried in this order. Besides the original names, files saved by some tools
+// use ComfyUI's internal names (clip_l.) or diffusers' (text_encoder.).
+struct ClipLayout {
+  const char* prefix;
+  const char* note;  // The note printed when this layout is found, or nullptr.
+};
+constexpr ClipLayout kSd1ClipLayouts[] = {
+    {"cond_stage_model.transformer.text_model.", nullptr},
+    {"cond_stage_model.transformer.", "text encoder in the old layout without .text_model"},
+    {"cond_stage_model.clip_l.transformer.text_model.",
+     "text encoder under ComfyUI's cond_stage_model.clip_l. names"},
+    {"clip_l.transformer.text_model.", "text encoder under ComfyUI's clip_l. names"},
+    {"text_encoder.text_model.", "text encoder under diffusers' text_encoder. names"},
+};
+constexpr ClipLayout kSdxlClipLayouts[] = {
+    {"conditioner.embedders.0.transformer.text_model.", nullptr},
+    {"cond_stage_model.clip_l.transformer.text_model.",
+     "first text encoder under ComfyUI's cond_stage_model.clip_l. names"},
+    {"clip_l.transformer.text_model.", "first text encoder under ComfyUI's clip_l. names"},
+    {"text_encoder.text_model.", "first text encoder under diffusers' text_encoder. names"},
+};
+// Prefixes of OpenCLIP bigG saved in the Hugging Face layout (separate
+// q/k/v, a Linear text projection).
+// NOTE: this layout is not converted yet. Such files get a note and no clip_text_2.
+constexpr const char* kHfBigGPrefixes[] = {
+    "conditioner.embedders.1.transformer.text_model.",
+    "cond_stage_model.clip_g.transformer.text_model.",
+    "clip_g.transformer.text_model.",
+    "text_encoder_2.text_model.",
+};
+
+template <std::size_t N>
+const ClipLayout* FindClipLayout(const Checkpoint& checkpoint, const ClipLayout (&layouts)[N]) {
+  for (const ClipLayout& layout : layouts) {
+    if (checkpoint.Has(std::string(layout.prefix) + "embeddings.token_embedding.weight")) {
+      return &layout;
+    }
+  }
+  return nullptr;
+}
+
 // Values the YAML config can supply; unset ones keep the family defaults.
 struct ConfigValues {
   std::optional<std::int64_t> num_heads;
@@ -109,7 +151,10 @@ Status ApplyConfig(const ConfigValues& config, ModelSpec* spec) {
     spec->prediction_basis = "config without parameterization (ldm's default, eps)";
   }
   for (const auto& [prefix, text] : config.texts) {
-    if (spec->text && spec->text->prefix.starts_with(prefix + ".")) {
+    // Matched by the encoder's original prefix, whatever names the file uses.
+    const bool sdxl = spec->family == Family::kSDXL || spec->family == Family::kSDXLRefiner;
+    const std::string clip_prefix = sdxl ? kSdxlClipLayouts[0].prefix : kSd1ClipLayouts[0].prefix;
+    if (spec->text && clip_prefix.starts_with(prefix + ".")) {
       if (text.heads) spec->text->heads = *text.heads;
       if (text.activation) spec->text->quick_gelu = *text.activation == "quick_gelu";
       if (text.layer_norm_eps) spec->text->layer_norm_eps = *text.layer_norm_eps;
@@ -145,7 +190,8 @@ Status DetectFamily(const Checkpoint& checkpoint, ModelSpec* spec) {
   // text encoder, by the 1024-wide cross-attention context of OpenCLIP ViT-H.
   const UNetSpec& unet = spec->unet;
   const bool open_clip = checkpoint.HasPrefix(kSd2TextPrefix);
-  const bool hf_clip = checkpoint.HasPrefix("cond_stage_model.transformer.");
+  const ClipLayout* clip = FindClipLayout(checkpoint, kSd1ClipLayouts);
+  const bool hf_clip = clip != nullptr;
   if (open_clip || (!hf_clip && unet.context_dim == 1024)) {
     spec->family = Family::kSD2;
     spec->family_basis = open_clip ? "OpenCLIP text encoder (cond_stage_model.model.*)"
@@ -155,7 +201,7 @@ Status DetectFamily(const Checkpoint& checkpoint, ModelSpec* spec) {
     return Status::Ok();
   }
   spec->family = Family::kSD1;
-  spec->family_basis = hf_clip ? "CLIP ViT-L text encoder (cond_stage_model.transformer.*)"
+  spec->family_basis = hf_clip ? "CLIP ViT-L text encoder (" + std::string(clip->prefix) + "*)"
                                : "UNet without SD 2.x or SDXL markers";
   return Status::Ok();
 }
@@ -186,13 +232,9 @@ Result<OpenClipTextSpec> ReadOpenClip(const Checkpoint& checkpoint, const std::s
 Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
   const bool sdxl = spec->family == Family::kSDXL || spec->family == Family::kSDXLRefiner;
   if (!sdxl) {
-    // Files saved with transformers before 4.x lack ".text_model".
-    const std::string old_layout = "cond_stage_model.transformer.";
-    if (checkpoint.HasPrefix(kSd1TextPrefix)) {
-      SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, kSd1TextPrefix));
-    } else if (checkpoint.HasPrefix(old_layout + "embeddings.")) {
-      SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, old_layout));
-      spec->notes.push_back("text encoder in the old layout without .text_model");
+    if (const ClipLayout* clip = FindClipLayout(checkpoint, kSd1ClipLayouts)) {
+      SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, clip->prefix));
+      if (clip->note) spec->notes.push_back(clip->note);
     } else if (checkpoint.HasPrefix(kSd2TextPrefix)) {
       SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, kSd2TextPrefix));
     } else {
@@ -203,12 +245,21 @@ Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
     return Status::Ok();
   }
   // SDXL takes the penultimate layer of each encoder, without a final norm.
-  const std::string hf = "conditioner.embedders.0.transformer.text_model.";
   const std::string big_g = spec->family == Family::kSDXL ? "conditioner.embedders.1.model."
                                                           : "conditioner.embedders.0.model.";
-  if (spec->family == Family::kSDXL && checkpoint.HasPrefix(hf)) {
-    SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, hf));
+  const ClipLayout* clip = nullptr;
+  if (spec->family == Family::kSDXL) clip = FindClipLayout(checkpoint, kSdxlClipLayouts);
+  if (clip) {
+    SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, clip->prefix));
     spec->text_context_output = "hidden_states." + std::to_string(spec->text->layers - 1);
+    if (clip->note) spec->notes.push_back(clip->note);
+  }
+  for (const char* prefix : kHfBigGPrefixes) {
+    if (checkpoint.HasPrefix(prefix)) {
+      spec->notes.push_back(std::string("OpenCLIP bigG text encoder under ") + prefix +
+                            "* in the Hugging Face layout: not supported yet, so no clip_text_2 "
+                            "is written; convert a file with conditioner.embedders.1.model.* keys");
+    }
   }
   if (checkpoint.HasPrefix(big_g)) {
     SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, big_g));
