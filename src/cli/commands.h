@@ -14,10 +14,14 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run);
 void AddDemoCommand(CLI::App& app, std::function<int()>* run);
 void AddTokenizeCommand(CLI::App& app, std::function<int()>* run);
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
+void AddInspectCommand(CLI::App& app, std::function<int()>* run);
+void AddVerifyCommand(CLI::App& app, std::function<int()>* run);
 
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);
 // "12.3 MB" style sizes for people.
 std::string HumanBytes(std::uint64_t bytes);
+// "859.52 M" style counts (of parameters) for people.
+std::string HumanCount(std::int64_t count);
 
 }  // namespace sdonnx::cli

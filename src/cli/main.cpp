@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <vector>
 
 #include "cli/commands.h"
 #include "util/log.h"
@@ -17,17 +18,29 @@ int ReportError(const std::string& message) {
   return 1;
 }
 
-std::string HumanBytes(std::uint64_t bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1000.0 && unit < 4) {
+namespace {
+
+// `value` divided by 1000 until it is below 1000 or the units run out,
+// printed with the unit reached: "12.3 MB", "859.52 M".
+std::string Scaled(double value, const std::vector<const char*>& units, const char* format) {
+  std::size_t unit = 0;
+  while (value >= 1000.0 && unit + 1 < units.size()) {
     value /= 1000.0;
     ++unit;
   }
   char text[32];
-  std::snprintf(text, sizeof(text), unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
+  std::snprintf(text, sizeof(text), unit == 0 ? "%.0f%s" : format, value, units[unit]);
   return text;
+}
+
+}  // namespace
+
+std::string HumanBytes(std::uint64_t bytes) {
+  return Scaled(static_cast<double>(bytes), {" B", " KB", " MB", " GB", " TB"}, "%.1f%s");
+}
+
+std::string HumanCount(std::int64_t count) {
+  return Scaled(static_cast<double>(count), {"", " K", " M", " B"}, "%.2f%s");
 }
 
 }  // namespace sdonnx::cli
@@ -57,6 +70,8 @@ int main(int argc, char** argv) {
   sdonnx::cli::AddDemoCommand(app, &run);
   sdonnx::cli::AddTokenizeCommand(app, &run);
   sdonnx::cli::AddGenerateCommand(app, &run);
+  sdonnx::cli::AddInspectCommand(app, &run);
+  sdonnx::cli::AddVerifyCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
 
   const bool colour = ::isatty(STDERR_FILENO) != 0;

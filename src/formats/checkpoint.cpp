@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "formats/sniff.h"
 #include "formats/torch_checkpoint.h"
 
 namespace sdonnx {
@@ -9,7 +10,19 @@ namespace sdonnx {
 Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   auto checkpoint = std::unique_ptr<Checkpoint>(new Checkpoint());
   SDONNX_ASSIGN_OR_RETURN(checkpoint->file_, MappedFile::Open(path));
-  if (LooksLikeTorchCheckpoint(checkpoint->file_->bytes())) {
+  // Files that are clearly something else get a message that names what
+  // they are; anything unrecognised goes to the safetensors parser, whose
+  // errors say what is wrong with the header.
+  const FileFormat format = SniffFormat(checkpoint->file_->bytes());
+  if (format == FileFormat::kZip) {
+    // torch.save writes data.pkl as the first record, other zip tools may
+    // not, so a zip with a data.pkl elsewhere is still read.
+    if (Status torch = checkpoint->LoadTorch(); !torch.ok()) {
+      return Status::Error(torch.message() + "; " + NotACheckpointAdvice(format));
+    }
+  } else if (const std::string advice = NotACheckpointAdvice(format); !advice.empty()) {
+    return Status::Error(path + ": not a checkpoint (" + FileFormatName(format) + "): " + advice);
+  } else if (LooksLikeTorchCheckpoint(checkpoint->file_->bytes())) {
     SDONNX_RETURN_IF_ERROR(checkpoint->LoadTorch());
   } else {
     SDONNX_RETURN_IF_ERROR(checkpoint->LoadSafetensors());

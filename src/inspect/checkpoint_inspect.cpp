@@ -1,0 +1,188 @@
+#include "inspect/checkpoint_inspect.h"
+
+#include <cmath>
+#include <set>
+
+namespace sdonnx {
+namespace {
+
+constexpr std::size_t kExtraKeysKept = 20;
+
+// The component a key belongs to, by prefix. Text encoders are named after
+// the family's slots when the family is known.
+ComponentSummary* ComponentFor(const std::string& key, std::vector<ComponentSummary>* components) {
+  for (ComponentSummary& c : *components) {
+    if (!c.prefix.empty() && key.starts_with(c.prefix)) return &c;
+  }
+  return &components->back();  // "other"
+}
+
+std::vector<ComponentSummary> ComponentSlots(const std::optional<ModelSpec>& spec) {
+  std::vector<ComponentSummary> slots = {
+      {"unet", "UNet", kUNetPrefix, 0, 0, 0, {}},
+      {"unet_ema", "UNet EMA weights", "model_ema.", 0, 0, 0, {}},
+      {"vae", "VAE", kVaePrefix, 0, 0, 0, {}},
+  };
+  if (spec) {
+    for (const TextEncoderSlot& slot : TextEncoderSlots(spec->family)) {
+      slots.push_back({slot.name, slot.title, slot.prefix, 0, 0, 0, {}});
+    }
+  } else {
+    slots.push_back({"text_encoder", "text encoder", "cond_stage_model.", 0, 0, 0, {}});
+    slots.push_back({"text_encoder", "text encoder 1", "conditioner.embedders.0.", 0, 0, 0, {}});
+    slots.push_back({"text_encoder_2", "text encoder 2", "conditioner.embedders.1.", 0, 0, 0, {}});
+  }
+  slots.push_back({"other", "other keys", "", 0, 0, 0, {}});
+  return slots;
+}
+
+void CountTensors(CheckpointSummary* summary) {
+  std::vector<ComponentSummary> slots = ComponentSlots(summary->spec);
+  for (const TensorInfo& t : summary->checkpoint->tensors()) {
+    ComponentSummary* c = ComponentFor(t.name, &slots);
+    ++c->tensors;
+    c->parameters += t.NumElements();
+    c->bytes += t.nbytes;
+    ++c->dtypes[std::string(DTypeName(t.dtype))];
+    ++summary->tensors;
+    summary->parameters += t.NumElements();
+  }
+  for (ComponentSummary& c : slots) {
+    if (c.tensors > 0) summary->components.push_back(std::move(c));
+  }
+}
+
+void FindExtraKeys(CheckpointSummary* summary) {
+  if (!summary->spec) return;
+  std::set<std::string> explained;
+  for (const ExpectedComponent& c : summary->expected) {
+    explained.insert(c.required.begin(), c.required.end());
+  }
+  for (const TensorInfo& t : summary->checkpoint->tensors()) {
+    if (explained.contains(t.name) || IsKnownOptionalKey(t.name, summary->spec->family)) continue;
+    summary->extra_keys.push_back(t.name);
+  }
+}
+
+// position_ids should be the int64 values 0..n-1. Merged files sometimes
+// store them as floats, and copying a float such as 75.99999 into the int64
+// buffer of the loader truncates it to 75.
+void CheckPositionIds(CheckpointSummary* summary) {
+  const Checkpoint& checkpoint = *summary->checkpoint;
+  for (const TensorInfo& t : checkpoint.tensors()) {
+    if (!t.name.ends_with("embeddings.position_ids")) continue;
+    if (IsFloating(t.dtype)) {
+      summary->warnings.push_back(
+          "tensor '" + t.name + "' is " + std::string(DTypeName(t.dtype)) +
+          " instead of I64; ComfyUI rounds float position_ids when it loads them, but loaders "
+          "that copy them into an int64 buffer truncate values such as 75.99999 to 75");
+    }
+    Result<std::vector<float>> values = checkpoint.ReadAsFloat(t.name);
+    if (!values.ok()) continue;
+    for (std::size_t i = 0; i < values->size(); ++i) {
+      if ((*values)[i] != static_cast<float>(i)) {
+        summary->warnings.push_back("tensor '" + t.name + "' should count 0, 1, 2, ... but "
+                                    "holds " + std::to_string((*values)[i]) + " at index " +
+                                    std::to_string(i) + "; the text encoder sees wrong positions "
+                                    "in loaders that read it (sdonnx ignores it)");
+        break;
+      }
+    }
+  }
+}
+
+void AddSpecWarnings(CheckpointSummary* summary) {
+  const ModelSpec& spec = *summary->spec;
+  if (spec.family == Family::kSD2 && spec.open_clip &&
+      spec.open_clip->layers + 1 == spec.open_clip->full_layers) {
+    summary->warnings.push_back(
+        "text encoder: the last OpenCLIP layer (" + spec.open_clip->prefix +
+        "transformer.resblocks." + std::to_string(spec.open_clip->layers) +
+        ".*) is absent; SD 2.x never uses it, so the file still works, but loaders log its "
+        "keys as missing");
+  }
+  if (!summary->checkpoint->HasPrefix(kUNetPrefix) && summary->checkpoint->HasPrefix("model_ema.")) {
+    summary->warnings.push_back("the UNet exists only as EMA shadows (model_ema.*)");
+  }
+}
+
+}  // namespace
+
+std::string FamilyTitle(Family family) {
+  switch (family) {
+    case Family::kSD1: return "SD 1.x";
+    case Family::kSD2: return "SD 2.x";
+    case Family::kSDXL: return "SDXL base";
+    case Family::kSDXLRefiner: return "SDXL refiner";
+  }
+  return "unknown";
+}
+
+Result<CheckpointSummary> InspectCheckpoint(const std::string& path) {
+  CheckpointSummary summary;
+  summary.path = path;
+  SDONNX_ASSIGN_OR_RETURN(summary.checkpoint, Checkpoint::Open(path));
+  summary.format = SniffFormat(summary.checkpoint->mapped().bytes());
+  // A zip that loaded is a torch checkpoint with data.pkl not first.
+  if (summary.format == FileFormat::kZip) summary.format = FileFormat::kTorchZip;
+  summary.file_bytes = summary.checkpoint->mapped().size();
+  Result<ModelSpec> spec = DetectModel(*summary.checkpoint, std::nullopt);
+  if (spec.ok()) {
+    summary.spec = std::move(spec).value();
+    summary.expected = ExpectedComponents(*summary.checkpoint, *summary.spec);
+  } else {
+    summary.detection_error = spec.status().message();
+  }
+  CountTensors(&summary);
+  FindExtraKeys(&summary);
+  summary.warnings = summary.checkpoint->warnings();
+  CheckPositionIds(&summary);
+  if (summary.spec) AddSpecWarnings(&summary);
+  return summary;
+}
+
+nlohmann::json CheckpointSummaryJson(const CheckpointSummary& summary) {
+  using nlohmann::json;
+  json out = {{"kind", "checkpoint"},
+              {"path", summary.path},
+              {"format", FileFormatId(summary.format)},
+              {"file_bytes", summary.file_bytes},
+              {"tensors", summary.tensors},
+              {"parameters", summary.parameters}};
+  if (summary.spec) {
+    const ModelSpec& spec = *summary.spec;
+    const bool undecided = spec.needs_prediction_probe();
+    out["family"] = FamilyName(spec.family);
+    out["family_basis"] = spec.family_basis;
+    out["variant"] = spec.variant;
+    out["prediction_type"] = undecided ? json(nullptr) : json(spec.prediction_type);
+    out["prediction_basis"] = spec.prediction_basis;
+    out["config"] = spec.config_path ? json(*spec.config_path) : json(nullptr);
+  } else {
+    out["family"] = nullptr;
+    out["detection_error"] = summary.detection_error;
+  }
+  json components = json::object();
+  for (const ComponentSummary& c : summary.components) {
+    components[c.name] = {{"title", c.title},     {"prefix", c.prefix},
+                          {"tensors", c.tensors}, {"parameters", c.parameters},
+                          {"bytes", c.bytes},     {"dtypes", c.dtypes}};
+  }
+  out["components"] = components;
+  json missing = json::array();
+  for (const ExpectedComponent& c : summary.expected) {
+    if (!c.present) missing.push_back(c.name);
+  }
+  out["missing_components"] = missing;
+  out["ema"] = summary.checkpoint->HasPrefix("model_ema.diffusion_model");
+  out["extra_keys"] = {{"count", summary.extra_keys.size()},
+                       {"first", json(std::vector<std::string>(
+                                     summary.extra_keys.begin(),
+                                     summary.extra_keys.begin() +
+                                         std::min(summary.extra_keys.size(), kExtraKeysKept)))}};
+  out["metadata"] = summary.checkpoint->metadata();
+  out["warnings"] = summary.warnings;
+  return out;
+}
+
+}  // namespace sdonnx

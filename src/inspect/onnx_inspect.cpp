@@ -1,0 +1,252 @@
+#include "inspect/onnx_inspect.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <algorithm>
+#include <climits>
+#include <filesystem>
+#include <set>
+
+#include "formats/mapped_file.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string OnnxDTypeName(int type) {
+  switch (type) {
+    case onnx::TensorProto_DataType_FLOAT: return "F32";
+    case onnx::TensorProto_DataType_FLOAT16: return "F16";
+    case onnx::TensorProto_DataType_BFLOAT16: return "BF16";
+    case onnx::TensorProto_DataType_DOUBLE: return "F64";
+    case onnx::TensorProto_DataType_INT64: return "I64";
+    case onnx::TensorProto_DataType_INT32: return "I32";
+    case onnx::TensorProto_DataType_INT16: return "I16";
+    case onnx::TensorProto_DataType_INT8: return "I8";
+    case onnx::TensorProto_DataType_UINT8: return "U8";
+    case onnx::TensorProto_DataType_BOOL: return "BOOL";
+    default:
+      return onnx::TensorProto_DataType_IsValid(type)
+                 ? onnx::TensorProto_DataType_Name(static_cast<onnx::TensorProto_DataType>(type))
+                 : "type " + std::to_string(type);
+  }
+}
+
+OnnxValueSummary ValueSummary(const onnx::ValueInfoProto& value) {
+  OnnxValueSummary out;
+  out.name = value.name();
+  if (!value.type().has_tensor_type()) {
+    out.dtype = "not a tensor";
+    return out;
+  }
+  const onnx::TypeProto_Tensor& tensor = value.type().tensor_type();
+  out.dtype = OnnxDTypeName(tensor.elem_type());
+  for (const onnx::TensorShapeProto_Dimension& dim : tensor.shape().dim()) {
+    if (dim.has_dim_value()) {
+      out.shape.push_back(std::to_string(dim.dim_value()));
+    } else if (dim.has_dim_param()) {
+      out.shape.push_back(dim.dim_param());
+    } else {
+      out.shape.push_back("?");
+    }
+  }
+  return out;
+}
+
+// The component from the file name sdonnx writes (unet_STEM.onnx, ...) or
+// from the folder of diffusers' layout (unet/model.onnx, ...).
+std::string ComponentFromName(const fs::path& path) {
+  const std::string stem = path.stem().string();
+  const std::string folder = path.parent_path().filename().string();
+  for (const char* prefix : {"unet", "vae_encoder", "vae_decoder", "clip_text_2", "clip_text"}) {
+    if (stem.starts_with(std::string(prefix) + "_") || stem == prefix) return prefix;
+  }
+  if (folder == "unet" || folder == "vae_encoder" || folder == "vae_decoder") return folder;
+  if (folder == "text_encoder") return "clip_text";
+  if (folder == "text_encoder_2") return "clip_text_2";
+  return "unknown";
+}
+
+void ReadInitializers(const onnx::GraphProto& graph, const fs::path& model_path,
+                      OnnxFileSummary* out) {
+  std::set<std::string> locations;
+  for (const onnx::TensorProto& t : graph.initializer()) {
+    ++out->initializers;
+    std::int64_t elements = 1;
+    for (std::int64_t dim : t.dims()) elements *= dim;
+    out->parameters += elements;
+    ++out->dtypes[OnnxDTypeName(t.data_type())];
+    if (t.data_location() != onnx::TensorProto_DataLocation_EXTERNAL) continue;
+    for (const onnx::StringStringEntryProto& entry : t.external_data()) {
+      if (entry.key() == "location") locations.insert(entry.value());
+    }
+  }
+  for (const std::string& location : locations) {
+    out->external_data_files.push_back(location);
+    std::error_code ec;
+    if (!fs::is_regular_file(model_path.parent_path() / location, ec)) {
+      out->missing_external_data_files.push_back(location);
+    }
+  }
+}
+
+}  // namespace
+
+Result<OnnxFileSummary> InspectOnnxFile(const std::string& path) {
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> file, MappedFile::Open(path));
+  if (file->size() > static_cast<std::size_t>(INT_MAX)) {
+    return Status::Error(path + ": " + std::to_string(file->size()) +
+                         " bytes is past the 2 GiB limit of a protobuf ONNX file; the weights "
+                         "of larger models belong in external data files");
+  }
+  // NOTE: the parse copies the weights stored inside the file, so memory use
+  // is about the file size (at most 2 GiB); external data is never read.
+  onnx::ModelProto model;
+  if (!model.ParseFromArray(file->bytes().data(), static_cast<int>(file->size()))) {
+    return Status::Error(path + ": not a valid ONNX file: the protobuf ModelProto does not "
+                         "parse; the file is truncated or damaged");
+  }
+  OnnxFileSummary out;
+  out.path = path;
+  out.file_bytes = file->size();
+  out.ir_version = model.ir_version();
+  out.producer = model.producer_name() +
+                 (model.producer_version().empty() ? "" : " " + model.producer_version());
+  for (const onnx::OperatorSetIdProto& opset : model.opset_import()) {
+    out.opsets[opset.domain()] = opset.version();
+  }
+  for (const onnx::StringStringEntryProto& entry : model.metadata_props()) {
+    out.metadata[entry.key()] = entry.value();
+  }
+  const onnx::GraphProto& graph = model.graph();
+  std::set<std::string> initializer_names;
+  for (const onnx::TensorProto& t : graph.initializer()) initializer_names.insert(t.name());
+  for (const onnx::ValueInfoProto& input : graph.input()) {
+    // Files from IR version 3 list initializers as inputs too.
+    if (!initializer_names.contains(input.name())) out.inputs.push_back(ValueSummary(input));
+  }
+  for (const onnx::ValueInfoProto& output : graph.output()) {
+    out.outputs.push_back(ValueSummary(output));
+  }
+  out.nodes = static_cast<std::size_t>(graph.node_size());
+  ReadInitializers(graph, fs::path(path), &out);
+
+  auto component = out.metadata.find("sdonnx.component");
+  out.made_by_sdonnx = out.metadata.contains("sdonnx.version");
+  if (component != out.metadata.end()) {
+    out.component = component->second;
+    out.component_basis = "metadata sdonnx.component";
+  } else {
+    out.component = ComponentFromName(fs::path(path));
+    out.component_basis = out.component == "unknown" ? "no metadata, unrecognised name"
+                                                     : "file or folder name";
+  }
+  return out;
+}
+
+Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
+  OnnxFolderSummary out;
+  out.path = path;
+  std::vector<fs::path> paths;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(path, ec)) {
+    if (entry.is_regular_file() && entry.path().extension() == ".onnx") {
+      paths.push_back(entry.path());
+    } else if (entry.is_directory() && !entry.path().filename().string().starts_with(".")) {
+      for (const fs::directory_entry& inner : fs::directory_iterator(entry.path(), ec)) {
+        if (inner.is_regular_file() && inner.path().extension() == ".onnx") {
+          paths.push_back(inner.path());
+        }
+      }
+    }
+  }
+  if (ec) return Status::Error(path + ": cannot list the folder: " + ec.message());
+  if (paths.empty()) {
+    return Status::Error(path + ": no .onnx files in the folder or its subfolders; pass a "
+                         "checkpoint or a folder that `sdonnx convert` wrote");
+  }
+  std::sort(paths.begin(), paths.end());
+  std::set<std::string> families;
+  std::set<std::string> sources;
+  std::set<std::string> present;
+  for (const fs::path& file : paths) {
+    SDONNX_ASSIGN_OR_RETURN(OnnxFileSummary summary, InspectOnnxFile(file.string()));
+    if (auto f = summary.metadata.find("sdonnx.family"); f != summary.metadata.end()) {
+      families.insert(f->second);
+    }
+    if (auto s = summary.metadata.find("sdonnx.source_sha256"); s != summary.metadata.end()) {
+      sources.insert(s->second);
+    }
+    if (present.contains(summary.component) && summary.component != "unknown") {
+      out.warnings.push_back("more than one " + summary.component + " file; one model per "
+                             "folder is expected");
+    }
+    present.insert(summary.component);
+    out.files.push_back(std::move(summary));
+  }
+  if (families.size() > 1) out.warnings.push_back("files of different families in one folder");
+  if (sources.size() > 1) {
+    out.warnings.push_back("files converted from " + std::to_string(sources.size()) +
+                           " different checkpoints (sdonnx.source_sha256 differs)");
+  }
+  if (families.size() == 1) {
+    out.family = *families.begin();
+  } else if (families.empty()) {
+    out.family = present.contains("clip_text_2") ? (present.contains("clip_text") ? "sdxl"
+                                                                                  : "sdxl-refiner")
+                                                 : "";
+  }
+  std::vector<std::string> pipeline = {"unet", "vae_encoder", "vae_decoder"};
+  if (out.family != "sdxl-refiner") pipeline.push_back("clip_text");
+  if (out.family == "sdxl" || out.family == "sdxl-refiner") pipeline.push_back("clip_text_2");
+  for (const std::string& component : pipeline) {
+    (present.contains(component) ? out.present_components : out.missing_components)
+        .push_back(component);
+  }
+  return out;
+}
+
+nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& s) {
+  using nlohmann::json;
+  auto values = [](const std::vector<OnnxValueSummary>& list) {
+    json out = json::array();
+    for (const OnnxValueSummary& v : list) {
+      out.push_back({{"name", v.name}, {"dtype", v.dtype}, {"shape", v.shape}});
+    }
+    return out;
+  };
+  return {{"kind", "onnx"},
+          {"path", s.path},
+          {"file_bytes", s.file_bytes},
+          {"component", s.component},
+          {"component_basis", s.component_basis},
+          {"made_by_sdonnx", s.made_by_sdonnx},
+          {"ir_version", s.ir_version},
+          {"producer", s.producer},
+          {"opsets", s.opsets},
+          {"metadata", s.metadata},
+          {"inputs", values(s.inputs)},
+          {"outputs", values(s.outputs)},
+          {"nodes", s.nodes},
+          {"initializers", s.initializers},
+          {"parameters", s.parameters},
+          {"dtypes", s.dtypes},
+          {"external_data_files", s.external_data_files},
+          {"missing_external_data_files", s.missing_external_data_files}};
+}
+
+nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& s) {
+  using nlohmann::json;
+  json files = json::array();
+  for (const OnnxFileSummary& f : s.files) files.push_back(OnnxFileSummaryJson(f));
+  return {{"kind", "onnx-folder"},
+          {"path", s.path},
+          {"family", s.family.empty() ? json(nullptr) : json(s.family)},
+          {"present_components", s.present_components},
+          {"missing_components", s.missing_components},
+          {"warnings", s.warnings},
+          {"files", files}};
+}
+
+}  // namespace sdonnx

@@ -1,0 +1,62 @@
+// What an ONNX file, or a folder of them, holds: for `sdonnx inspect`.
+// Files are parsed with onnx::ModelProto; external data files are checked
+// for existence but never read.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "util/status.h"
+
+namespace sdonnx {
+
+struct OnnxValueSummary {
+  std::string name;
+  std::string dtype;               // "F32", "I32", ...
+  std::vector<std::string> shape;  // a number, a dimension name, or "?"
+};
+
+struct OnnxFileSummary {
+  std::string path;
+  std::uint64_t file_bytes = 0;
+  // unet, vae_encoder, vae_decoder, clip_text, clip_text_2, or "unknown":
+  // from sdonnx's metadata, else from the file or folder name.
+  std::string component;
+  std::string component_basis;
+  bool made_by_sdonnx = false;
+  std::int64_t ir_version = 0;
+  std::string producer;
+  std::map<std::string, std::int64_t> opsets;  // domain ("" is ai.onnx) -> version
+  std::map<std::string, std::string> metadata;
+  std::vector<OnnxValueSummary> inputs;
+  std::vector<OnnxValueSummary> outputs;
+  std::size_t nodes = 0;
+  std::size_t initializers = 0;
+  std::int64_t parameters = 0;
+  std::map<std::string, std::size_t> dtypes;  // initializer dtype -> count
+  std::vector<std::string> external_data_files;  // as named, relative to the model
+  std::vector<std::string> missing_external_data_files;
+};
+
+struct OnnxFolderSummary {
+  std::string path;
+  std::vector<OnnxFileSummary> files;
+  std::string family;  // from sdonnx metadata, or inferred; may be empty
+  std::vector<std::string> present_components;
+  std::vector<std::string> missing_components;  // of a full pipeline of `family`
+  std::vector<std::string> warnings;
+};
+
+Result<OnnxFileSummary> InspectOnnxFile(const std::string& path);
+// Reads every .onnx file in `path` and in its direct subfolders (the
+// diffusers layout: unet/model.onnx, ...).
+Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path);
+
+nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& summary);
+nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& summary);
+
+}  // namespace sdonnx

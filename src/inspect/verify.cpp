@@ -1,0 +1,166 @@
+#include "inspect/verify.h"
+
+#include <algorithm>
+
+namespace sdonnx {
+namespace {
+
+constexpr std::size_t kMissingKeysKept = 10;
+
+// The ComfyUI and diffusers messages are quoted from ComfyUI's comfy/sd.py
+// and from error reports of both projects. AUTOMATIC1111's behaviour is
+// read from its modules/sd_models.py and sd_disable_initialization.py (1.6
+// and later), not observed by running it.
+const char* kA1111EmptyLayers =
+    "AUTOMATIC1111 (1.6 and later): creates each layer without data and fills it from the file; "
+    "layers the file lacks stay empty, and loading typically stops with "
+    "\"NotImplementedError: Cannot copy out of meta tensor; no data!\"";
+const char* kComfyNoModelType =
+    "ComfyUI: Load Checkpoint stops with \"ERROR: Could not detect model type of: <path>\"";
+const char* kComfyNoClip =
+    "ComfyUI: Load Checkpoint logs \"no CLIP/text encoder weights in checkpoint, the text encoder "
+    "model will not be loaded.\", and CLIP Text Encode then stops with \"ERROR: clip input is "
+    "invalid: None\" (\"your checkpoint does not contain a valid clip or text encoder model\")";
+const char* kComfyNoVae =
+    "ComfyUI: Load Checkpoint logs \"No VAE weights detected, VAE not initalized.\", and VAE "
+    "Decode then stops with \"ERROR: VAE is invalid: None\" (\"your checkpoint does not contain "
+    "a valid VAE\")";
+const char* kA1111NoVae =
+    "AUTOMATIC1111: works only with a separate VAE, chosen in Settings > SD VAE or saved beside "
+    "the checkpoint as <stem>.vae.safetensors";
+const char* kComfyPartial =
+    "ComfyUI: loads the file, logs the absent keys as missing, and runs with those layers at "
+    "their initial values, so the images are wrong";
+
+std::string DiffusersNoText(const std::string& component) {
+  const char* model_class =
+      component == "text_encoder_2" ? "CLIPTextModelWithProjection" : "CLIPTextModel";
+  return std::string("diffusers from_single_file (SD.Next and other diffusers-based tools): "
+                     "\"Failed to load ") +
+         model_class + ". Weights for this component appear to be missing in the checkpoint.\"";
+}
+
+VerifyProblem AbsentComponent(const ExpectedComponent& component) {
+  VerifyProblem problem;
+  problem.component = component.name;
+  problem.title = component.title;
+  problem.what = "absent (no " + component.prefix + "* keys)";
+  if (component.name == "vae") {
+    problem.loader_messages = {kComfyNoVae, kA1111NoVae};
+    problem.advice = "bake a VAE into the checkpoint (a checkpoint merger can), or keep the VAE "
+                     "file beside it and load it separately (ComfyUI: Load VAE; sdonnx convert: "
+                     "--vae FILE)";
+  } else {
+    problem.loader_messages = {kComfyNoClip, DiffusersNoText(component.name), kA1111EmptyLayers};
+    problem.advice = "get the complete checkpoint: a text encoder cannot be added back without "
+                     "the original weights";
+  }
+  return problem;
+}
+
+VerifyProblem PartialComponent(const ExpectedComponent& component,
+                               std::vector<std::string> missing) {
+  VerifyProblem problem;
+  problem.component = component.name;
+  problem.title = component.title;
+  problem.missing_count = missing.size();
+  problem.what = std::to_string(missing.size()) + " of " +
+                 std::to_string(component.required.size()) + " weights missing";
+  missing.resize(std::min(missing.size(), kMissingKeysKept));
+  problem.missing_keys = std::move(missing);
+  problem.loader_messages = {kComfyPartial, kA1111EmptyLayers};
+  problem.advice = "the file is truncated or was pruned too far: download it again, or get the "
+                   "original checkpoint";
+  return problem;
+}
+
+// Without a UNet (model.diffusion_model.*) neither program can tell the
+// model type.
+VerifyProblem NoUNet(const Checkpoint& checkpoint, const std::string& detection_error) {
+  VerifyProblem problem;
+  problem.component = "unet";
+  problem.title = "UNet";
+  problem.loader_messages = {kComfyNoModelType, kA1111EmptyLayers};
+  if (!checkpoint.HasPrefix(kUNetPrefix) && checkpoint.HasPrefix("model_ema.diffusion_model")) {
+    problem.what = "only the EMA shadows (model_ema.*) are present, which neither program reads";
+    problem.advice = "use a checkpoint with the UNet under model.diffusion_model.*; sdonnx "
+                     "convert reads the EMA weights as they are";
+  } else if (!checkpoint.HasPrefix(kUNetPrefix)) {
+    problem.what = "absent (no model.diffusion_model.* keys)";
+    problem.advice = "if this is a VAE or a text encoder on its own, load it with the matching "
+                     "loader; otherwise get the complete checkpoint";
+  } else {
+    problem.what = "unreadable: " + detection_error;
+    problem.advice = "the file is truncated or damaged: download it again, or get the original "
+                     "checkpoint";
+  }
+  return problem;
+}
+
+void CheckComponents(VerifyReport* report) {
+  const Checkpoint& checkpoint = *report->summary.checkpoint;
+  bool others_absent = true;
+  for (const ExpectedComponent& component : report->summary.expected) {
+    if (!component.present) {
+      report->problems.push_back(AbsentComponent(component));
+      continue;
+    }
+    if (component.name != "unet") others_absent = false;
+    std::vector<std::string> missing;
+    for (const std::string& key : component.required) {
+      if (checkpoint.FindStored(key) == nullptr) missing.push_back(key);
+    }
+    if (!missing.empty()) report->problems.push_back(PartialComponent(component, std::move(missing)));
+  }
+  if (others_absent && !report->problems.empty()) {
+    report->diagnosis =
+        "this file holds only the UNet, as a diffusion-model-only download or `sdonnx extract` "
+        "of a unet ONNX file does; ComfyUI loads such a file with Load Diffusion Model (from "
+        "models/unet) plus a separate CLIP and VAE; for a single-file checkpoint, get the "
+        "original or rebuild it from a complete export";
+  }
+}
+
+}  // namespace
+
+Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
+  VerifyReport report;
+  SDONNX_ASSIGN_OR_RETURN(report.summary, InspectCheckpoint(path));
+  const CheckpointSummary& summary = report.summary;
+  if (!summary.spec) {
+    report.problems.push_back(NoUNet(*summary.checkpoint, summary.detection_error));
+  } else {
+    CheckComponents(&report);
+  }
+  report.warnings = summary.warnings;
+  if (!summary.extra_keys.empty()) {
+    report.warnings.push_back(std::to_string(summary.extra_keys.size()) +
+                              " keys belong to no component (first: '" +
+                              summary.extra_keys.front() +
+                              "'); loaders ignore them, and they only take space");
+  }
+  return report;
+}
+
+nlohmann::json VerifyReportJson(const VerifyReport& report) {
+  using nlohmann::json;
+  json problems = json::array();
+  for (const VerifyProblem& p : report.problems) {
+    problems.push_back({{"component", p.component},
+                        {"title", p.title},
+                        {"what", p.what},
+                        {"missing_count", p.missing_count},
+                        {"missing_keys", p.missing_keys},
+                        {"loader_messages", p.loader_messages},
+                        {"advice", p.advice}});
+  }
+  return {{"path", report.summary.path},
+          {"ok", report.ok()},
+          {"family", report.summary.spec ? json(FamilyName(report.summary.spec->family))
+                                         : json(nullptr)},
+          {"diagnosis", report.diagnosis},
+          {"problems", problems},
+          {"warnings", report.warnings}};
+}
+
+}  // namespace sdonnx

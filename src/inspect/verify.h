@@ -1,0 +1,44 @@
+// `sdonnx verify`: whether a checkpoint holds every weight that
+// AUTOMATIC1111 and ComfyUI load from a single-file checkpoint of its
+// family. Missing components or weights are problems; things that load
+// but are wrong or odd are warnings.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "inspect/checkpoint_inspect.h"
+#include "util/status.h"
+
+namespace sdonnx {
+
+struct VerifyProblem {
+  std::string component;  // unet, vae, text_encoder, text_encoder_2
+  std::string title;      // "VAE", "text encoder (CLIP ViT-L)", ...
+  std::string what;       // "absent", "12 of 230 weights missing", ...
+  std::size_t missing_count = 0;
+  std::vector<std::string> missing_keys;  // the first few
+  // What AUTOMATIC1111, ComfyUI and diffusers show for it.
+  std::vector<std::string> loader_messages;
+  std::string advice;
+};
+
+struct VerifyReport {
+  CheckpointSummary summary;
+  // A one-line reading of the problems as a whole, such as "only the UNet
+  // is present"; empty when there is none.
+  std::string diagnosis;
+  std::vector<VerifyProblem> problems;
+  std::vector<std::string> warnings;
+  bool ok() const { return problems.empty(); }
+};
+
+// Checks the checkpoint at `path`. Files that cannot be read at all (not a
+// checkpoint, a rejected pickle) are errors, not reports.
+Result<VerifyReport> VerifyCheckpoint(const std::string& path);
+
+nlohmann::json VerifyReportJson(const VerifyReport& report);
+
+}  // namespace sdonnx

@@ -1,0 +1,49 @@
+// The keys a complete single-file checkpoint of a detected family holds,
+// derived from the hyperparameters read from its shapes (ldm/sgm UNetModel,
+// ldm AutoencoderKL, Hugging Face CLIPTextModel, OpenCLIP text tower), and
+// the non-weight keys that loaders accept but do not need.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "formats/checkpoint.h"
+#include "model/model_spec.h"
+
+namespace sdonnx {
+
+// One component that AUTOMATIC1111 and ComfyUI load from a checkpoint.
+struct ExpectedComponent {
+  std::string name;    // "unet", "vae", "text_encoder" or "text_encoder_2"
+  std::string title;   // "UNet", "VAE", "text encoder (CLIP ViT-L)", ...
+  std::string prefix;  // e.g. "model.diffusion_model."
+  // False when the file has no key under `prefix`; `required` is then empty,
+  // since the architecture of an absent component cannot be read.
+  bool present = false;
+  std::vector<std::string> required;  // weight keys, in module order
+};
+
+// The components of `spec`'s family, with every weight key each one needs.
+// Layer counts that the file may truncate come from the architecture where
+// it is known (CLIP ViT-L has 12 layers, OpenCLIP ViT-H 24, ViT-bigG 32).
+// NOTE: the VAE's blocks per level are counted in the file (the largest
+// count of any level), so a VAE missing the same block in every level, or
+// a whole last level, is not noticed.
+std::vector<ExpectedComponent> ExpectedComponents(const Checkpoint& checkpoint,
+                                                  const ModelSpec& spec);
+
+// The key prefix of each text encoder the family has, in embedder order.
+struct TextEncoderSlot {
+  std::string name;    // "text_encoder" or "text_encoder_2"
+  std::string title;
+  std::string prefix;
+};
+std::vector<TextEncoderSlot> TextEncoderSlots(Family family);
+
+// True for keys that loaders accept but do not need: position_ids,
+// logit_scale, SD 2.x's unused text_projection, ldm's schedule buffers,
+// sgm's denoiser.sigmas, EMA shadows and prediction-type markers.
+bool IsKnownOptionalKey(const std::string& key, Family family);
+
+}  // namespace sdonnx

@@ -1,0 +1,294 @@
+// `verify`: complete checkpoints pass, and files with missing components or
+// weights fail with the messages AUTOMATIC1111 and ComfyUI show. Test files
+// are written from the tiny fixtures with some tensors left out or changed.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <set>
+
+#include "formats/checkpoint.h"
+#include "inspect/verify.h"
+#include "model/expected_keys.h"
+#include "model/synthesize.h"
+#include "test_support.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Fixture;
+using testing::TempDir;
+
+// Writes the tensors of `source` that `keep` accepts to `out`; `change` may
+// replace a tensor's dtype and bytes.
+void WriteSubset(const fs::path& source, const fs::path& out,
+                 const std::function<bool(const std::string&)>& keep,
+                 const std::function<void(TensorToWrite*, std::vector<std::uint8_t>*)>& change =
+                     nullptr) {
+  auto checkpoint = Checkpoint::Open(source.string());
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::vector<std::uint8_t>> owned;
+  owned.reserve((*checkpoint)->tensors().size());
+  for (const TensorInfo& t : (*checkpoint)->tensors()) {
+    if (!keep(t.name)) continue;
+    TensorToWrite w{t.name, t.dtype, t.shape, (*checkpoint)->Data(t), nullptr};
+    if (change) {
+      owned.emplace_back();
+      change(&w, &owned.back());
+      if (!owned.back().empty()) w.data = owned.back();
+    }
+    tensors.push_back(std::move(w));
+  }
+  ASSERT_TRUE(WriteSafetensors(out.string(), tensors, {}).ok());
+}
+
+VerifyReport Verify(const fs::path& path) {
+  Result<VerifyReport> report = VerifyCheckpoint(path.string());
+  EXPECT_TRUE(report.ok()) << report.status().message();
+  return report.ok() ? std::move(report).value() : VerifyReport{};
+}
+
+const VerifyProblem* ProblemOf(const VerifyReport& report, const std::string& component) {
+  for (const VerifyProblem& p : report.problems) {
+    if (p.component == component) return &p;
+  }
+  return nullptr;
+}
+
+bool AnyMessageHas(const VerifyProblem& problem, const std::string& text) {
+  return std::any_of(problem.loader_messages.begin(), problem.loader_messages.end(),
+                     [&](const std::string& m) { return m.find(text) != std::string::npos; });
+}
+
+std::string Problems(const VerifyReport& report) {
+  std::string out;
+  for (const VerifyProblem& p : report.problems) out += p.title + ": " + p.what + "\n";
+  return out;
+}
+
+class VerifyTinyFixture : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(VerifyTinyFixture, CompleteFixturePasses) {
+  const VerifyReport report = Verify(Fixture(std::string("tiny/tiny-") + GetParam() + ".safetensors"));
+  EXPECT_TRUE(report.ok()) << Problems(report);
+  EXPECT_TRUE(report.summary.extra_keys.empty()) << report.summary.extra_keys.front();
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, VerifyTinyFixture,
+                         ::testing::Values("sd1", "sd1-inpaint", "sd2", "sd2v", "sdxl",
+                                           "sdxl-refiner"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(Verify, CkptFixturesPass) {
+  for (const char* name : {"tiny-sd1.ckpt", "tiny-sd1-nowrap.ckpt", "tiny-sd1-legacy.ckpt"}) {
+    const VerifyReport report = Verify(Fixture(std::string("ckpt/") + name));
+    EXPECT_TRUE(report.ok()) << name << ": " << Problems(report);
+  }
+}
+
+TEST(Verify, MaliciousCkptIsRejected) {
+  Result<VerifyReport> report = VerifyCheckpoint(Fixture("ckpt/malicious-os-system.ckpt").string());
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("os.system"), std::string::npos)
+      << report.status().message();
+}
+
+TEST(Verify, UNetOnlyExtractFails) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sd1.safetensors"), dir / "unet.safetensors",
+              [](const std::string& key) { return key.starts_with(kUNetPrefix); });
+  const VerifyReport report = Verify(dir / "unet.safetensors");
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.problems.size(), 2u) << Problems(report);
+  const VerifyProblem* text = ProblemOf(report, "text_encoder");
+  ASSERT_NE(text, nullptr);
+  EXPECT_TRUE(AnyMessageHas(*text, "Failed to load CLIPTextModel"));
+  EXPECT_TRUE(AnyMessageHas(*text, "no CLIP/text encoder weights in checkpoint"));
+  const VerifyProblem* vae = ProblemOf(report, "vae");
+  ASSERT_NE(vae, nullptr);
+  EXPECT_TRUE(AnyMessageHas(*vae, "No VAE weights detected"));
+  EXPECT_NE(report.diagnosis.find("only the UNet"), std::string::npos) << report.diagnosis;
+}
+
+TEST(Verify, MissingTextEncoderFails) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sd2.safetensors"), dir / "no-text.safetensors",
+              [](const std::string& key) { return !key.starts_with("cond_stage_model."); });
+  const VerifyReport report = Verify(dir / "no-text.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "text_encoder");
+  EXPECT_TRUE(AnyMessageHas(report.problems[0], "clip input is invalid"));
+  EXPECT_TRUE(report.diagnosis.empty());
+}
+
+TEST(Verify, MissingSecondSdxlEncoderNamesIt) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sdxl.safetensors"), dir / "one-text.safetensors",
+              [](const std::string& key) { return !key.starts_with("conditioner.embedders.1."); });
+  const VerifyReport report = Verify(dir / "one-text.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "text_encoder_2");
+  EXPECT_TRUE(AnyMessageHas(report.problems[0], "CLIPTextModelWithProjection"));
+}
+
+TEST(Verify, MissingVaeFails) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sd1.safetensors"), dir / "no-vae.safetensors",
+              [](const std::string& key) { return !key.starts_with(kVaePrefix); });
+  const VerifyReport report = Verify(dir / "no-vae.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "vae");
+  EXPECT_TRUE(AnyMessageHas(report.problems[0], "VAE is invalid: None"));
+  EXPECT_TRUE(AnyMessageHas(report.problems[0], "SD VAE"));
+}
+
+TEST(Verify, MissingUNetWeightIsListed) {
+  TempDir dir;
+  const std::string dropped = "model.diffusion_model.output_blocks.2.1.transformer_blocks.0.attn2.to_k.weight";
+  WriteSubset(Fixture("tiny/tiny-sd1.safetensors"), dir / "cut.safetensors",
+              [&](const std::string& key) { return key != dropped; });
+  const VerifyReport report = Verify(dir / "cut.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "unet");
+  EXPECT_EQ(report.problems[0].missing_count, 1u);
+  EXPECT_EQ(report.problems[0].missing_keys, std::vector<std::string>{dropped});
+}
+
+TEST(Verify, MissingTextLayerOfClipFails) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sd1.safetensors"), dir / "cut.safetensors",
+              [](const std::string& key) { return key.find("encoder.layers.1.mlp") == std::string::npos; });
+  const VerifyReport report = Verify(dir / "cut.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "text_encoder");
+  EXPECT_EQ(report.problems[0].missing_count, 4u);
+}
+
+TEST(Verify, NoUNetFailsWithComfyMessage) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sd1.safetensors"), dir / "vae.safetensors",
+              [](const std::string& key) { return key.starts_with(kVaePrefix); });
+  const VerifyReport report = Verify(dir / "vae.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "unet");
+  EXPECT_TRUE(AnyMessageHas(report.problems[0], "Could not detect model type"));
+}
+
+TEST(Verify, FloatPositionIdsPassWithWarning) {
+  TempDir dir;
+  WriteSubset(
+      Fixture("tiny/tiny-sd1.safetensors"), dir / "float-ids.safetensors",
+      [](const std::string&) { return true; },
+      [](TensorToWrite* t, std::vector<std::uint8_t>* bytes) {
+        if (!t->name.ends_with("position_ids")) return;
+        const std::int64_t n = t->shape.back();
+        bytes->resize(4 * n);
+        for (std::int64_t i = 0; i < n; ++i) {
+          // 75.99999 for the last position, as some merges store it.
+          const float v = i + 1 == n ? static_cast<float>(i) - 0.00001f : static_cast<float>(i);
+          std::memcpy(bytes->data() + 4 * i, &v, 4);
+        }
+        t->dtype = DType::kF32;
+      });
+  const VerifyReport report = Verify(dir / "float-ids.safetensors");
+  EXPECT_TRUE(report.ok()) << Problems(report);
+  ASSERT_EQ(report.warnings.size(), 2u);
+  EXPECT_NE(report.warnings[0].find("is F32 instead of I64"), std::string::npos);
+  EXPECT_NE(report.warnings[1].find("at index 76"), std::string::npos) << report.warnings[1];
+}
+
+TEST(Verify, Sd2PrunedTextLayerOnlyWarns) {
+  TempDir dir;
+  // The config beside the file states the full layer count (2).
+  fs::copy_file(Fixture("tiny/tiny-sd2.yaml"), dir / "pruned.yaml");
+  WriteSubset(Fixture("tiny/tiny-sd2.safetensors"), dir / "pruned.safetensors",
+              [](const std::string& key) {
+                return key.find("transformer.resblocks.1.") == std::string::npos;
+              });
+  const VerifyReport report = Verify(dir / "pruned.safetensors");
+  EXPECT_TRUE(report.ok()) << Problems(report);
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_NE(report.warnings[0].find("resblocks.1.*) is absent"), std::string::npos)
+      << report.warnings[0];
+}
+
+TEST(Verify, TrailingBytesPassWithWarning) {
+  TempDir dir;
+  const fs::path path = dir / "trailing.safetensors";
+  fs::copy_file(Fixture("tiny/tiny-sd1.safetensors"), path);
+  fs::resize_file(path, fs::file_size(path) + 100);
+  const VerifyReport report = Verify(path);
+  EXPECT_TRUE(report.ok()) << Problems(report);
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_NE(report.warnings[0].find("100 trailing bytes"), std::string::npos) << report.warnings[0];
+}
+
+TEST(Verify, ExtraKeysPassWithWarning) {
+  TempDir dir;
+  const fs::path path = dir / "extra.safetensors";
+  auto checkpoint = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  ASSERT_TRUE(checkpoint.ok());
+  std::vector<TensorToWrite> tensors;
+  for (const TensorInfo& t : (*checkpoint)->tensors()) {
+    tensors.push_back({t.name, t.dtype, t.shape, (*checkpoint)->Data(t), nullptr});
+  }
+  tensors.push_back({"cond_stage_model.transformer.vision_model.post_layernorm.weight",
+                     DType::kF32, {4}, {}, nullptr});
+  ASSERT_TRUE(WriteSafetensors(path.string(), tensors, {}).ok());
+  const VerifyReport report = Verify(path);
+  EXPECT_TRUE(report.ok()) << Problems(report);
+  EXPECT_EQ(report.summary.extra_keys,
+            std::vector<std::string>{"cond_stage_model.transformer.vision_model.post_layernorm.weight"});
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_NE(report.warnings[0].find("belong to no component"), std::string::npos);
+}
+
+// The key sets derived from the hyperparameters are exactly the real
+// full-size layouts: every weight of a manifest is expected, every expected
+// key is in the manifest, and the rest are known optional keys.
+class ExpectedKeysManifest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ExpectedKeysManifest, MatchesTheRealLayout) {
+  TempDir dir;
+  auto tensors = ReadManifest(Fixture(std::string("manifests/") + GetParam() + ".tsv").string());
+  ASSERT_TRUE(tensors.ok()) << tensors.status().message();
+  const fs::path path = dir / "model.safetensors";
+  ASSERT_TRUE(WriteSyntheticCheckpoint(path.string(), *tensors, FillMode::kZeros, 0).ok());
+  auto checkpoint = Checkpoint::Open(path.string());
+  ASSERT_TRUE(checkpoint.ok());
+  auto spec = DetectModel(**checkpoint, std::nullopt);
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+
+  std::set<std::string> expected;
+  for (const ExpectedComponent& c : ExpectedComponents(**checkpoint, *spec)) {
+    EXPECT_TRUE(c.present) << c.name;
+    for (const std::string& key : c.required) EXPECT_TRUE(expected.insert(key).second) << key;
+  }
+  std::set<std::string> in_manifest;
+  for (const TensorSpec& t : *tensors) {
+    in_manifest.insert(t.name);
+    if (!expected.contains(t.name)) {
+      EXPECT_TRUE(IsKnownOptionalKey(t.name, spec->family)) << "unexplained: " << t.name;
+    }
+  }
+  for (const std::string& key : expected) EXPECT_TRUE(in_manifest.contains(key)) << key;
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ExpectedKeysManifest,
+                         ::testing::Values("sd15", "sd15-inpaint", "sd21", "sdxl-base",
+                                           "sdxl-refiner"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+}  // namespace
+}  // namespace sdonnx
