@@ -181,6 +181,30 @@ TEST(Verify, NoUNetFailsWithComfyMessage) {
   EXPECT_TRUE(AnyMessageHas(report.problems[0], "Could not detect model type"));
 }
 
+TEST(Verify, VaeWithoutOutputConvNamesVae) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sd1.safetensors"), dir / "cut.safetensors",
+              [](const std::string& key) {
+                return !key.starts_with("first_stage_model.decoder.conv_out.");
+              });
+  const VerifyReport report = Verify(dir / "cut.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "vae");
+  EXPECT_NE(report.problems[0].what.find("decoder.conv_out.weight"), std::string::npos)
+      << report.problems[0].what;
+}
+
+TEST(Verify, VaeMissingNormListsIt) {
+  TempDir dir;
+  const std::string dropped = "first_stage_model.encoder.down.1.block.0.norm1.bias";
+  WriteSubset(Fixture("tiny/tiny-sd1.safetensors"), dir / "cut.safetensors",
+              [&](const std::string& key) { return key != dropped; });
+  const VerifyReport report = Verify(dir / "cut.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "vae");
+  EXPECT_EQ(report.problems[0].missing_keys, std::vector<std::string>{dropped});
+}
+
 TEST(Verify, FloatPositionIdsPassWithWarning) {
   TempDir dir;
   WriteSubset(

@@ -35,8 +35,10 @@ int RunVerify(const VerifyArgs& args) {
   const CheckpointSummary& summary = report->summary;
   std::cout << "file: " << summary.path << " (" << FileFormatName(summary.format) << ")\n";
   if (summary.spec) {
+    const std::string& variant = summary.spec->variant;
     std::cout << "family: " << FamilyName(summary.spec->family) << " ("
-              << FamilyTitle(summary.spec->family) << ", " << summary.spec->variant << ")\n";
+              << FamilyTitle(summary.spec->family) << (variant == "base" ? "" : ", " + variant)
+              << ")\n";
   }
   for (const VerifyProblem& problem : report->problems) PrintProblem(problem);
   if (!report->diagnosis.empty()) std::cout << "diagnosis: " << report->diagnosis << "\n";

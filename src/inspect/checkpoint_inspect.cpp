@@ -1,6 +1,6 @@
 #include "inspect/checkpoint_inspect.h"
 
-#include <cmath>
+#include <cstdio>
 #include <set>
 
 namespace sdonnx {
@@ -81,8 +81,10 @@ void CheckPositionIds(CheckpointSummary* summary) {
     if (!values.ok()) continue;
     for (std::size_t i = 0; i < values->size(); ++i) {
       if ((*values)[i] != static_cast<float>(i)) {
+        char value[32];
+        std::snprintf(value, sizeof(value), "%.9g", static_cast<double>((*values)[i]));
         summary->warnings.push_back("tensor '" + t.name + "' should count 0, 1, 2, ... but "
-                                    "holds " + std::to_string((*values)[i]) + " at index " +
+                                    "holds " + value + " at index " +
                                     std::to_string(i) + "; the text encoder sees wrong positions "
                                     "in loaders that read it (sdonnx ignores it)");
         break;
@@ -162,6 +164,7 @@ nlohmann::json CheckpointSummaryJson(const CheckpointSummary& summary) {
     out["family"] = nullptr;
     out["detection_error"] = summary.detection_error;
   }
+
   json components = json::object();
   for (const ComponentSummary& c : summary.components) {
     components[c.name] = {{"title", c.title},     {"prefix", c.prefix},
@@ -169,11 +172,13 @@ nlohmann::json CheckpointSummaryJson(const CheckpointSummary& summary) {
                           {"bytes", c.bytes},     {"dtypes", c.dtypes}};
   }
   out["components"] = components;
+
   json missing = json::array();
   for (const ExpectedComponent& c : summary.expected) {
     if (!c.present) missing.push_back(c.name);
   }
   out["missing_components"] = missing;
+
   out["ema"] = summary.checkpoint->HasPrefix("model_ema.diffusion_model");
   out["extra_keys"] = {{"count", summary.extra_keys.size()},
                        {"first", json(std::vector<std::string>(

@@ -2,6 +2,11 @@
 
 #include <algorithm>
 
+#include "networks/clip_text.h"
+#include "networks/open_clip_text.h"
+#include "networks/unet.h"
+#include "networks/vae.h"
+
 namespace sdonnx {
 namespace {
 
@@ -74,14 +79,24 @@ VerifyProblem PartialComponent(const ExpectedComponent& component,
   return problem;
 }
 
+VerifyProblem Unreadable(const std::string& component, const std::string& title,
+                         const std::string& error) {
+  VerifyProblem problem;
+  problem.component = component;
+  problem.title = title;
+  problem.what = "incomplete: " + error;
+  problem.loader_messages = {kComfyPartial, kA1111EmptyLayers};
+  problem.advice = "the file is truncated or damaged: download it again, or get the original "
+                   "checkpoint";
+  return problem;
+}
+
 // Without a UNet (model.diffusion_model.*) neither program can tell the
 // model type.
-VerifyProblem NoUNet(const Checkpoint& checkpoint, const std::string& detection_error) {
-  VerifyProblem problem;
-  problem.component = "unet";
-  problem.title = "UNet";
+VerifyProblem NoUNet(const Checkpoint& checkpoint, const std::string& error) {
+  VerifyProblem problem = Unreadable("unet", "UNet", error);
   problem.loader_messages = {kComfyNoModelType, kA1111EmptyLayers};
-  if (!checkpoint.HasPrefix(kUNetPrefix) && checkpoint.HasPrefix("model_ema.diffusion_model")) {
+  if (checkpoint.HasPrefix("model_ema.diffusion_model")) {
     problem.what = "only the EMA shadows (model_ema.*) are present, which neither program reads";
     problem.advice = "use a checkpoint with the UNet under model.diffusion_model.*; sdonnx "
                      "convert reads the EMA weights as they are";
@@ -89,11 +104,43 @@ VerifyProblem NoUNet(const Checkpoint& checkpoint, const std::string& detection_
     problem.what = "absent (no model.diffusion_model.* keys)";
     problem.advice = "if this is a VAE or a text encoder on its own, load it with the matching "
                      "loader; otherwise get the complete checkpoint";
-  } else {
-    problem.what = "unreadable: " + detection_error;
-    problem.advice = "the file is truncated or damaged: download it again, or get the original "
-                     "checkpoint";
   }
+  return problem;
+}
+
+// Finds the component whose shapes stopped the family detection, so that
+// the problem names it.
+VerifyProblem UndetectedModel(const Checkpoint& checkpoint, const std::string& detection_error) {
+  UNetSpec unet;
+  if (Status status = ReadUNetShapes(checkpoint, &unet); !status.ok()) {
+    return NoUNet(checkpoint, status.message());
+  }
+  if (checkpoint.HasPrefix(kVaePrefix)) {
+    VaeSpec vae;
+    if (Status status = ReadVaeShapes(checkpoint, &vae); !status.ok()) {
+      return Unreadable("vae", "VAE", status.message());
+    }
+  }
+  for (const char* prefix : {"cond_stage_model.transformer.text_model.",
+                             "conditioner.embedders.0.transformer.text_model."}) {
+    ClipTextSpec text;
+    text.prefix = prefix;
+    Status status = checkpoint.HasPrefix(prefix) ? ReadClipTextShapes(checkpoint, &text)
+                                                 : Status::Ok();
+    if (!status.ok()) return Unreadable("text_encoder", "text encoder", status.message());
+  }
+  for (const char* prefix : {kSd2TextPrefix, "conditioner.embedders.0.model.",
+                             "conditioner.embedders.1.model."}) {
+    OpenClipTextSpec text;
+    text.prefix = prefix;
+    Status status = checkpoint.HasPrefix(prefix) ? ReadOpenClipTextShapes(checkpoint, &text)
+                                                 : Status::Ok();
+    if (!status.ok()) return Unreadable("text_encoder", "text encoder", status.message());
+  }
+  VerifyProblem problem = Unreadable("model", "checkpoint", detection_error);
+  problem.what = "the family cannot be detected: " + detection_error;
+  problem.advice = "fix what the message names (for a YAML config beside the file: correct or "
+                   "remove it)";
   return problem;
 }
 
@@ -128,7 +175,7 @@ Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
   SDONNX_ASSIGN_OR_RETURN(report.summary, InspectCheckpoint(path));
   const CheckpointSummary& summary = report.summary;
   if (!summary.spec) {
-    report.problems.push_back(NoUNet(*summary.checkpoint, summary.detection_error));
+    report.problems.push_back(UndetectedModel(*summary.checkpoint, summary.detection_error));
   } else {
     CheckComponents(&report);
   }
