@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <onnx/onnx_pb.h>
 
 #include "inspect/checkpoint_inspect.h"
 #include "inspect/onnx_inspect.h"
@@ -135,6 +136,29 @@ TEST(Inspect, ForeignDiffusersFolderIsAFullPipeline) {
   EXPECT_EQ(unet->opsets.at(""), 14);
   ASSERT_EQ(unet->inputs.size(), 3u);
   EXPECT_EQ(unet->inputs[0].name, "sample");
+}
+
+TEST(Inspect, ExternalDataOutsideFolderIsUnsafe) {
+  TempDir dir;
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  onnx::TensorProto* weight = model.mutable_graph()->add_initializer();
+  weight->set_name("w");
+  weight->set_data_type(onnx::TensorProto_DataType_FLOAT);
+  weight->add_dims(4);
+  weight->set_data_location(onnx::TensorProto_DataLocation_EXTERNAL);
+  onnx::StringStringEntryProto* location = weight->add_external_data();
+  location->set_key("location");
+  location->set_value("../../etc/passwd");
+  WriteBytes(dir / "model.onnx", model.SerializeAsString());
+
+  auto summary = InspectOnnxFile((dir / "model.onnx").string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  EXPECT_EQ(summary->unsafe_external_data_files, std::vector<std::string>{"../../etc/passwd"});
+  EXPECT_TRUE(summary->missing_external_data_files.empty());
+  EXPECT_EQ(summary->parameters, 4);
+  EXPECT_EQ(summary->component, "unknown");
 }
 
 TEST(Inspect, ConvertedFolderThroughTheProgram) {

@@ -99,7 +99,12 @@ void PrintOnnxFile(const OnnxFileSummary& s) {
     const bool missing = std::find(s.missing_external_data_files.begin(),
                                    s.missing_external_data_files.end(),
                                    data) != s.missing_external_data_files.end();
-    std::cout << "  external data: " << data << (missing ? " (missing)" : "") << "\n";
+    const bool unsafe = std::find(s.unsafe_external_data_files.begin(),
+                                  s.unsafe_external_data_files.end(),
+                                  data) != s.unsafe_external_data_files.end();
+    std::cout << "  external data: " << data << (missing ? " (missing)" : "")
+              << (unsafe ? " (unsafe: it points outside the model's folder)" : "")
+              << "\n";
   }
   for (const auto& [key, value] : s.metadata) {
     std::cout << "  metadata: " << key << " = " << value.substr(0, kMetadataValueShown) << "\n";

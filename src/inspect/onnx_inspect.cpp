@@ -84,6 +84,14 @@ void ReadInitializers(const onnx::GraphProto& graph, const fs::path& model_path,
   }
   for (const std::string& location : locations) {
     out->external_data_files.push_back(location);
+    const fs::path relative(location);
+    const bool escapes = relative.is_absolute() ||
+                         std::any_of(relative.begin(), relative.end(),
+                                     [](const fs::path& part) { return part == ".."; });
+    if (escapes) {
+      out->unsafe_external_data_files.push_back(location);
+      continue;
+    }
     std::error_code ec;
     if (!fs::is_regular_file(model_path.parent_path() / location, ec)) {
       out->missing_external_data_files.push_back(location);
@@ -233,7 +241,8 @@ nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& s) {
           {"parameters", s.parameters},
           {"dtypes", s.dtypes},
           {"external_data_files", s.external_data_files},
-          {"missing_external_data_files", s.missing_external_data_files}};
+          {"missing_external_data_files", s.missing_external_data_files},
+          {"unsafe_external_data_files", s.unsafe_external_data_files}};
 }
 
 nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& s) {

@@ -40,6 +40,9 @@ struct OnnxFileSummary {
   std::map<std::string, std::size_t> dtypes;  // initializer dtype -> count
   std::vector<std::string> external_data_files;  // as named, relative to the model
   std::vector<std::string> missing_external_data_files;
+  // External data locations that are absolute or contain "..": they point
+  // outside the model's folder, so they are reported and not looked up.
+  std::vector<std::string> unsafe_external_data_files;
 };
 
 struct OnnxFolderSummary {

@@ -31,8 +31,9 @@ const char* kComfyNoVae =
     "Decode then stops with \"ERROR: VAE is invalid: None\" (\"your checkpoint does not contain "
     "a valid VAE\")";
 const char* kA1111NoVae =
-    "AUTOMATIC1111: works only with a separate VAE, chosen in Settings > SD VAE or saved beside "
-    "the checkpoint as <stem>.vae.safetensors";
+    "AUTOMATIC1111: works only with a separate VAE, chosen in Settings > SD VAE, or with SD VAE "
+    "on Automatic a file in models/VAE whose name starts with the checkpoint's name (older versions: "
+    "<stem>.vae.safetensors beside the checkpoint)";
 const char* kComfyPartial =
     "ComfyUI: loads the file, logs the absent keys as missing, and runs with those layers at "
     "their initial values, so the images are wrong";
