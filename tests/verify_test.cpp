@@ -117,6 +117,38 @@ TEST(Verify, UNetOnlyExtractFails) {
   EXPECT_NE(report.diagnosis.find("only the UNet"), std::string::npos) << report.diagnosis;
 }
 
+TEST(Verify, ProgramPrintsUNetOnlyProblems) {
+  TempDir dir;
+  WriteSubset(Fixture("tiny/tiny-sdxl.safetensors"), dir / "unet.safetensors",
+              [](const std::string& key) { return key.starts_with(kUNetPrefix); });
+  testing::CommandResult r = testing::RunSdonnx("verify " + testing::Quote(dir / "unet.safetensors"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("missing: VAE: absent"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("missing: text encoder 1 (CLIP ViT-L): absent"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("missing: text encoder 2 (OpenCLIP ViT-bigG): absent"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("diagnosis: this file holds only the UNet"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("FAILED: "), std::string::npos) << r.output;
+}
+
+// Without text encoders, the SDXL base and refiner UNets are told apart by
+// their label_emb input and context widths.
+TEST(Verify, UNetOnlySdxlKeepsItsFamily) {
+  TempDir dir;
+  for (const auto& [name, family] : {std::pair{"sdxl", Family::kSDXL},
+                                     std::pair{"sdxl-refiner", Family::kSDXLRefiner}}) {
+    const fs::path path = dir / (std::string(name) + ".safetensors");
+    WriteSubset(Fixture(std::string("tiny/tiny-") + name + ".safetensors"), path,
+                [](const std::string& key) { return key.starts_with(kUNetPrefix); });
+    const VerifyReport report = Verify(path);
+    ASSERT_TRUE(report.summary.spec.has_value()) << name;
+    EXPECT_EQ(report.summary.spec->family, family) << name;
+  }
+}
+
 TEST(Verify, MissingTextEncoderFails) {
   TempDir dir;
   WriteSubset(Fixture("tiny/tiny-sd2.safetensors"), dir / "no-text.safetensors",

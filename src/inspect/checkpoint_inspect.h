@@ -1,4 +1,4 @@
-// What a checkpoint holds, for `sdonnx inspect` and `sdonnx verify`: its
+// Checkpoint summaries for `sdonnx inspect` and `sdonnx verify`: the
 // format, family and prediction type with their basis, each component with
 // its tensor and parameter counts and dtypes, EMA weights, keys that no
 // component explains, metadata and warnings.

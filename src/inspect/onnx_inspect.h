@@ -1,5 +1,5 @@
-// What an ONNX file, or a folder of them, holds: for `sdonnx inspect`.
-// Files are parsed with onnx::ModelProto; external data files are checked
+// Summaries of ONNX files and folders of them, for `sdonnx inspect`.
+// Files are parsed with onnx::ModelProto. External data files are checked
 // for existence but never read.
 #pragma once
 

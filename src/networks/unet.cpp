@@ -262,9 +262,6 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
                            "label_emb.0.0.weight' should be 2-D");
     }
     spec->adm_in_channels = label->shape[1];
-    // Released SDXL models pool 1280 wide: 6 time ids (base) or 5 (refiner).
-    spec->num_time_ids = (spec->adm_in_channels - 6 * spec->time_id_dim == 1280) ? 6 : 5;
-    spec->text_embed_dim = spec->adm_in_channels - spec->num_time_ids * spec->time_id_dim;
   }
   spec->middle_transformer_depth =
       CountIndexed(checkpoint, p + "middle_block.1.transformer_blocks.", ".norm1.weight");
@@ -280,6 +277,16 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
           checkpoint.Find(p + "middle_block.1.transformer_blocks.0.attn2.to_k.weight");
       spec->context_dim == 0 && k != nullptr && k->shape.size() == 2) {
     spec->context_dim = k->shape[1];
+  }
+  if (spec->adm_in_channels > 0) {
+    // The pooled text embedding comes from the OpenCLIP encoder. The
+    // refiner's context is that encoder alone, so with 5 time ids the
+    // pooled width equals the context width; the base joins CLIP ViT-L
+    // and OpenCLIP in its context and has 6 time ids.
+    const bool refiner =
+        spec->adm_in_channels - 5 * spec->time_id_dim == spec->context_dim;
+    spec->num_time_ids = refiner ? 5 : 6;
+    spec->text_embed_dim = spec->adm_in_channels - spec->num_time_ids * spec->time_id_dim;
   }
   return Status::Ok();
 }
