@@ -149,6 +149,29 @@ TEST(Verify, UNetOnlySdxlKeepsItsFamily) {
   }
 }
 
+TEST(Verify, ComfyClipNamesFailForA1111) {
+  TempDir dir;
+  const std::string original = "cond_stage_model.transformer.";
+  WriteSubset(
+      Fixture("tiny/tiny-sd1.safetensors"), dir / "renamed.safetensors",
+      [](const std::string&) { return true; },
+      [&](TensorToWrite* t, std::vector<std::uint8_t>*) {
+        if (t->name.starts_with(original)) {
+          t->name = "clip_l.transformer." + t->name.substr(original.size());
+        }
+      });
+  const VerifyReport report = Verify(dir / "renamed.safetensors");
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  EXPECT_EQ(report.problems[0].component, "text_encoder");
+  EXPECT_NE(report.problems[0].what.find("stored under clip_l.transformer.text_model.*"),
+            std::string::npos)
+      << report.problems[0].what;
+  EXPECT_TRUE(report.summary.extra_keys.empty()) << report.summary.extra_keys.front();
+  ASSERT_GE(report.summary.components.size(), 4u);
+  EXPECT_EQ(report.summary.components[3].name, "text_encoder");
+  EXPECT_EQ(report.summary.components[3].tensors, 37u);
+}
+
 TEST(Verify, MissingTextEncoderFails) {
   TempDir dir;
   WriteSubset(Fixture("tiny/tiny-sd2.safetensors"), dir / "no-text.safetensors",

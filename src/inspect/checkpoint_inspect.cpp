@@ -17,15 +17,17 @@ ComponentSummary* ComponentFor(const std::string& key, std::vector<ComponentSumm
   return &components->back();  // "other"
 }
 
-std::vector<ComponentSummary> ComponentSlots(const std::optional<ModelSpec>& spec) {
+std::vector<ComponentSummary> ComponentSlots(const CheckpointSummary& summary) {
   std::vector<ComponentSummary> slots = {
       {"unet", "UNet", kUNetPrefix, 0, 0, 0, {}},
       {"unet_ema", "UNet EMA weights", "model_ema.", 0, 0, 0, {}},
       {"vae", "VAE", kVaePrefix, 0, 0, 0, {}},
   };
-  if (spec) {
-    for (const TextEncoderSlot& slot : TextEncoderSlots(spec->family)) {
-      slots.push_back({slot.name, slot.title, slot.prefix, 0, 0, 0, {}});
+  if (summary.spec) {
+    for (const ExpectedComponent& c : summary.expected) {
+      if (!c.name.starts_with("text_encoder")) continue;
+      const std::string& prefix = c.stored_prefix.empty() ? c.prefix : c.stored_prefix;
+      slots.push_back({c.name, c.title, prefix, 0, 0, 0, {}});
     }
   } else {
     slots.push_back({"text_encoder", "text encoder", "cond_stage_model.", 0, 0, 0, {}});
@@ -37,7 +39,7 @@ std::vector<ComponentSummary> ComponentSlots(const std::optional<ModelSpec>& spe
 }
 
 void CountTensors(CheckpointSummary* summary) {
-  std::vector<ComponentSummary> slots = ComponentSlots(summary->spec);
+  std::vector<ComponentSummary> slots = ComponentSlots(*summary);
   for (const TensorInfo& t : summary->checkpoint->tensors()) {
     ComponentSummary* c = ComponentFor(t.name, &slots);
     ++c->tensors;

@@ -64,6 +64,23 @@ VerifyProblem AbsentComponent(const ExpectedComponent& component) {
   return problem;
 }
 
+// AUTOMATIC1111 looks for the text encoder only under the original
+// names, such as cond_stage_model.transformer.text_model.*.
+VerifyProblem RenamedComponent(const ExpectedComponent& component) {
+  VerifyProblem problem;
+  problem.component = component.name;
+  problem.title = component.title;
+  problem.what = "stored under " + component.stored_prefix + "* instead of " + component.prefix +
+                 "*";
+  problem.loader_messages = {
+      std::string("AUTOMATIC1111 finds no text encoder key under the original names, so it "
+                  "treats the file as one without a text encoder: ") +
+      kA1111EmptyLayers};
+  problem.advice = "sdonnx convert reads the file as it is; for AUTOMATIC1111, save the "
+                   "checkpoint again with the original names";
+  return problem;
+}
+
 VerifyProblem PartialComponent(const ExpectedComponent& component,
                                std::vector<std::string> missing) {
   VerifyProblem problem;
@@ -154,6 +171,7 @@ void CheckComponents(VerifyReport* report) {
       continue;
     }
     if (component.name != "unet") others_absent = false;
+    if (!component.stored_prefix.empty()) report->problems.push_back(RenamedComponent(component));
     std::vector<std::string> missing;
     for (const std::string& key : component.required) {
       if (checkpoint.FindStored(key) == nullptr) missing.push_back(key);

@@ -273,6 +273,10 @@ std::vector<ExpectedComponent> ExpectedComponents(const Checkpoint& checkpoint,
       text.present = true;
       text.required = OpenClipKeys(*spec.open_clip,
                                    OpenClipLayersToExpect(*spec.open_clip, spec.family), sdxl);
+    } else if (spec.text && slot.name == "text_encoder" && spec.family != Family::kSD2) {
+      text.present = true;
+      text.stored_prefix = spec.text->prefix;
+      text.required = ClipKeys(*spec.text);
     } else {
       text.present = checkpoint.HasPrefix(slot.prefix);
     }

@@ -22,6 +22,10 @@ struct ExpectedComponent {
   // since the architecture of an absent component cannot be read.
   bool present = false;
   std::vector<std::string> required;  // weight keys, in module order
+  // The prefix the file uses instead of `prefix`, when it keeps the
+  // component under other names (ComfyUI's clip_l., diffusers'
+  // text_encoder.); `required` then uses it too. Empty otherwise.
+  std::string stored_prefix;
 };
 
 // The components of `spec`'s family, with every weight key each one needs.
