@@ -1,9 +1,11 @@
 #include <unistd.h>
 
-#include <csignal>
+#include <pthread.h>
+#include <signal.h>
 
 #include <cstdio>
 #include <iostream>
+#include <thread>
 #include <vector>
 
 #include "cli/commands.h"
@@ -47,17 +49,28 @@ std::string HumanCount(std::int64_t count) {
 
 namespace {
 
-// Removes half-written outputs when the user interrupts a run.
-void OnTerminationSignal(int signal_number) {
-  sdonnx::RemoveRegisteredTemporaries();
-  ::_exit(128 + signal_number);
+// Blocks SIGINT and SIGTERM in this thread and every thread started later,
+// and starts one thread that waits for them, removes half-written outputs
+// and exits. The removal allocates and takes locks, so it must not run in a
+// signal handler: one that interrupted malloc would deadlock.
+void StartSignalWatcher() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread([signals] {
+    int signal_number = 0;
+    if (sigwait(&signals, &signal_number) != 0) return;
+    sdonnx::RemoveRegisteredTemporaries();
+    ::_exit(128 + signal_number);
+  }).detach();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::signal(SIGINT, OnTerminationSignal);
-  std::signal(SIGTERM, OnTerminationSignal);
+  StartSignalWatcher();  // First, so that every later thread blocks the signals.
   CLI::App app{"sdonnx: Stable Diffusion checkpoints to ONNX, natively"};
   app.set_version_flag("--version", std::string("sdonnx ") + SDONNX_VERSION);
   app.require_subcommand(1);

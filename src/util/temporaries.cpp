@@ -1,8 +1,10 @@
 #include "util/temporaries.h"
 
+#include <chrono>
 #include <filesystem>
 #include <mutex>
 #include <set>
+#include <thread>
 
 namespace sdonnx {
 namespace {
@@ -30,11 +32,19 @@ void UnregisterTemporary(const std::string& path) {
 }
 
 void RemoveRegisteredTemporaries() {
-  std::unique_lock<std::mutex> lock(ListMutex(), std::try_to_lock);
-  if (!lock.owns_lock()) return;
-  for (const std::string& path : List()) {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
+  std::lock_guard<std::mutex> lock(ListMutex());
+  // Other threads keep running during the removal and may still add a file
+  // to a folder being removed, which makes its final rmdir fail. Once a
+  // folder is gone they cannot add to it, so a few rounds finish the job.
+  for (int round = 0; round < 50; ++round) {
+    bool left = false;
+    for (const std::string& path : List()) {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+      left = left || std::filesystem::exists(path, ec);
+    }
+    if (!left) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   List().clear();
 }
