@@ -17,6 +17,7 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 void AddInspectCommand(CLI::App& app, std::function<int()>* run);
 void AddVerifyCommand(CLI::App& app, std::function<int()>* run);
 void AddExtractCommand(CLI::App& app, std::function<int()>* run);
+void AddRebuildCommand(CLI::App& app, std::function<int()>* run);
 
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);

@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
   sdonnx::cli::AddInspectCommand(app, &run);
   sdonnx::cli::AddVerifyCommand(app, &run);
   sdonnx::cli::AddExtractCommand(app, &run);
+  sdonnx::cli::AddRebuildCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
 
   const bool colour = ::isatty(STDERR_FILENO) != 0;
