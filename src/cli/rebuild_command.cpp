@@ -14,7 +14,24 @@ struct RebuildArgs {
   bool force = false;
 };
 
+void PrintForeignReport(const RebuildReport& report, const std::string& output_path) {
+  std::cout << "diffusers ONNX export: " << report.source_file << "\n";
+  for (const RebuiltComponent& c : report.components) {
+    std::cout << "  " << c.component << ": "
+              << (c.file.empty() ? "missing" : std::to_string(c.tensors) + " weights mapped from " + c.file)
+              << "\n";
+  }
+  for (const std::string& u : report.unmapped) std::cout << "not mapped, left out: " << u << "\n";
+  std::cout << "wrote " << output_path << " (" << report.tensors_written << " tensors, "
+            << HumanBytes(report.bytes) << ")" << (report.partial ? ": a PARTIAL checkpoint" : "")
+            << "\nnote: the export holds only the weights its graphs use; EMA copies and "
+               "buffers such as alphas_cumprod or position_ids cannot be recovered from it, and "
+               "each weight keeps the export's dtype. There is no recorded hash to check the "
+               "weights against.\n";
+}
+
 void PrintReport(const RebuildReport& report, const std::string& output_path) {
+  if (report.foreign) return PrintForeignReport(report, output_path);
   std::cout << "source: " << report.source_file << " (sha256 " << report.source_sha256 << ")\n";
   for (const RebuiltComponent& c : report.components) {
     if (c.file.empty()) {

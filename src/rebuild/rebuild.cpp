@@ -11,6 +11,7 @@
 #include "formats/onnx_file.h"
 #include "formats/safetensors.h"
 #include "formats/mapped_file.h"
+#include "rebuild/foreign_keys.h"
 #include "rebuild/source_record.h"
 #include "util/atomic_file.h"
 #include "util/log.h"
@@ -98,11 +99,10 @@ Status AddFile(const std::string& path, ExportSet* set) {
   }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OnnxFile> model, OnnxFile::Open(path));
   if (!model->made_by_sdonnx() || model->MetadataValue("sdonnx.component").empty()) {
-    // TODO: map diffusers/optimum ONNX exports (unet/model.onnx and the like)
-    // back to checkpoint keys; until then only sdonnx exports rebuild.
     return Status::Error(path + ": was not written by sdonnx (producer '" +
                          model->model().producer_name() +
-                         "'); rebuild restores checkpoints from sdonnx exports only");
+                         "'); for a diffusers ONNX export give its folder (the one holding "
+                         "unet/model.onnx)");
   }
   set->models.push_back(std::move(model));
   return Status::Ok();
@@ -320,6 +320,10 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   std::error_code ec;
   if (!options.overwrite && fs::exists(fs::symlink_status(options.output_path, ec))) {
     return Status::Error(options.output_path + ": already exists; pass --force to overwrite it");
+  }
+  if (options.inputs.size() == 1 && fs::is_directory(options.inputs.front(), ec) &&
+      IsForeignExportFolder(options.inputs.front())) {
+    return RebuildForeignExport(options.inputs.front(), options);
   }
   SDONNX_ASSIGN_OR_RETURN(std::vector<std::string> files, ListExportFiles(options.inputs));
   ExportSet set;

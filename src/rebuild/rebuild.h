@@ -47,10 +47,18 @@ struct RebuildReport {
   // when the source's header has the layout sdonnx writes).
   bool file_identical = false;
   std::uint64_t bytes = 0;
+  // A diffusers/optimum ONNX folder was rebuilt: no source record, so no
+  // hashes, and only the weights the graphs use come back.
+  bool foreign = false;
+  // Initializers of a foreign export that map to no checkpoint key, each
+  // with why.
+  std::vector<std::string> unmapped;
 };
 
 // Rebuilds the checkpoint. Without allow_partial, a missing component or a
 // differing tensor is an error that names them, and nothing is written.
+// A single folder in diffusers' ONNX layout (unet/model.onnx, ...) is mapped
+// back to checkpoint keys instead (see rebuild/foreign_keys.h).
 Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options);
 
 }  // namespace sdonnx
