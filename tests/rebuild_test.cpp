@@ -189,6 +189,23 @@ TEST(Rebuild, EmaConversionRoundTrips) {
   ExpectSameTensors(source, dir / "rebuilt.safetensors");
 }
 
+// The VAE models then hold another file's weights; the checkpoint's own VAE
+// travels in the extras file and comes back from there.
+TEST(Rebuild, SeparateVaeConversionRoundTrips) {
+  TempDir dir;
+  const fs::path source = Fixture("tiny/tiny-sd1.safetensors");
+  ConvertOptions options;
+  options.model_path = source.string();
+  options.output_dir = (dir / "onnx").string();
+  options.config_path = Fixture("tiny/tiny-sd1.yaml").string();
+  options.vae_path = Fixture("tiny/tiny-sd1-inpaint.safetensors").string();
+  ASSERT_TRUE(ConvertCheckpoint(options).ok());
+  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_TRUE(report->file_identical);
+  ExpectSameTensors(source, dir / "rebuilt.safetensors");
+}
+
 TEST(Rebuild, ExternalDataExportRoundTrips) {
   TempDir dir;
   const fs::path source = Fixture("tiny/tiny-sdxl.safetensors");

@@ -327,6 +327,9 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   }
   SDONNX_ASSIGN_OR_RETURN(std::vector<std::string> files, ListExportFiles(options.inputs));
   ExportSet set;
+  // NOTE: inline models are parsed whole, so their weights sit in memory
+  // until the output is written (about 0.8 GB for SD 1.5's VAE and text
+  // encoder); external data is memory-mapped instead.
   for (const std::string& file : files) SDONNX_RETURN_IF_ERROR(AddFile(file, &set));
   SDONNX_RETURN_IF_ERROR(RequireExtras(set));
   SDONNX_RETURN_IF_ERROR(CheckExportSet(set));
