@@ -270,6 +270,11 @@ std::span<const std::uint8_t> OnnxFile::Data(const OnnxInitializer& init) const 
   return {};
 }
 
+void OnnxFile::ReleasePages(const OnnxInitializer& init) const {
+  if (init.storage != InitializerStorage::kExternal) return;
+  data_files_.at(init.location)->DontNeed(init.offset, init.nbytes);
+}
+
 std::string OnnxFile::MetadataValue(const std::string& key) const {
   auto it = metadata_.find(key);
   return it == metadata_.end() ? std::string() : it->second;

@@ -7,7 +7,7 @@
 //    ...) or the external data length, equals product(dims) x dtype size;
 //  - an external data `location` is relative, has no ".." component and
 //    no symlink in any component below the model's folder, names a regular
-//    file, and that file holds [offset, offset + length).
+//    file, and that file contains [offset, offset + length).
 // The model itself is parsed with protobuf, which limits one message to
 // 2 GiB; larger models store their weights as external data.
 #pragma once
@@ -55,6 +55,9 @@ class OnnxFile {
   const OnnxInitializer* Find(const std::string& name) const;
   // The initializer's bytes, little-endian, in its stored dtype.
   std::span<const std::uint8_t> Data(const OnnxInitializer& init) const;
+  // Drops the pages of an external initializer's data file from this
+  // process, after its bytes were read; a no-op for data in the model.
+  void ReleasePages(const OnnxInitializer& init) const;
   // metadata_props as a map.
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // The metadata value of `key`, or "" when absent.

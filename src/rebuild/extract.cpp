@@ -1,5 +1,6 @@
 #include "rebuild/extract.h"
 
+#include <cstring>
 #include <filesystem>
 
 #include "formats/onnx_file.h"
@@ -35,8 +36,16 @@ Result<ExtractReport> ExtractInitializers(const ExtractOptions& options) {
   report.made_by_sdonnx = file->made_by_sdonnx();
 
   std::vector<TensorToWrite> tensors;
-  for (const OnnxInitializer& init : file->initializers()) {
-    tensors.push_back({init.name, init.dtype, init.dims, file->Data(init), {}});
+  const OnnxFile* model = file.get();
+  for (const OnnxInitializer& init : model->initializers()) {
+    // Copied tensor by tensor, so pages of external data are released as
+    // soon as they are written.
+    tensors.push_back({init.name, init.dtype, init.dims, {},
+                       [model, &init](std::span<std::uint8_t> out) {
+                         const std::span<const std::uint8_t> data = model->Data(init);
+                         if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
+                         model->ReleasePages(init);
+                       }});
   }
   report.tensors = tensors.size();
   const std::map<std::string, std::string> metadata = {

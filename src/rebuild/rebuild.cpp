@@ -1,6 +1,8 @@
 #include "rebuild/rebuild.h"
 
 #include <algorithm>
+#include <cstring>
+#include <functional>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -34,6 +36,16 @@ struct TensorSource {
   DType dtype = DType::kF32;
   std::vector<std::int64_t> shape;
   std::size_t component = 0;  // Index into RebuildReport::components.
+  // Drops the pages of a memory-mapped source once they are read; empty
+  // for bytes in memory.
+  std::function<void()> release;
+};
+
+// The verified tensors in source order, and for each the release of its
+// source pages.
+struct VerifiedTensors {
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::function<void()>> releases;
 };
 
 std::string ShapeText(const std::vector<std::int64_t>& shape) {
@@ -177,16 +189,21 @@ std::map<std::string, TensorSource> LocateTensors(const ExportSet& set, RebuildR
     if (component == kExtrasComponent) {
       entry.file = set.extras->path();
       for (const TensorInfo& t : set.extras->tensors()) {
-        found.emplace(t.name, TensorSource{set.extras->Data(t), t.dtype, t.shape,
-                                           report->components.size()});
+        const SafetensorsFile* extras = set.extras.get();
+        found.emplace(t.name, TensorSource{extras->Data(t), t.dtype, t.shape,
+                                           report->components.size(), [extras, &t] {
+                                             extras->file().DontNeed(t.offset, t.nbytes);
+                                           }});
       }
     } else if (auto it = by_component.find(component); it != by_component.end()) {
       entry.file = it->second->path();
       // Weights from a separate --vae file are not the source's tensors.
       if (it->second->MetadataValue("sdonnx.weights_file").empty()) {
         for (const OnnxInitializer& init : it->second->initializers()) {
-          found.emplace(init.name, TensorSource{it->second->Data(init), init.dtype, init.dims,
-                                                report->components.size()});
+          const OnnxFile* model = it->second;
+          found.emplace(init.name, TensorSource{model->Data(init), init.dtype, init.dims,
+                                                report->components.size(),
+                                                [model, &init] { model->ReleasePages(init); }});
         }
       }
     } else {
@@ -198,10 +215,10 @@ std::map<std::string, TensorSource> LocateTensors(const ExportSet& set, RebuildR
 }
 
 // Checks each source tensor against the record and returns those to write.
-std::vector<TensorToWrite> VerifyTensors(const SourceRecord& record,
-                                         const std::map<std::string, TensorSource>& found,
-                                         RebuildReport* report) {
-  std::vector<TensorToWrite> tensors;
+VerifiedTensors VerifyTensors(const SourceRecord& record,
+                              const std::map<std::string, TensorSource>& found,
+                              RebuildReport* report) {
+  VerifiedTensors verified;
   for (const SourceTensor& expected : record.tensors) {
     auto it = found.find(expected.key);
     if (it == found.end()) {
@@ -215,17 +232,20 @@ std::vector<TensorToWrite> VerifyTensors(const SourceRecord& record,
                    std::string(DTypeName(expected.dtype));
     } else if (source.shape != expected.shape) {
       difference = "shape " + ShapeText(source.shape) + ", source " + ShapeText(expected.shape);
-    } else if (Sha256Hex(source.data) != expected.sha256) {
-      difference = "SHA-256 differs from the one recorded at export";
+    } else {
+      const bool same_hash = Sha256Hex(source.data) == expected.sha256;
+      if (source.release) source.release();
+      if (!same_hash) difference = "SHA-256 differs from the one recorded at export";
     }
     if (!difference.empty()) {
       report->differing_keys.push_back(expected.key + " (" + difference + ")");
       continue;
     }
     ++report->components[source.component].tensors;
-    tensors.push_back({expected.key, expected.dtype, expected.shape, source.data, {}});
+    verified.tensors.push_back({expected.key, expected.dtype, expected.shape, source.data, {}});
+    verified.releases.push_back(source.release);
   }
-  return tensors;
+  return verified;
 }
 
 std::string ListText(const std::vector<std::string>& items, std::size_t limit) {
@@ -255,15 +275,35 @@ Status IncompleteError(const RebuildReport& report, const ExportSet& set) {
                        "--allow-partial to write the verified tensors as a partial file");
 }
 
+// The tensors as WriteSafetensors entries that copy each one's bytes and
+// then release its source pages, so a memory-mapped source does not stay
+// resident while the output is written.
+std::vector<TensorToWrite> Streamed(const VerifiedTensors& verified) {
+  std::vector<TensorToWrite> streamed;
+  for (std::size_t i = 0; i < verified.tensors.size(); ++i) {
+    TensorToWrite t = verified.tensors[i];
+    const std::span<const std::uint8_t> data = t.data;
+    const std::function<void()>& release = verified.releases[i];
+    t.data = {};
+    t.generate = [data, &release](std::span<std::uint8_t> out) {
+      if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
+      if (release) release();
+    };
+    streamed.push_back(std::move(t));
+  }
+  return streamed;
+}
+
 // Lays `tensors` out as the source's own header describes them. Returns
 // false, writing nothing, when the header does not describe exactly these
 // tensors with these dtypes, shapes and sizes.
 bool LayoutMatchesHeader(const nlohmann::json& header, const std::vector<TensorToWrite>& tensors,
-                         std::vector<std::pair<std::uint64_t, const TensorToWrite*>>* layout) {
+                         std::vector<std::pair<std::uint64_t, std::size_t>>* layout) {
   if (!header.is_object()) return false;
   const std::size_t entries = header.size() - (header.contains("__metadata__") ? 1 : 0);
   if (entries != tensors.size()) return false;
-  for (const TensorToWrite& t : tensors) {
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const TensorToWrite& t = tensors[i];
     auto it = header.find(t.name);
     if (it == header.end() || !it->is_object()) return false;
     const auto& dtype = it->value("dtype", nlohmann::json());
@@ -277,12 +317,12 @@ bool LayoutMatchesHeader(const nlohmann::json& header, const std::vector<TensorT
     }
     const std::uint64_t begin = offsets[0].get<std::uint64_t>();
     if (offsets[1].get<std::uint64_t>() - begin != t.data.size()) return false;
-    layout->push_back({begin, &t});
+    layout->push_back({begin, i});
   }
   std::sort(layout->begin(), layout->end());
   for (std::size_t i = 1; i < layout->size(); ++i) {
     const auto& previous = (*layout)[i - 1];
-    if (previous.first + previous.second->data.size() > (*layout)[i].first) return false;
+    if (previous.first + tensors[previous.second].data.size() > (*layout)[i].first) return false;
   }
   return true;
 }
@@ -291,10 +331,10 @@ bool LayoutMatchesHeader(const nlohmann::json& header, const std::vector<TensorT
 // gaps between its tensors comes back byte for byte. Returns false when the
 // header does not fit the tensors; then nothing is written.
 Result<bool> WriteWithSourceHeader(const std::string& path, const std::string& header_text,
-                                   const std::vector<TensorToWrite>& tensors) {
+                                   const VerifiedTensors& verified) {
   const nlohmann::json header = nlohmann::json::parse(header_text, nullptr, false);
-  std::vector<std::pair<std::uint64_t, const TensorToWrite*>> layout;
-  if (!LayoutMatchesHeader(header, tensors, &layout)) return false;
+  std::vector<std::pair<std::uint64_t, std::size_t>> layout;
+  if (!LayoutMatchesHeader(header, verified.tensors, &layout)) return false;
   SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) {
@@ -303,12 +343,13 @@ Result<bool> WriteWithSourceHeader(const std::string& path, const std::string& h
   SDONNX_RETURN_IF_ERROR(out.Write(std::span<const std::uint8_t>(length, 8)));
   SDONNX_RETURN_IF_ERROR(out.Write(header_text));
   const std::uint64_t data_start = out.bytes_written();
-  for (const auto& [begin, tensor] : layout) {
+  for (const auto& [begin, index] : layout) {
     // NOTE: a gap in the source comes back as zeros, so only the file hash differs.
     if (data_start + begin > out.bytes_written()) {
       SDONNX_RETURN_IF_ERROR(out.ExtendTo(data_start + begin));
     }
-    SDONNX_RETURN_IF_ERROR(out.Write(tensor->data));
+    SDONNX_RETURN_IF_ERROR(out.Write(verified.tensors[index].data));
+    if (verified.releases[index]) verified.releases[index]();
   }
   SDONNX_RETURN_IF_ERROR(out.Commit());
   return true;
@@ -327,9 +368,9 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   }
   SDONNX_ASSIGN_OR_RETURN(std::vector<std::string> files, ListExportFiles(options.inputs));
   ExportSet set;
-  // NOTE: inline models are parsed whole, so their weights sit in memory
+  // NOTE: inline models are parsed whole, so their weights stay in memory
   // until the output is written (about 0.8 GB for SD 1.5's VAE and text
-  // encoder); external data is memory-mapped instead.
+  // encoder). External data is memory-mapped instead.
   for (const std::string& file : files) SDONNX_RETURN_IF_ERROR(AddFile(file, &set));
   SDONNX_RETURN_IF_ERROR(RequireExtras(set));
   SDONNX_RETURN_IF_ERROR(CheckExportSet(set));
@@ -338,7 +379,7 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   report.source_file = set.record.source_file;
   report.source_sha256 = set.record.source_sha256;
   const std::map<std::string, TensorSource> found = LocateTensors(set, &report);
-  std::vector<TensorToWrite> tensors = VerifyTensors(set.record, found, &report);
+  const VerifiedTensors verified = VerifyTensors(set.record, found, &report);
   report.partial = !report.missing_components.empty() || !report.missing_keys.empty() ||
                    !report.differing_keys.empty();
   if (report.partial && !options.allow_partial) return IncompleteError(report, set);
@@ -353,21 +394,25 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
     LogWarning(options.output_path + ": writing a partial checkpoint without " +
                metadata["sdonnx.rebuild_omitted_tensors"] + " source tensors");
   }
-  report.tensors_written = tensors.size();
+  report.tensors_written = verified.tensors.size();
   bool written = false;
   if (!report.partial && !set.record.source_header.empty()) {
     SDONNX_ASSIGN_OR_RETURN(written, WriteWithSourceHeader(options.output_path,
-                                                           set.record.source_header, tensors));
+                                                           set.record.source_header, verified));
     if (!written) LogDebug("the recorded source header does not fit the tensors; writing a new one");
   }
   if (!written) {
-    SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata)
+    SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, Streamed(verified), metadata)
                                .WithContext("writing " + options.output_path));
   }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> output,
                           MappedFile::Open(options.output_path));
   report.bytes = output->size();
-  report.file_identical = Sha256Hex(output->bytes()) == report.source_sha256;
+  const MappedFile& mapped = *output;
+  report.file_identical =
+      Sha256Hex(mapped.bytes(), [&mapped](std::size_t at, std::size_t n) {
+        mapped.DontNeed(at, n);
+      }) == report.source_sha256;
   return report;
 }
 

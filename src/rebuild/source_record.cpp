@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstring>
 #include <filesystem>
 
 #include "formats/safetensors.h"
@@ -76,9 +77,15 @@ std::string SafetensorsHeaderText(std::span<const std::uint8_t> bytes) {
 std::vector<std::string> HashTensors(const Checkpoint& checkpoint) {
   std::vector<std::string> hashes;
   hashes.reserve(checkpoint.tensors().size());
+  const MappedFile& mapped = checkpoint.mapped();
   for (const TensorInfo& t : checkpoint.tensors()) {
-    hashes.push_back(Sha256Hex(checkpoint.Data(t)));
-    if (!t.in_memory) checkpoint.mapped().DontNeed(t.offset, t.nbytes);
+    if (t.in_memory) {
+      hashes.push_back(Sha256Hex(checkpoint.Data(t)));
+      continue;
+    }
+    hashes.push_back(Sha256Hex(checkpoint.Data(t), [&mapped, &t](std::size_t at, std::size_t n) {
+      mapped.DontNeed(t.offset + at, n);
+    }));
   }
   return hashes;
 }
@@ -108,7 +115,14 @@ Result<WrittenFile> WriteExtrasFile(const std::string& path, const Checkpoint& c
   std::vector<TensorToWrite> extras;
   for (const TensorInfo& t : checkpoint.tensors()) {
     if (used.contains(t.name)) continue;
-    extras.push_back({t.name, t.dtype, t.shape, checkpoint.Data(t), {}});
+    // Copied one tensor at a time so that large EMA copies do not stay
+    // resident in the memory map.
+    extras.push_back({t.name, t.dtype, t.shape, {},
+                      [&checkpoint, &t](std::span<std::uint8_t> out) {
+                        const std::span<const std::uint8_t> data = checkpoint.Data(t);
+                        if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
+                        if (!t.in_memory) checkpoint.mapped().DontNeed(t.offset, t.nbytes);
+                      }});
   }
   json tensors = json::array();
   for (const SourceTensor& t : record.tensors) {

@@ -54,7 +54,7 @@ struct SourceRecord {
 std::string SafetensorsHeaderText(std::span<const std::uint8_t> bytes);
 
 // The SHA-256 of every tensor's bytes, in the checkpoint's tensor order.
-// Releases each tensor's pages of the memory map after hashing it.
+// Releases the memory map's pages after each 64 MiB it hashes.
 std::vector<std::string> HashTensors(const Checkpoint& checkpoint);
 
 // "a,b,c" and back; the format of sdonnx.components.
