@@ -620,6 +620,7 @@ std::map<std::string, HostTensor> RunAll(const fs::path& onnx_dir, const std::st
   std::map<std::string, HostTensor> all;
   for (const auto& entry : fs::directory_iterator(onnx_dir)) {
     const std::string name = entry.path().filename().string();
+    if (!name.ends_with(".onnx")) continue;  // extras_model.safetensors
     auto model = OrtModel::Load(entry.path().string());
     if (!model.ok()) throw std::runtime_error(model.status().message());
     std::map<std::string, HostTensor> inputs;
