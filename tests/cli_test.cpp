@@ -28,15 +28,16 @@ std::string FileSha256(const fs::path& path) {
   return mapped.ok() ? Sha256Hex((*mapped)->bytes()) : "";
 }
 
-TEST(Cli, ConvertWritesFourFilesAndReportsThem) {
+TEST(Cli, ConvertWritesFiveFilesAndReportsThem) {
   TempDir out;
   CommandResult r = RunSdonnx("convert --model-path " +
                               Quote(Fixture("tiny/tiny-sd1.safetensors")) + " --output-dir " +
                               Quote(out.path()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(ListFiles(out.path()),
-            (std::vector<std::string>{"clip_text_tiny-sd1.onnx", "unet_tiny-sd1.onnx",
-                                      "vae_decoder_tiny-sd1.onnx", "vae_encoder_tiny-sd1.onnx"}));
+            (std::vector<std::string>{"clip_text_tiny-sd1.onnx", "extras_tiny-sd1.safetensors",
+                                      "unet_tiny-sd1.onnx", "vae_decoder_tiny-sd1.onnx",
+                                      "vae_encoder_tiny-sd1.onnx"}));
   EXPECT_NE(r.output.find("detected: sd1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("wrote "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find(" MB)"), std::string::npos) << r.output;
@@ -47,7 +48,7 @@ TEST(Cli, PositionalArgumentsAndOpsetWork) {
   CommandResult r = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
                               Quote(out.path()) + " --opset-version 14");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(ListFiles(out.path()).size(), 4u);
+  EXPECT_EQ(ListFiles(out.path()).size(), 5u);
 }
 
 TEST(Cli, SourceCheckpointIsLeftUnchanged) {
@@ -114,7 +115,7 @@ TEST(Cli, ExistingOutputIsKeptWithoutForce) {
   CommandResult forced = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) +
                                    " " + Quote(out.path()) + " --force");
   EXPECT_EQ(forced.exit_code, 0) << forced.output;
-  EXPECT_EQ(ListFiles(out.path()).size(), 4u);
+  EXPECT_EQ(ListFiles(out.path()).size(), 5u);
 }
 
 TEST(Cli, UnsupportedOpsetIsRejected) {

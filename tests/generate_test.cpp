@@ -548,7 +548,7 @@ TEST(GenerateModels, Sd2PredictionProbeIsRecorded) {
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_TRUE(report->spec.prediction_basis.starts_with("UNet probe: mean(out - x) = "))
       << report->spec.prediction_basis;
-  EXPECT_EQ(ListFiles(dir / "onnx").size(), 4u);  // The probe's files are gone.
+  EXPECT_EQ(ListFiles(dir / "onnx").size(), 5u);  // The probe's files are gone.
   auto unet = OrtModel::Load((dir / "onnx" / "unet_tiny-sd2v.onnx").string());
   ASSERT_TRUE(unet.ok());
   EXPECT_EQ((*unet)->Metadata()["sdonnx.prediction_type_basis"], report->spec.prediction_basis);

@@ -231,7 +231,7 @@ TEST(KeyVariations, MissingPositionIdsAndScheduleBuffersAreFine) {
   });
   Result<ConvertReport> report = Convert(model, dir / "onnx");
   ASSERT_TRUE(report.ok()) << report.status().message();
-  EXPECT_EQ(testing::ListFiles(dir / "onnx").size(), 4u);
+  EXPECT_EQ(testing::ListFiles(dir / "onnx").size(), 5u);
 }
 
 TEST(KeyVariations, FloatPositionIdsWarnAndAreIgnored) {
@@ -264,7 +264,8 @@ TEST(KeyVariations, CheckpointWithoutVaeConvertsTheRest) {
   Result<ConvertReport> report = Convert(model, dir / "onnx");
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_EQ(testing::ListFiles(dir / "onnx"),
-            (std::vector<std::string>{"clip_text_model.onnx", "unet_model.onnx"}));
+            (std::vector<std::string>{"clip_text_model.onnx", "extras_model.safetensors",
+                                      "unet_model.onnx"}));
   bool noted = false;
   for (const std::string& note : report->spec.notes) noted = noted || note.starts_with("no VAE");
   EXPECT_TRUE(noted);
@@ -619,6 +620,7 @@ std::map<std::string, HostTensor> RunAll(const fs::path& onnx_dir, const std::st
   std::map<std::string, HostTensor> all;
   for (const auto& entry : fs::directory_iterator(onnx_dir)) {
     const std::string name = entry.path().filename().string();
+    if (!name.ends_with(".onnx")) continue;  // extras_model.safetensors
     auto model = OrtModel::Load(entry.path().string());
     if (!model.ok()) throw std::runtime_error(model.status().message());
     std::map<std::string, HostTensor> inputs;

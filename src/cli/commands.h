@@ -16,6 +16,8 @@ void AddTokenizeCommand(CLI::App& app, std::function<int()>* run);
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 void AddInspectCommand(CLI::App& app, std::function<int()>* run);
 void AddVerifyCommand(CLI::App& app, std::function<int()>* run);
+void AddExtractCommand(CLI::App& app, std::function<int()>* run);
+void AddRebuildCommand(CLI::App& app, std::function<int()>* run);
 
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);

@@ -32,6 +32,8 @@ void PrintReport(const ConvertReport& report) {
       std::cout << "wrote " << f.path << " (" << HumanBytes(f.bytes) << ")\n";
     }
   }
+  std::cout << "wrote " << report.extras.path << " (" << HumanBytes(report.extras.bytes)
+            << ", the tensors no graph uses, for rebuild)\n";
 }
 
 int RunConvert(const ConvertArgs& args) {

@@ -85,6 +85,8 @@ int main(int argc, char** argv) {
   sdonnx::cli::AddGenerateCommand(app, &run);
   sdonnx::cli::AddInspectCommand(app, &run);
   sdonnx::cli::AddVerifyCommand(app, &run);
+  sdonnx::cli::AddExtractCommand(app, &run);
+  sdonnx::cli::AddRebuildCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
 
   const bool colour = ::isatty(STDERR_FILENO) != 0;

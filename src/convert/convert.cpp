@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <future>
+#include <set>
 
 #include "formats/checkpoint.h"
 #include "formats/diffusers_vae_keys.h"
@@ -14,6 +15,7 @@
 #include "runtime/ort_session.h"
 #include "networks/unet.h"
 #include "networks/vae.h"
+#include "rebuild/source_record.h"
 #include "util/log.h"
 #include "util/sha256.h"
 #include "util/temporaries.h"
@@ -148,17 +150,19 @@ Status CheckAllUNetWeightsUsed(const GraphBuilder& builder, const ModelSpec& spe
 
 // Moves every staged file into the output folder.
 Status MoveIntoPlace(const fs::path& out_dir, ConvertReport* report) {
+  std::vector<WrittenFile*> files = {&report->extras};
   for (ConvertedComponent& c : report->components) {
-    for (WrittenFile& f : c.files) {
-      const fs::path target = out_dir / fs::path(f.path).filename();
-      std::error_code ec;
-      fs::rename(f.path, target, ec);
-      if (ec) {
-        return Status::Error(target.string() + ": cannot move the finished file into place: " +
-                             ec.message());
-      }
-      f.path = target.string();
+    for (WrittenFile& f : c.files) files.push_back(&f);
+  }
+  for (WrittenFile* f : files) {
+    const fs::path target = out_dir / fs::path(f->path).filename();
+    std::error_code ec;
+    fs::rename(f->path, target, ec);
+    if (ec) {
+      return Status::Error(target.string() + ": cannot move the finished file into place: " +
+                           ec.message());
     }
+    f->path = target.string();
   }
   return Status::Ok();
 }
@@ -166,14 +170,16 @@ Status MoveIntoPlace(const fs::path& out_dir, ConvertReport* report) {
 Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& plan,
                     const std::string& stem, bool overwrite) {
   if (overwrite) return Status::Ok();
+  std::vector<std::string> names = {ExtrasFileName(stem)};
   for (const ComponentPlan& p : plan) {
-    for (const std::string& name :
-         {p.component + "_" + stem + ".onnx", p.component + "_" + stem + ".onnx.data"}) {
-      std::error_code ec;
-      if (fs::exists(fs::symlink_status(out_dir / name, ec))) {
-        return Status::Error((out_dir / name).string() +
-                             ": already exists; pass --force to overwrite it");
-      }
+    names.push_back(p.component + "_" + stem + ".onnx");
+    names.push_back(p.component + "_" + stem + ".onnx.data");
+  }
+  for (const std::string& name : names) {
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(out_dir / name, ec))) {
+      return Status::Error((out_dir / name).string() +
+                           ": already exists; pass --force to overwrite it");
     }
   }
   return Status::Ok();
@@ -256,6 +262,31 @@ Status ProbePredictionType(const Checkpoint& checkpoint, const fs::path& staging
   return Status::Ok();
 }
 
+// Writes the source tensors that no graph stores, with the record that
+// rebuild needs to restore the checkpoint.
+Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std::string>& used,
+                                const std::vector<std::string>& components,
+                                const std::string& source_sha256,
+                                const std::vector<std::string>& tensor_sha256,
+                                const std::string& path) {
+  SourceRecord record;
+  record.source_file = fs::path(checkpoint.path()).filename().string();
+  record.source_sha256 = source_sha256;
+  record.source_format = checkpoint.format();
+  record.source_metadata = checkpoint.metadata();
+  record.components = components;
+  if (checkpoint.format() == "safetensors") {
+    record.source_header = SafetensorsHeaderText(checkpoint.mapped().bytes());
+  }
+  for (std::size_t i = 0; i < checkpoint.tensors().size(); ++i) {
+    const TensorInfo& t = checkpoint.tensors()[i];
+    record.tensors.push_back({t.name, t.dtype, t.shape, tensor_sha256[i]});
+  }
+  LogInfo("writing " + fs::path(path).filename().string() + " with " +
+          std::to_string(checkpoint.tensors().size() - used.size()) + " tensors no graph uses");
+  return WriteExtrasFile(path, checkpoint, used, record, {{"sdonnx.version", SDONNX_VERSION}});
+}
+
 }  // namespace
 
 Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
@@ -312,11 +343,19 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
           source.WillNeed(at + n, n);
         });
       }).share();
-  // Joins the hash on every return path: the thread reads the memory map.
+  // Per-tensor hashes for the extras file run on their own thread, since
+  // they are needed only once every model is written.
+  std::shared_future<std::vector<std::string>> tensor_sha256 =
+      std::async(std::launch::async, [&checkpoint] { return HashTensors(*checkpoint); }).share();
+  // Joins the hashes on every return path: the threads read the memory map.
   struct JoinOnExit {
     std::shared_future<std::string>& future;
-    ~JoinOnExit() { future.wait(); }
-  } join_on_exit{source_sha256};
+    std::shared_future<std::vector<std::string>>& tensors;
+    ~JoinOnExit() {
+      future.wait();
+      tensors.wait();
+    }
+  } join_on_exit{source_sha256, tensor_sha256};
 
   if (spec.needs_prediction_probe()) {
     SDONNX_RETURN_IF_ERROR(ProbePredictionType(*checkpoint, staging.path(), &spec));
@@ -326,6 +365,11 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   write_options.external_data = options.external_data;
   write_options.producer_version = SDONNX_VERSION;
   write_options.metadata = CommonMetadata(spec, options.model_path);
+  std::vector<std::string> components;
+  for (const ComponentPlan& p : plan) components.push_back(p.component);
+  components.push_back(kExtrasComponent);
+  write_options.metadata["sdonnx.components"] = JoinComponents(components);
+  std::set<std::string> used_keys;  // Source tensors that some graph stores.
   write_options.late_metadata = [source_sha256]() -> std::map<std::string, std::string> {
     return {{"sdonnx.source_sha256", source_sha256.get()}};
   };
@@ -344,9 +388,17 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
         std::vector<WrittenFile> files,
         WriteModel(builder, *p.source, staging.path().string(), file_name, component_options));
     report.components.push_back({p.component, std::move(files)});
+    if (p.source == checkpoint.get()) {
+      for (const WeightRef& ref : builder.weights()) used_keys.insert(ref.key);
+    }
   }
 
   report.source_sha256 = source_sha256.get();
+  SDONNX_ASSIGN_OR_RETURN(
+      const WrittenFile extras,
+      WriteExtras(*checkpoint, used_keys, components, report.source_sha256, tensor_sha256.get(),
+                  (staging.path() / ExtrasFileName(stem)).string()));
+  report.extras = extras;
 
   // Every file is complete and checked; move them into place.
   SDONNX_RETURN_IF_ERROR(MoveIntoPlace(out_dir, &report));

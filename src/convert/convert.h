@@ -42,6 +42,9 @@ struct ConvertReport {
   ModelSpec spec;
   std::string source_sha256;
   std::vector<ConvertedComponent> components;
+  // extras_STEM.safetensors: the source tensors no graph stores and the
+  // record that rebuild restores the checkpoint from.
+  WrittenFile extras;
 };
 
 // Converts every component the checkpoint has. Files are written into a

@@ -52,6 +52,10 @@ std::optional<std::string> OriginalName(const std::string& key, int up_blocks) {
 
 }  // namespace
 
+std::optional<std::string> DiffusersVaeOriginalName(const std::string& key, int up_blocks) {
+  return OriginalName(key, up_blocks);
+}
+
 bool HasDiffusersVaeKeys(const Checkpoint& checkpoint) {
   return checkpoint.HasPrefix("encoder.down_blocks.") || checkpoint.HasPrefix("decoder.up_blocks.");
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "formats/checkpoint.h"
@@ -16,5 +17,10 @@ bool HasDiffusersVaeKeys(const Checkpoint& checkpoint);
 // For every tensor of a diffusers-named VAE: its original name -> its
 // stored name. Tensors without an original counterpart are left out.
 std::map<std::string, std::string> DiffusersVaeAliases(const Checkpoint& checkpoint);
+
+// The original name of diffusers VAE key `key` ("decoder.up_blocks.0.
+// resnets.1.conv1.weight"), given the decoder's number of up blocks; empty
+// for keys that keep their name (conv_in, conv_out, quant_conv, ...).
+std::optional<std::string> DiffusersVaeOriginalName(const std::string& key, int up_blocks);
 
 }  // namespace sdonnx

@@ -67,6 +67,14 @@ int DTypeToOnnx(DType dtype) {
   return onnx::TensorProto_DataType_UNDEFINED;
 }
 
+std::optional<DType> DTypeFromOnnx(int onnx_type) {
+  for (DType d : {DType::kF64, DType::kF32, DType::kF16, DType::kBF16, DType::kI64, DType::kI32,
+                  DType::kI16, DType::kI8, DType::kU8, DType::kBool}) {
+    if (DTypeToOnnx(d) == onnx_type) return d;
+  }
+  return std::nullopt;
+}
+
 bool IsFloating(DType dtype) {
   return dtype == DType::kF64 || dtype == DType::kF32 || dtype == DType::kF16 ||
          dtype == DType::kBF16;

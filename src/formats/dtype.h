@@ -18,6 +18,8 @@ std::string_view DTypeName(DType dtype);
 std::optional<DType> DTypeFromName(std::string_view name);
 // The onnx::TensorProto_DataType value.
 int DTypeToOnnx(DType dtype);
+// The DType of an onnx::TensorProto_DataType value, if it is one of ours.
+std::optional<DType> DTypeFromOnnx(int onnx_type);
 bool IsFloating(DType dtype);
 
 // IEEE 754 half and bfloat16 to float; both are exact widenings.

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "formats/onnx_file.h"
 #include "util/atomic_file.h"
 #include "util/log.h"
 
@@ -87,6 +88,8 @@ Status WriteTensorBytes(AtomicFile& out, const Checkpoint& checkpoint, const Wei
 // offset there.
 Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& checkpoint,
                                       const std::string& dir, const std::string& data_name) {
+  SDONNX_RETURN_IF_ERROR(CheckExternalDataLocation(dir, data_name, /*must_exist=*/false,
+                                                    "external data of " + data_name));
   const std::string data_path = (std::filesystem::path(dir) / data_name).string();
   SDONNX_ASSIGN_OR_RETURN(AtomicFile data, AtomicFile::Create(data_path, /*overwrite=*/true));
   std::map<std::string, onnx::TensorProto*> by_name;

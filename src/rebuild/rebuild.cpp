@@ -1,0 +1,419 @@
+#include "rebuild/rebuild.h"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "formats/onnx_file.h"
+#include "formats/safetensors.h"
+#include "formats/mapped_file.h"
+#include "rebuild/foreign_keys.h"
+#include "rebuild/source_record.h"
+#include "util/atomic_file.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ExportSet {
+  std::vector<std::unique_ptr<OnnxFile>> models;
+  std::unique_ptr<SafetensorsFile> extras;
+  SourceRecord record;
+};
+
+// The bytes of one source tensor as an input stores them.
+struct TensorSource {
+  std::span<const std::uint8_t> data;
+  DType dtype = DType::kF32;
+  std::vector<std::int64_t> shape;
+  std::size_t component = 0;  // Index into RebuildReport::components.
+  // Drops the pages of a memory-mapped source once they are read; empty
+  // for bytes in memory.
+  std::function<void()> release;
+};
+
+// The verified tensors in source order, and for each the release of its
+// source pages.
+struct VerifiedTensors {
+  std::vector<TensorToWrite> tensors;
+  std::vector<std::function<void()>> releases;
+};
+
+std::string ShapeText(const std::vector<std::int64_t>& shape) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  }
+  return text + "]";
+}
+
+// The export's files: a folder's .onnx and extras_*.safetensors files, or
+// the files given.
+Result<std::vector<std::string>> ListExportFiles(const std::vector<std::string>& inputs) {
+  if (inputs.empty()) return Status::Error("no input: give a folder or the export's files");
+  std::error_code ec;
+  if (inputs.size() == 1 && fs::is_directory(inputs.front(), ec)) {
+    std::vector<std::string> files;
+    for (const auto& entry : fs::directory_iterator(inputs.front(), ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.starts_with(".") || !entry.is_regular_file()) continue;
+      if (name.ends_with(".onnx") ||
+          (name.starts_with(std::string(kExtrasComponent) + "_") &&
+           name.ends_with(".safetensors"))) {
+        files.push_back(entry.path().string());
+      }
+    }
+    if (ec) return Status::Error(inputs.front() + ": cannot list the folder: " + ec.message());
+    std::sort(files.begin(), files.end());
+    if (files.empty()) {
+      return Status::Error(inputs.front() + ": contains no .onnx files; give the folder that "
+                           "`sdonnx convert` wrote");
+    }
+    return files;
+  }
+  for (const std::string& input : inputs) {
+    if (!fs::is_regular_file(input, ec)) {
+      return Status::Error(input + ": not found or not a file; give one folder or the "
+                           "export's .onnx and extras_*.safetensors files");
+    }
+  }
+  return inputs;
+}
+
+Status AddFile(const std::string& path, ExportSet* set) {
+  if (path.ends_with(".safetensors")) {
+    SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
+    auto component = file->metadata().find("sdonnx.component");
+    if (component == file->metadata().end() || component->second != kExtrasComponent) {
+      return Status::Error(path + ": not an sdonnx extras file (its metadata has no "
+                           "sdonnx.component = extras)");
+    }
+    if (set->extras) {
+      return Status::Error(path + ": a second extras file (the first is " +
+                           set->extras->path() + "); give the files of one export");
+    }
+    SDONNX_ASSIGN_OR_RETURN(set->record, ParseSourceRecord(path, file->metadata()));
+    set->extras = std::move(file);
+    return Status::Ok();
+  }
+  if (!path.ends_with(".onnx")) {
+    return Status::Error(path + ": not part of an sdonnx export (expected .onnx or "
+                         "extras_*.safetensors)");
+  }
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OnnxFile> model, OnnxFile::Open(path));
+  if (!model->made_by_sdonnx() || model->MetadataValue("sdonnx.component").empty()) {
+    return Status::Error(path + ": was not written by sdonnx (producer '" +
+                         model->model().producer_name() +
+                         "'); for a diffusers ONNX export give its folder (the one holding "
+                         "unet/model.onnx)");
+  }
+  set->models.push_back(std::move(model));
+  return Status::Ok();
+}
+
+// Every file must come from the same source, and no weight may have been
+// converted to another precision.
+Status CheckExportSet(const ExportSet& set) {
+  const std::string& first_path = set.models.empty() ? set.extras->path() : set.models[0]->path();
+  const std::string first_sha = set.models.empty()
+                                    ? set.record.source_sha256
+                                    : set.models[0]->MetadataValue("sdonnx.source_sha256");
+  std::set<std::string> seen;
+  for (const auto& model : set.models) {
+    const std::string sha = model->MetadataValue("sdonnx.source_sha256");
+    if (sha != first_sha) {
+      return Status::Error(model->path() + ": converted from another checkpoint (source SHA-256 " +
+                           sha + ") than " + first_path + " (" + first_sha +
+                           "); give the files of one export");
+    }
+    const std::string component = model->MetadataValue("sdonnx.component");
+    if (!seen.insert(component).second) {
+      return Status::Error(model->path() + ": a second '" + component +
+                           "' model; give the files of one export");
+    }
+    const std::string precision = model->MetadataValue("sdonnx.weight_precision");
+    if (!precision.empty() && precision != "source") {
+      return Status::Error(model->path() + ": its weights were converted to " + precision +
+                           " (sdonnx.weight_precision), so the source bytes are lost and an "
+                           "exact rebuild is impossible; convert the checkpoint again without "
+                           "changing the weight precision");
+    }
+  }
+  if (set.extras && set.record.source_sha256 != first_sha) {
+    return Status::Error(set.extras->path() + ": belongs to another checkpoint (source SHA-256 " +
+                         set.record.source_sha256 + ") than " + first_path + " (" + first_sha +
+                         ")");
+  }
+  return Status::Ok();
+}
+
+// "unet_STEM.onnx" -> "STEM".
+std::string StemOf(const OnnxFile& model) {
+  const std::string name = fs::path(model.path()).stem().string();
+  const std::string prefix = model.MetadataValue("sdonnx.component") + "_";
+  return name.starts_with(prefix) ? name.substr(prefix.size()) : name;
+}
+
+Status RequireExtras(const ExportSet& set) {
+  if (set.extras) return Status::Ok();
+  const OnnxFile& model = *set.models.front();
+  if (model.MetadataValue("sdonnx.components").empty()) {
+    return Status::Error(model.path() + ": was written by an sdonnx without rebuild support "
+                         "(no sdonnx.components metadata and no extras file); convert the "
+                         "checkpoint again");
+  }
+  return Status::Error("component extras (" + ExtrasFileName(StemOf(model)) +
+                       ") is missing; it holds the source's key order, SHA-256 hashes and the "
+                       "tensors no graph uses, so nothing can be rebuilt without it");
+}
+
+// Finds every source tensor in the models or the extras file and fills the
+// report's component list.
+std::map<std::string, TensorSource> LocateTensors(const ExportSet& set, RebuildReport* report) {
+  std::map<std::string, TensorSource> found;
+  std::map<std::string, const OnnxFile*> by_component;
+  for (const auto& model : set.models) {
+    by_component[model->MetadataValue("sdonnx.component")] = model.get();
+  }
+  for (const std::string& component : set.record.components) {
+    RebuiltComponent entry{component, "", 0};
+    if (component == kExtrasComponent) {
+      entry.file = set.extras->path();
+      for (const TensorInfo& t : set.extras->tensors()) {
+        const SafetensorsFile* extras = set.extras.get();
+        found.emplace(t.name, TensorSource{extras->Data(t), t.dtype, t.shape,
+                                           report->components.size(), [extras, &t] {
+                                             extras->file().DontNeed(t.offset, t.nbytes);
+                                           }});
+      }
+    } else if (auto it = by_component.find(component); it != by_component.end()) {
+      entry.file = it->second->path();
+      // Weights from a separate --vae file are not the source's tensors.
+      if (it->second->MetadataValue("sdonnx.weights_file").empty()) {
+        for (const OnnxInitializer& init : it->second->initializers()) {
+          const OnnxFile* model = it->second;
+          found.emplace(init.name, TensorSource{model->Data(init), init.dtype, init.dims,
+                                                report->components.size(),
+                                                [model, &init] { model->ReleasePages(init); }});
+        }
+      }
+    } else {
+      report->missing_components.push_back(component);
+    }
+    report->components.push_back(entry);
+  }
+  return found;
+}
+
+// Checks each source tensor against the record and returns those to write.
+VerifiedTensors VerifyTensors(const SourceRecord& record,
+                              const std::map<std::string, TensorSource>& found,
+                              RebuildReport* report) {
+  VerifiedTensors verified;
+  for (const SourceTensor& expected : record.tensors) {
+    auto it = found.find(expected.key);
+    if (it == found.end()) {
+      report->missing_keys.push_back(expected.key);
+      continue;
+    }
+    const TensorSource& source = it->second;
+    std::string difference;
+    if (source.dtype != expected.dtype) {
+      difference = "dtype " + std::string(DTypeName(source.dtype)) + ", source " +
+                   std::string(DTypeName(expected.dtype));
+    } else if (source.shape != expected.shape) {
+      difference = "shape " + ShapeText(source.shape) + ", source " + ShapeText(expected.shape);
+    } else {
+      const bool same_hash = Sha256Hex(source.data) == expected.sha256;
+      if (source.release) source.release();
+      if (!same_hash) difference = "SHA-256 differs from the one recorded at export";
+    }
+    if (!difference.empty()) {
+      report->differing_keys.push_back(expected.key + " (" + difference + ")");
+      continue;
+    }
+    ++report->components[source.component].tensors;
+    verified.tensors.push_back({expected.key, expected.dtype, expected.shape, source.data, {}});
+    verified.releases.push_back(source.release);
+  }
+  return verified;
+}
+
+std::string ListText(const std::vector<std::string>& items, std::size_t limit) {
+  std::string text;
+  for (std::size_t i = 0; i < items.size() && i < limit; ++i) {
+    text += (i ? ", " : "") + items[i];
+  }
+  if (items.size() > limit) text += ", and " + std::to_string(items.size() - limit) + " more";
+  return text;
+}
+
+Status IncompleteError(const RebuildReport& report, const ExportSet& set) {
+  std::string message;
+  const std::string stem = set.models.empty() ? "" : StemOf(*set.models.front());
+  for (const std::string& c : report.missing_components) {
+    message += "component " + c + " (" + c + "_" + stem + ".onnx) is missing; ";
+  }
+  if (!report.missing_keys.empty()) {
+    message += std::to_string(report.missing_keys.size()) + " source tensors are in no input: " +
+               ListText(report.missing_keys, 5) + "; ";
+  }
+  if (!report.differing_keys.empty()) {
+    message += std::to_string(report.differing_keys.size()) +
+               " tensors differ from the source: " + ListText(report.differing_keys, 20) + "; ";
+  }
+  return Status::Error(message + "nothing was written; give the complete export, or pass "
+                       "--allow-partial to write the verified tensors as a partial file");
+}
+
+// The tensors as WriteSafetensors entries that copy each one's bytes and
+// then release its source pages, so a memory-mapped source does not stay
+// resident while the output is written.
+std::vector<TensorToWrite> Streamed(const VerifiedTensors& verified) {
+  std::vector<TensorToWrite> streamed;
+  for (std::size_t i = 0; i < verified.tensors.size(); ++i) {
+    TensorToWrite t = verified.tensors[i];
+    const std::span<const std::uint8_t> data = t.data;
+    const std::function<void()>& release = verified.releases[i];
+    t.data = {};
+    t.generate = [data, &release](std::span<std::uint8_t> out) {
+      if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
+      if (release) release();
+    };
+    streamed.push_back(std::move(t));
+  }
+  return streamed;
+}
+
+// Lays `tensors` out as the source's own header describes them. Returns
+// false, writing nothing, when the header does not describe exactly these
+// tensors with these dtypes, shapes and sizes.
+bool LayoutMatchesHeader(const nlohmann::json& header, const std::vector<TensorToWrite>& tensors,
+                         std::vector<std::pair<std::uint64_t, std::size_t>>* layout) {
+  if (!header.is_object()) return false;
+  const std::size_t entries = header.size() - (header.contains("__metadata__") ? 1 : 0);
+  if (entries != tensors.size()) return false;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const TensorToWrite& t = tensors[i];
+    auto it = header.find(t.name);
+    if (it == header.end() || !it->is_object()) return false;
+    const auto& dtype = it->value("dtype", nlohmann::json());
+    const auto& shape = it->value("shape", nlohmann::json());
+    const auto& offsets = it->value("data_offsets", nlohmann::json());
+    if (!dtype.is_string() || dtype.get<std::string>() != DTypeName(t.dtype)) return false;
+    if (!shape.is_array() || shape.get<std::vector<std::int64_t>>() != t.shape) return false;
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned()) {
+      return false;
+    }
+    const std::uint64_t begin = offsets[0].get<std::uint64_t>();
+    if (offsets[1].get<std::uint64_t>() - begin != t.data.size()) return false;
+    layout->push_back({begin, i});
+  }
+  std::sort(layout->begin(), layout->end());
+  for (std::size_t i = 1; i < layout->size(); ++i) {
+    const auto& previous = (*layout)[i - 1];
+    if (previous.first + tensors[previous.second].data.size() > (*layout)[i].first) return false;
+  }
+  return true;
+}
+
+// Writes the tensors under the source's header text, so a source without
+// gaps between its tensors comes back byte for byte. Returns false when the
+// header does not fit the tensors; then nothing is written.
+Result<bool> WriteWithSourceHeader(const std::string& path, const std::string& header_text,
+                                   const VerifiedTensors& verified) {
+  const nlohmann::json header = nlohmann::json::parse(header_text, nullptr, false);
+  std::vector<std::pair<std::uint64_t, std::size_t>> layout;
+  if (!LayoutMatchesHeader(header, verified.tensors, &layout)) return false;
+  SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
+  std::uint8_t length[8];
+  for (int i = 0; i < 8; ++i) {
+    length[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(header_text.size()) >> (8 * i));
+  }
+  SDONNX_RETURN_IF_ERROR(out.Write(std::span<const std::uint8_t>(length, 8)));
+  SDONNX_RETURN_IF_ERROR(out.Write(header_text));
+  const std::uint64_t data_start = out.bytes_written();
+  for (const auto& [begin, index] : layout) {
+    // NOTE: a gap in the source comes back as zeros, so only the file hash differs.
+    if (data_start + begin > out.bytes_written()) {
+      SDONNX_RETURN_IF_ERROR(out.ExtendTo(data_start + begin));
+    }
+    SDONNX_RETURN_IF_ERROR(out.Write(verified.tensors[index].data));
+    if (verified.releases[index]) verified.releases[index]();
+  }
+  SDONNX_RETURN_IF_ERROR(out.Commit());
+  return true;
+}
+
+}  // namespace
+
+Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
+  std::error_code ec;
+  if (!options.overwrite && fs::exists(fs::symlink_status(options.output_path, ec))) {
+    return Status::Error(options.output_path + ": already exists; pass --force to overwrite it");
+  }
+  if (options.inputs.size() == 1 && fs::is_directory(options.inputs.front(), ec) &&
+      IsForeignExportFolder(options.inputs.front())) {
+    return RebuildForeignExport(options.inputs.front(), options);
+  }
+  SDONNX_ASSIGN_OR_RETURN(std::vector<std::string> files, ListExportFiles(options.inputs));
+  ExportSet set;
+  // NOTE: inline models are parsed whole, so their weights stay in memory
+  // until the output is written (about 0.8 GB for SD 1.5's VAE and text
+  // encoder). External data is memory-mapped instead.
+  for (const std::string& file : files) SDONNX_RETURN_IF_ERROR(AddFile(file, &set));
+  SDONNX_RETURN_IF_ERROR(RequireExtras(set));
+  SDONNX_RETURN_IF_ERROR(CheckExportSet(set));
+
+  RebuildReport report;
+  report.source_file = set.record.source_file;
+  report.source_sha256 = set.record.source_sha256;
+  const std::map<std::string, TensorSource> found = LocateTensors(set, &report);
+  const VerifiedTensors verified = VerifyTensors(set.record, found, &report);
+  report.partial = !report.missing_components.empty() || !report.missing_keys.empty() ||
+                   !report.differing_keys.empty();
+  if (report.partial && !options.allow_partial) return IncompleteError(report, set);
+
+  std::map<std::string, std::string> metadata = set.record.source_metadata;
+  if (report.partial) {
+    metadata["sdonnx.rebuild"] = "partial";
+    metadata["sdonnx.rebuild_missing_components"] = JoinComponents(report.missing_components);
+    metadata["sdonnx.rebuild_omitted_tensors"] =
+        std::to_string(report.missing_keys.size() + report.differing_keys.size());
+    metadata["sdonnx.rebuild_source_sha256"] = report.source_sha256;
+    LogWarning(options.output_path + ": writing a partial checkpoint without " +
+               metadata["sdonnx.rebuild_omitted_tensors"] + " source tensors");
+  }
+  report.tensors_written = verified.tensors.size();
+  bool written = false;
+  if (!report.partial && !set.record.source_header.empty()) {
+    SDONNX_ASSIGN_OR_RETURN(written, WriteWithSourceHeader(options.output_path,
+                                                           set.record.source_header, verified));
+    if (!written) LogDebug("the recorded source header does not fit the tensors; writing a new one");
+  }
+  if (!written) {
+    SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, Streamed(verified), metadata)
+                               .WithContext("writing " + options.output_path));
+  }
+  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> output,
+                          MappedFile::Open(options.output_path));
+  report.bytes = output->size();
+  const MappedFile& mapped = *output;
+  report.file_identical =
+      Sha256Hex(mapped.bytes(), [&mapped](std::size_t at, std::size_t n) {
+        mapped.DontNeed(at, n);
+      }) == report.source_sha256;
+  return report;
+}
+
+}  // namespace sdonnx
