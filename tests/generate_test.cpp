@@ -635,6 +635,9 @@ TEST(GenerateModels, RefinerAestheticScoreChangesTheResult) {
   Result<GenerateResult> b = sdonnx::Generate(other);
   ASSERT_TRUE(b.ok()) << b.status().message();
   EXPECT_NE(a->latents, b->latents);
+  EXPECT_NE(b->parameters.find("Aesthetic score: 9, Negative aesthetic score: 2.5"),
+            std::string::npos)
+      << b->parameters;
 }
 
 }  // namespace

@@ -223,6 +223,24 @@ TEST(KeyVariations, HuggingFaceLayoutBigGIsNamedAsUnsupported) {
   EXPECT_FALSE(fs::exists(dir / "onnx" / "clip_text_2_model.onnx"));
 }
 
+// tiny-sd1.yaml, like ldm's v1 configs, does not state a parameterization,
+// so the file's own marker decides.
+TEST(KeyVariations, MarkerKeyWinsOverConfigThatIsSilent) {
+  TempDir dir;
+  const float empty = 0.0f;
+  TensorToWrite marker{"v_pred", DType::kF32, {}, {reinterpret_cast<const std::uint8_t*>(&empty), 4}, {}};
+  const fs::path model = Rewrite(
+      dir.path(), "tiny-sd1", [](const std::string& k) { return std::optional<std::string>(k); },
+      {{"betas", marker}});
+  auto checkpoint = Checkpoint::Open(model.string());
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
+  Result<ModelSpec> spec = DetectModel(**checkpoint, std::nullopt);
+  ASSERT_TRUE(spec.ok()) << spec.status().message();
+  ASSERT_TRUE(spec->config_path.has_value());
+  EXPECT_EQ(spec->prediction_type, "v_prediction");
+  EXPECT_EQ(spec->prediction_basis, "marker key v_pred");
+}
+
 TEST(KeyVariations, MissingPositionIdsAndScheduleBuffersAreFine) {
   TempDir dir;
   const fs::path model = Rewrite(dir.path(), "tiny-sd1", [](const std::string& key) {

@@ -21,7 +21,8 @@ struct ConvertArgs {
 
 void PrintReport(const ConvertReport& report) {
   const ModelSpec& spec = report.spec;
-  std::cout << "detected: " << FamilyName(spec.family) << " " << spec.variant << " ("
+  const std::string variant = spec.variant == "base" ? "" : " " + spec.variant;
+  std::cout << "detected: " << FamilyName(spec.family) << variant << " ("
             << spec.family_basis << "), prediction "
             << spec.prediction_type << " (" << spec.prediction_basis << "), VAE scaling factor "
             << spec.vae_scaling_factor << "\n";
@@ -60,7 +61,7 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
   auto args = std::make_shared<ConvertArgs>();
   CLI::App* cmd = app.add_subcommand(
       "convert", "Convert a single-file checkpoint to one ONNX file per component");
-  cmd->add_option("--model-path,model_path", args->model_path, "Checkpoint (.safetensors)")
+  cmd->add_option("--model-path,model_path", args->model_path, "Checkpoint (.safetensors or .ckpt); also the first positional argument")
       ->required();
   cmd->add_option("--output-dir,output_dir", args->output_dir, "Folder for the ONNX files")
       ->required();
@@ -80,8 +81,8 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_flag("--force", args->force, "Overwrite existing output files");
   cmd->add_flag("--ema", args->ema, "Convert the UNet's EMA weights (model_ema.*)");
   cmd->add_option("--vae", args->vae,
-                  "Separate VAE file (.safetensors, original naming) to use instead of the "
-                  "checkpoint's");
+                  "Separate VAE file (.safetensors or .ckpt, original or diffusers naming) to "
+                  "use instead of the checkpoint's");
   cmd->callback([run, args] { *run = [args] { return RunConvert(*args); }; });
 }
 

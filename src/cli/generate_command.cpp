@@ -96,14 +96,12 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
       ->each([args](const std::string&) { args->strength_given = true; });
   cmd->add_option("--mask", args->mask, "PNG mask, white where to repaint (inpainting)");
   cmd->add_option("--aesthetic-score", o.aesthetic_score,
-                  "SDXL refiner: the aesthetic score the prompt asks for")
-      ->capture_default_str();
+                  "SDXL refiner: the aesthetic score the prompt asks for (default 6)");
   cmd->add_option("--negative-aesthetic-score", o.negative_aesthetic_score,
-                  "SDXL refiner: the aesthetic score of the negative prompt")
-      ->capture_default_str();
+                  "SDXL refiner: the aesthetic score of the negative prompt (default 2.5)");
   cmd->add_option("--image-cfg-scale", o.image_cfg_scale,
-                  "instruct-pix2pix: how closely to follow --init-image; 1 disables it")
-      ->capture_default_str();
+                  "instruct-pix2pix: how closely to follow --init-image; 1 disables it "
+                  "(default 1.5)");
   cmd->add_option("--tokenizer", args->tokenizer,
                   "CLIP tokenizer: bpe_simple_vocab_16e6.txt.gz, or a folder with it or with "
                   "vocab.json and merges.txt");

@@ -65,7 +65,7 @@ int RunTokenize(const TokenizeArgs& args) {
   if (!args.tokenizer.empty()) explicit_path = args.tokenizer;
   Result<std::string> path = FindTokenizer(explicit_path, "");
   if (!path.ok()) {
-    return ReportError(path.status().message() + (explicit_path ? "" : ", or pass --tokenizer PATH"));
+    return ReportError(path.status().message());
   }
   Result<ClipTokenizer> tokenizer = ClipTokenizer::Load(*path);
   if (!tokenizer.ok()) return ReportError(tokenizer.status().message());

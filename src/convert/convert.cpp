@@ -115,7 +115,9 @@ std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec, const Checkpoin
 
 // Opens a separate VAE file and reads its architecture into spec->vae.
 Result<std::unique_ptr<Checkpoint>> OpenSeparateVae(const std::string& path, ModelSpec* spec) {
-  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> vae, Checkpoint::Open(path));
+  Result<std::unique_ptr<Checkpoint>> opened = Checkpoint::Open(path);
+  if (!opened.ok()) return opened.status().WithContext("--vae");
+  std::unique_ptr<Checkpoint> vae = std::move(opened).value();
   VaeSpec vae_spec;
   if (vae->Has("first_stage_model.encoder.conv_in.weight")) {
     vae_spec.prefix = "first_stage_model.";

@@ -31,7 +31,8 @@ Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
   }
   if (!S_ISREG(info.st_mode)) {
     ::close(fd);
-    return Status::Error(path + ": not a regular file");
+    return Status::Error(path + (S_ISDIR(info.st_mode) ? ": is a folder" : ": not a regular file") +
+                         "; pass the path of a model file");
   }
   const auto size = static_cast<std::size_t>(info.st_size);
   const std::uint8_t* data = nullptr;

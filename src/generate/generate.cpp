@@ -31,6 +31,11 @@ constexpr std::int64_t kMaxImageSide = 8192;
 // (seed + b) stays the same whatever the sampler draws.
 constexpr std::uint64_t kStepNoiseSeedOffset = 1ull << 32;
 
+// Defaults of the optional settings, as diffusers has them.
+constexpr float kImageCfgScale = 1.5f;
+constexpr float kAestheticScore = 6.0f;
+constexpr float kNegativeAestheticScore = 2.5f;
+
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -46,6 +51,7 @@ struct Plan {
   bool inpaint_unet = false;  // 9-channel UNet: mask and masked image are inputs.
   // instruct-pix2pix (8-channel UNet): the init image's latent is an input.
   bool pix2pix = false;
+  float image_cfg_scale = kImageCfgScale;
   double strength = 1.0;
   // UNet rows per image and step. Regular guidance runs the negative prompt,
   // then the prompt. instruct-pix2pix runs, as diffusers does, the negative
@@ -156,6 +162,18 @@ struct Contexts {
   HostTensor uncond_pooled;
 };
 
+// Says which given options the model does not use, since they change nothing.
+void WarnAboutUnusedOptions(const GenerateOptions& options, const Plan& plan) {
+  if (options.image_cfg_scale && !plan.pix2pix) {
+    LogWarning("--image-cfg-scale applies to instruct-pix2pix models only; this model ignores it");
+  }
+  if ((options.aesthetic_score || options.negative_aesthetic_score) &&
+      plan.facts.num_time_ids != 5) {
+    LogWarning("--aesthetic-score and --negative-aesthetic-score apply to the SDXL refiner "
+               "only; this model ignores them");
+  }
+}
+
 Status CheckPix2PixOptions(const GenerateOptions& options, const ModelFacts& facts) {
   const std::string what = "this is an instruct-pix2pix model (" +
                            std::to_string(facts.unet_in_channels) + "-channel UNet)";
@@ -170,10 +188,6 @@ Status CheckPix2PixOptions(const GenerateOptions& options, const ModelFacts& fac
     return Status::Error(what + ": it starts from noise, so --strength does not apply; use "
                                 "--image-cfg-scale to stay closer to the init image");
   }
-  if (!std::isfinite(options.image_cfg_scale)) {
-    return Status::Error("--image-cfg-scale must be a finite number, got " +
-                         std::to_string(options.image_cfg_scale));
-  }
   return Status::Ok();
 }
 
@@ -182,9 +196,12 @@ Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
   plan.facts = facts;
   SDONNX_ASSIGN_OR_RETURN(plan.sampler, ParseSamplerKind(options.sampler));
 
-  for (auto [name, value] : {std::pair{"--cfg-scale", options.cfg_scale},
-                              {"--aesthetic-score", options.aesthetic_score},
-                              {"--negative-aesthetic-score", options.negative_aesthetic_score}}) {
+  for (auto [name, value] :
+       {std::pair{"--cfg-scale", options.cfg_scale},
+        {"--image-cfg-scale", options.image_cfg_scale.value_or(kImageCfgScale)},
+        {"--aesthetic-score", options.aesthetic_score.value_or(kAestheticScore)},
+        {"--negative-aesthetic-score",
+         options.negative_aesthetic_score.value_or(kNegativeAestheticScore)}}) {
     if (!std::isfinite(value)) {
       return Status::Error(std::string(name) + " must be a finite number, got " +
                            std::to_string(value));
@@ -231,7 +248,9 @@ Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
   plan.batch = options.batch_size;
   plan.latent_height = options.height / facts.downsample_factor;
   plan.latent_width = options.width / facts.downsample_factor;
-  plan.guidance = options.cfg_scale != 1.0f || (plan.pix2pix && options.image_cfg_scale != 1.0f);
+  plan.image_cfg_scale = options.image_cfg_scale.value_or(kImageCfgScale);
+  plan.guidance = options.cfg_scale != 1.0f || (plan.pix2pix && plan.image_cfg_scale != 1.0f);
+  WarnAboutUnusedOptions(options, plan);
   return plan;
 }
 
@@ -337,7 +356,9 @@ std::vector<float> TimeIds(const GenerateOptions& options, const Plan& plan, boo
   const auto h = static_cast<float>(options.height);
   const auto w = static_cast<float>(options.width);
   if (plan.facts.num_time_ids == 5) {
-    return {h, w, 0, 0, negative ? options.negative_aesthetic_score : options.aesthetic_score};
+    return {h, w, 0, 0,
+            negative ? options.negative_aesthetic_score.value_or(kNegativeAestheticScore)
+                     : options.aesthetic_score.value_or(kAestheticScore)};
   }
   return {h, w, 0, 0, h, w};
 }
@@ -433,7 +454,7 @@ std::vector<float> Guide(const std::vector<float>& out, std::size_t size,
     for (std::size_t k = 0; k < size; ++k) guided[k] = out[k] + cfg * (out[size + k] - out[k]);
     return guided;
   }
-  const float image_cfg = options.image_cfg_scale;
+  const float image_cfg = plan.image_cfg_scale;
   for (std::size_t k = 0; k < size; ++k) {
     const float plain = out[k];
     const float image = out[size + k];
@@ -550,9 +571,16 @@ std::string Parameters(const GenerateOptions& options, const Plan& plan, std::ui
   }
   text += ", Model: " + plan.facts.stem;
   if (options.clip_skip > 1) text += ", Clip skip: " + std::to_string(options.clip_skip);
+  if (plan.facts.num_time_ids == 5) {
+    char scores[64];
+    std::snprintf(scores, sizeof(scores), ", Aesthetic score: %g, Negative aesthetic score: %g",
+                  options.aesthetic_score.value_or(kAestheticScore),
+                  options.negative_aesthetic_score.value_or(kNegativeAestheticScore));
+    text += scores;
+  }
   if (plan.pix2pix) {
     char image_cfg[32];
-    std::snprintf(image_cfg, sizeof(image_cfg), "%g", options.image_cfg_scale);
+    std::snprintf(image_cfg, sizeof(image_cfg), "%g", plan.image_cfg_scale);
     text += std::string(", Image CFG scale: ") + image_cfg;
   } else if (options.init_image) {
     char strength[32];

@@ -31,12 +31,12 @@ struct GenerateOptions {
   std::optional<double> strength;
   std::optional<std::string> mask;  // White marks the area to repaint.
   // instruct-pix2pix: how closely to follow the init image (AUTOMATIC1111's
-  // "Image CFG scale"); 1 turns image guidance off.
-  float image_cfg_scale = 1.5f;
+  // "Image CFG scale"); 1 turns image guidance off. Unset means 1.5.
+  std::optional<float> image_cfg_scale;
   // SDXL refiner: the aesthetic scores of the prompt and the negative prompt
-  // (its time ids; diffusers' defaults).
-  float aesthetic_score = 6.0f;
-  float negative_aesthetic_score = 2.5f;
+  // in its time ids. Unset means 6 and 2.5, diffusers' defaults.
+  std::optional<float> aesthetic_score;
+  std::optional<float> negative_aesthetic_score;
   std::optional<std::string> tokenizer;
   SessionOptions session;
   std::string output;  // OUT.png; a batch writes OUT-1.png, OUT-2.png, ...

@@ -11,6 +11,9 @@ namespace fs = std::filesystem;
 
 Result<std::string> FindStem(const std::string& dir) {
   std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    return Status::Error(dir + ": does not exist; pass the output folder of sdonnx convert");
+  }
   if (!fs::is_directory(dir, ec)) {
     return Status::Error(dir + ": not a folder; pass the output folder of sdonnx convert");
   }
@@ -40,9 +43,12 @@ Result<std::unique_ptr<OrtModel>> LoadComponent(const fs::path& dir, const std::
   const fs::path path = dir / (component + "_" + stem + ".onnx");
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) {
-    return Status::Error(path.string() + ": missing; the " + component +
-                         " is needed to generate images (was the checkpoint converted "
-                         "completely?)");
+    const std::string purpose = component == "vae_encoder"
+                                    ? " is needed for --init-image (img2img, inpainting, "
+                                      "instruct-pix2pix)"
+                                    : " is needed to generate images";
+    return Status::Error(path.string() + ": missing; the " + component + purpose +
+                         " (was the checkpoint converted completely?)");
   }
   return OrtModel::Load(path.string(), options);
 }

@@ -146,7 +146,8 @@ Status ApplyConfig(const ConfigValues& config, ModelSpec* spec) {
                            *config.parameterization + "' (expected eps or v)");
     }
     spec->prediction_basis = "config parameterization: " + *config.parameterization;
-  } else {
+  } else if (!spec->prediction_basis.starts_with("marker key")) {
+    // A config that does not state the prediction type yields to marker keys.
     spec->prediction_type = "epsilon";
     spec->prediction_basis = "config without parameterization (ldm's default, eps)";
   }

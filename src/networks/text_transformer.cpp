@@ -42,7 +42,8 @@ Result<std::int64_t> TextHeads(std::int64_t width, std::int64_t heads) {
   const std::int64_t count = heads > 0 ? heads : width / 64;
   if (count <= 0 || width % count != 0) {
     return Status::Error("text encoder width " + std::to_string(width) + " cannot be split into " +
-                         std::to_string(count) + " heads; set the head count in the config");
+                         std::to_string(count) + " heads of 64 channels, the rule of every "
+                         "released CLIP; pass --config with a YAML that gives the head count");
   }
   return count;
 }
