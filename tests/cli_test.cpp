@@ -118,6 +118,26 @@ TEST(Cli, ExistingOutputIsKeptWithoutForce) {
   EXPECT_EQ(ListFiles(out.path()).size(), 5u);
 }
 
+TEST(Cli, ControlCharactersFromTheFileAreEscaped) {
+  // A tensor name that would retitle the terminal and clear the screen, in
+  // JSON escapes (U+009B is the one-character CSI).
+  TempDir dir;
+  const std::string header =
+      R"({"\u001b]0;pwned\u0007\u001b[2J\u009b31m":{"dtype":"F7","shape":[1],)"
+      R"("data_offsets":[0,4]}})";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  WriteBytes(dir / "evil.safetensors", bytes + header + std::string(4, '\0'));
+  CommandResult r = RunSdonnx("convert " + Quote(dir / "evil.safetensors") + " " +
+                              Quote(dir / "out"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.output.find('\x1b'), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find('\x07'), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("\xc2\x9b"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\\x1b]0;pwned\\x07\\x1b[2J\\xc2\\x9b31m"), std::string::npos)
+      << r.output;
+}
+
 TEST(Cli, UnsupportedOpsetIsRejected) {
   TempDir out;
   CommandResult r = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +

@@ -418,6 +418,35 @@ TEST_F(Generate, ExistingOutputIsKeptWithoutForce) {
   EXPECT_EQ(ReadFile(o.output), "keep me");
 }
 
+TEST_F(Generate, OutputThatIsTheInitImageIsRejected) {
+  const fs::path init = dir_->path() / "own-init.png";
+  fs::copy_file(dir_->path() / "init.png", init, fs::copy_options::overwrite_existing);
+  const std::string before = ReadFile(init.string());
+  GenerateOptions o = Options("own-init.png");
+  o.init_image = init.string();
+  o.strength = 0.5;
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("is also an input image"), std::string::npos)
+      << result.status().message();
+  EXPECT_EQ(ReadFile(init.string()), before);
+}
+
+TEST_F(Generate, FileSizeLimitLeavesNoTemporaries) {
+  TempDir out;
+  // sdonnx ignores SIGXFSZ, so writing the PNG past `ulimit -f` fails with EFBIG.
+  testing::CommandResult r = testing::RunSdonnx(
+      "generate --model " + testing::Quote(dir_->path() / "tiny-sd1") +
+          " --prompt fox --steps 1 --width 32 --height 32 --threads 1 --tokenizer " +
+          testing::Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --output " +
+          testing::Quote(out / "fox.png"),
+      "ulimit -f 1;");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("fox.png: writing"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("file size limit reached"), std::string::npos) << r.output;
+  EXPECT_TRUE(testing::ListFiles(out.path()).empty());
+}
+
 TEST_F(Generate, UnknownProviderOrMissingGpuProviderIsExplained) {
   GenerateOptions o = Options("cuda.png");
   o.session.provider = Provider::kCuda;

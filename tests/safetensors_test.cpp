@@ -123,6 +123,52 @@ TEST(Safetensors, MetadataWithNonStringValueIsRejected) {
   ExpectError(File(R"({"__metadata__":{"k":1}})", 0), "is not a string");
 }
 
+TEST(Safetensors, OffsetsPastEndOfFileAreRejected) {
+  ExpectError(File(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[100,108]}})", 8),
+              "the file is truncated");
+}
+
+TEST(Safetensors, OffsetsThatWrapAroundAreRejected) {
+  // begin + the header's end overflows 64 bits; unchecked, the sum would wrap
+  // to a small offset inside the file.
+  ExpectError(File(R"({"a":{"dtype":"F32","shape":[2],)"
+                   R"("data_offsets":[18446744073709551600,18446744073709551608]}})",
+                   8),
+              "past the end of the");
+}
+
+TEST(Safetensors, OffsetAboveInt64IsRejected) {
+  ExpectError(File(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1e30]}})", 8),
+              "non-negative integers");
+}
+
+TEST(Safetensors, EmptyHeaderIsRejected) { ExpectError(File("", 8), "does not start with '{'"); }
+
+TEST(Safetensors, DeeplyNestedJsonIsRejected) {
+  const std::size_t depth = 200000;
+  ExpectError(File("{\"a\":" + std::string(depth, '[') + std::string(depth, ']') + "}", 0),
+              "entry is not a JSON object");
+}
+
+TEST(Safetensors, MetadataThatIsNotAnObjectIsRejected) {
+  ExpectError(File(R"({"__metadata__":["format","pt"]})", 0), "__metadata__ is not a JSON object");
+}
+
+TEST(Safetensors, LargeMetadataUnderTheCapIsAccepted) {
+  // Metadata counts against the header cap (kMaxHeaderBytes) and is
+  // otherwise unlimited.
+  const std::string big(4 << 20, 'x');
+  Parsed p = Parse(File(R"({"__metadata__":{"notes":")" + big + R"("}})", 0));
+  EXPECT_TRUE(p.status.ok()) << p.status.message();
+}
+
+TEST(Safetensors, TensorEntryWithMissingFieldsIsRejected) {
+  ExpectError(File(R"({"a":{"dtype":"F32","shape":[2]}})", 8), "data_offsets");
+  ExpectError(File(R"({"a":{"shape":[2],"data_offsets":[0,8]}})", 8), "dtype");
+  ExpectError(File(R"({"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", 8),
+              "non-integer");
+}
+
 TEST(Safetensors, GapsBetweenTensorsWarn) {
   Parsed p = Parse(File(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
                         R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",

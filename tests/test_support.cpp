@@ -76,10 +76,12 @@ std::vector<std::string> ListFiles(const fs::path& dir) {
 }
 
 CommandResult RunSdonnx(const std::string& arguments, const std::string& environment) {
-  const std::string command =
-      environment + " " + std::string(SDONNX_BINARY) + " " + arguments + " 2>&1";
+  return RunCommand(environment + " " + std::string(SDONNX_BINARY) + " " + arguments);
+}
+
+CommandResult RunCommand(const std::string& command) {
   CommandResult result;
-  FILE* pipe = ::popen(command.c_str(), "r");
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   if (pipe == nullptr) return result;
   std::array<char, 4096> buffer;
   while (std::size_t n = std::fread(buffer.data(), 1, buffer.size(), pipe)) {

@@ -44,6 +44,9 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
+// Runs `command` through the shell and returns its exit code and output.
+CommandResult RunCommand(const std::string& command);
+
 // Runs the built sdonnx program through the shell with `arguments`;
 // `environment` is a prefix such as "env -u NAME" or "NAME=value".
 CommandResult RunSdonnx(const std::string& arguments, const std::string& environment = "");

@@ -259,6 +259,18 @@ TEST(Pickle, RejectsBuiltinsEval) {
   ExpectError(Read(Ckpt("malicious-eval.ckpt")).status(), "references builtins.eval");
 }
 
+TEST(Pickle, RejectsSubprocessPopen) {
+  ExpectError(UnpickleStatus("\x80\x02" + Global("subprocess", "Popen") + "(" + Str("sh") +
+                             "tR."),
+              "references subprocess.Popen, which is not allowed");
+}
+
+TEST(Pickle, RejectsGlobalWithEmbeddedNul) {
+  // A NUL must not end the module name early and turn it into an allowed one.
+  ExpectError(UnpickleStatus("\x80\x02" + Global("torch\0os"s, "FloatStorage") + "."),
+              "is not allowed");
+}
+
 // --- Unpickler ---
 
 TEST(Pickle, ParsesScalarsAndContainers) {
@@ -301,6 +313,39 @@ TEST(Pickle, RejectsDeepNesting) {
 TEST(Pickle, RejectsHugeMemoIndex) {
   ExpectError(UnpickleStatus("\x80\x02Nr" + Le(0xFFFFFFF0u, 4) + "."),
               "memo index 4294967280 exceeds the limit");
+}
+
+TEST(Pickle, RejectsMemoizeBeyondLimit) {
+  pickle::UnpickleLimits limits;
+  limits.max_memo_entries = 10;
+  std::string bytes = "\x80\x04";
+  for (int i = 0; i < 11; ++i) bytes += "N\x94";
+  ExpectError(UnpickleStatus(bytes + ".", limits), "memo index 10 exceeds the limit of 10");
+}
+
+TEST(Pickle, RejectsDeepListNesting) {
+  // MARK ... LIST, 500 times inside each other: each list holds the previous one.
+  ExpectError(UnpickleStatus("\x80\x02" + std::string(500, '(') + std::string(500, 'l') + "."),
+              "nest deeper than the limit of 100");
+}
+
+TEST(Pickle, RejectsDeepDictNesting) {
+  // Each round stores the dict so far, pops it, and sets it as the value of
+  // a new dict: {"k": {"k": ...}}.
+  std::string bytes = "\x80\x02}";
+  for (int i = 0; i < 200; ++i) bytes += "q\x00"s + "0}" + Str("k") + "h\x00s"s;
+  ExpectError(UnpickleStatus(bytes + "."), "nest deeper than the limit of 100");
+}
+
+TEST(Pickle, ManyDuplicatedReferencesStayCheap) {
+  // DUP and memo gets share one value, so a tiny pickle cannot make the
+  // reader copy data.
+  std::string bytes = "\x80\x02" + Str(std::string(1 << 16, 'x')) + "q\x00"s;
+  for (int i = 0; i < 10000; ++i) bytes += "h\x00"s;
+  bytes += "0";
+  auto result = pickle::Unpickle(AsBytes(bytes + "."), "test.pkl");
+  ASSERT_TRUE(result.ok()) << result.status().message();
+  EXPECT_EQ(result->value->text.size(), 1u << 16);
 }
 
 TEST(Pickle, RejectsUndefinedMemoIndex) {
@@ -400,6 +445,76 @@ TEST(TorchCheckpoint, RejectsStorageRecordOfWrongSize) {
 TEST(TorchCheckpoint, RejectsMissingStorageRecord) {
   ExpectError(ReadBytes(MakeZip({{"t/data.pkl", TensorPickle(4, 0, 4)}})),
               "storage record 't/data/0' is missing");
+}
+
+TEST(TorchCheckpoint, RejectsBackslashRecordName) {
+  ExpectError(ReadBytes(MakeZip({{"t\\..\\data.pkl", TensorPickle(4, 0, 4)}})), "is absolute");
+}
+
+TEST(TorchCheckpoint, RejectsDuplicateRecordNames) {
+  ExpectError(ReadBytes(MakeZip({{"t/data.pkl", TensorPickle(4, 0, 4)},
+                                 {"t/data/0", FloatBytes(4)},
+                                 {"t/data/0", FloatBytes(4)}})),
+              "zip record 't/data/0' appears twice");
+}
+
+TEST(TorchCheckpoint, RejectsCorruptCentralDirectory) {
+  std::string zip = MakeZip({{"t/data.pkl", TensorPickle(4, 0, 4)}, {"t/data/0", FloatBytes(4)}});
+  const std::size_t central = zip.find(Le(0x02014b50, 4));
+  zip[central] = 'X';
+  ExpectError(ReadBytes(zip), "central directory entry at byte " + std::to_string(central) +
+                                  " is missing or truncated");
+}
+
+TEST(TorchCheckpoint, RejectsRecordCountAboveDirectorySize) {
+  std::string zip = MakeZip({{"t/data.pkl", TensorPickle(4, 0, 4)}, {"t/data/0", FloatBytes(4)}});
+  const std::size_t end = zip.rfind(Le(0x06054b50, 4));
+  zip.replace(end + 10, 2, Le(0xFFFF, 2));
+  ExpectError(ReadBytes(zip), "declares 65535 records");
+}
+
+TEST(TorchCheckpoint, RejectsDirectoryPastEndOfFile) {
+  std::string zip = MakeZip({{"t/data.pkl", TensorPickle(4, 0, 4)}, {"t/data/0", FloatBytes(4)}});
+  const std::size_t end = zip.rfind(Le(0x06054b50, 4));
+  zip.replace(end + 16, 4, Le(0x7FFFFFFF, 4));
+  ExpectError(ReadBytes(zip), "reaches past the end of the file");
+}
+
+TEST(TorchCheckpoint, RejectsMaliciousGlobalInZip) {
+  const std::string evil = "\x80\x02" + Global("posix", "system") + Str("id") + "\x85R.";
+  ExpectError(ReadBytes(MakeZip({{"t/data.pkl", evil}})), "references posix.system");
+}
+
+// A legacy (non-zip) checkpoint of {"w": 4 floats} whose storage header
+// declares `count` elements.
+std::string LegacyFile(std::uint64_t count) {
+  const std::string magic =
+      "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."s;
+  const std::string protocol = "\x80\x02M\xe9\x03."s;
+  const std::string sys_info = "\x80\x02}."s;
+  std::string object = TensorPickle(4, 0, 4);
+  object.replace(object.find("K\x04tQ"), 4, "K\x04NtQ");  // Legacy ids have 6 items.
+  const std::string keys = "\x80\x02](" + Str("0") + "e.";
+  return magic + protocol + sys_info + object + keys + Le(count, 8) + FloatBytes(4);
+}
+
+TEST(TorchCheckpoint, LoadsMinimalLegacyFile) {
+  TempDir dir;
+  WriteBytes(dir / "legacy.ckpt", LegacyFile(4));
+  auto checkpoint = Read(dir / "legacy.ckpt");
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
+  ASSERT_EQ(checkpoint->tensors.size(), 1u);
+  EXPECT_EQ(checkpoint->tensors[0].nbytes, 16u);
+}
+
+TEST(TorchCheckpoint, RejectsLegacyStorageCountMismatch) {
+  ExpectError(ReadBytes(LegacyFile(5)), "legacy storage '0' has 5 elements but the pickle "
+                                        "declares 4");
+}
+
+TEST(TorchCheckpoint, RejectsLegacyStoragePastEndOfFile) {
+  const std::string legacy = LegacyFile(4);
+  ExpectError(ReadBytes(legacy.substr(0, legacy.size() - 1)), "reaches past the end of the file");
 }
 
 TEST(TorchCheckpoint, RejectsTruncatedLegacyFile) {

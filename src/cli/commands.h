@@ -21,6 +21,10 @@ void AddRebuildCommand(CLI::App& app, std::function<int()>* run);
 
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);
+// Returns `text` with terminal control characters (C0 except newline and
+// tab, DEL, and the UTF-8 encoded C1 range) written as \xNN, so that names
+// read from a hostile file cannot send escape sequences to the terminal.
+std::string EscapeControlCharacters(const std::string& text);
 // "12.3 MB" style sizes for people.
 std::string HumanBytes(std::uint64_t bytes);
 // "859.52 M" style counts (of parameters) for people.

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <thread>
@@ -16,8 +17,33 @@
 namespace sdonnx::cli {
 
 int ReportError(const std::string& message) {
-  std::cerr << "error: " << message << "\n";
+  std::cerr << "error: " << EscapeControlCharacters(message) << "\n";
   return 1;
+}
+
+std::string EscapeControlCharacters(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    const bool c0 = byte < 0x20 && byte != '\n' && byte != '\t';
+    const bool c1 = byte == 0xC2 && i + 1 < text.size() &&
+                    static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+                    static_cast<unsigned char>(text[i + 1]) <= 0x9F;
+    if (!c0 && byte != 0x7F && !c1) {
+      out += text[i];
+      continue;
+    }
+    char escaped[16];
+    if (c1) {
+      ++i;
+      std::snprintf(escaped, sizeof(escaped), "\\xc2\\x%02x", static_cast<unsigned char>(text[i]));
+    } else {
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", byte);
+    }
+    out += escaped;
+  }
+  return out;
 }
 
 namespace {
@@ -71,6 +97,10 @@ void StartSignalWatcher() {
 
 int main(int argc, char** argv) {
   StartSignalWatcher();  // First, so that every later thread blocks the signals.
+  // Past a file size limit (ulimit -f), writes then fail with EFBIG and the
+  // error path removes the temporaries. The default action of SIGXFSZ would
+  // kill the process and leave them behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"sdonnx: Stable Diffusion checkpoints to ONNX, natively"};
   app.set_version_flag("--version", std::string("sdonnx ") + SDONNX_VERSION);
   app.require_subcommand(1);
@@ -90,7 +120,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const bool colour = ::isatty(STDERR_FILENO) != 0;
-  sdonnx::SetLogSink([verbose, colour](sdonnx::LogLevel level, const std::string& message) {
+  sdonnx::SetLogSink([verbose, colour](sdonnx::LogLevel level, const std::string& raw) {
+    const std::string message = sdonnx::cli::EscapeControlCharacters(raw);
     switch (level) {
       case sdonnx::LogLevel::kDebug:
         if (verbose) std::cerr << "debug: " << message << "\n";

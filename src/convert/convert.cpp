@@ -318,6 +318,14 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
 
   const fs::path out_dir(options.output_dir);
   std::error_code ec;
+  if (fs::equivalent(out_dir, options.model_path, ec)) {
+    return Status::Error("--output-dir " + out_dir.string() +
+                         " is the input checkpoint; give a folder for the ONNX files");
+  }
+  if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec)) {
+    return Status::Error("--output-dir " + out_dir.string() +
+                         " exists and is not a folder; give a folder for the ONNX files");
+  }
   // A folder this run creates is removed again if the run fails and leaves
   // it empty.
   struct RemoveIfCreatedAndEmpty {

@@ -80,6 +80,13 @@ Result<TensorInfo> ParseTensorEntry(const std::string& where, const std::string&
     return Status::Error(where + ": data_offsets [" + std::to_string(begin) + ", " +
                          std::to_string(end) + "] are reversed");
   }
+  // Absolute offsets are data_start + the relative ones, and that sum must
+  // not wrap around to a small offset inside the file.
+  if (end > std::numeric_limits<std::uint64_t>::max() - data_start) {
+    return Status::Error(where + ": data_offsets [" + std::to_string(begin) + ", " +
+                         std::to_string(end) + "] reach past the end of the largest possible "
+                         "file; the header is corrupt");
+  }
   SDONNX_ASSIGN_OR_RETURN(std::uint64_t expected, ShapeBytes(where, info.shape, info.dtype));
   if (end - begin != expected) {
     return Status::Error(where + ": " + std::string(DTypeName(info.dtype)) + " shape needs " +

@@ -631,10 +631,14 @@ bool LooksLikeTorchCheckpoint(std::span<const std::uint8_t> bytes) {
 }
 
 Result<TorchCheckpoint> ReadTorchCheckpoint(const MappedFile& file) {
-  const std::span<const std::uint8_t> bytes = file.bytes();
-  if (StartsLikeZip(bytes)) return ReadZipCheckpoint(file.path(), bytes);
-  if (StartsWith(bytes, kLegacyMagicPickle)) return ReadLegacyCheckpoint(file.path(), bytes);
-  return Status::Error(file.path() + ": not a PyTorch checkpoint; it starts with neither a zip "
+  return ReadTorchCheckpoint(file.path(), file.bytes());
+}
+
+Result<TorchCheckpoint> ReadTorchCheckpoint(const std::string& path,
+                                            std::span<const std::uint8_t> bytes) {
+  if (StartsLikeZip(bytes)) return ReadZipCheckpoint(path, bytes);
+  if (StartsWith(bytes, kLegacyMagicPickle)) return ReadLegacyCheckpoint(path, bytes);
+  return Status::Error(path + ": not a PyTorch checkpoint; it starts with neither a zip "
                        "header nor the legacy torch magic number");
 }
 

@@ -53,5 +53,8 @@ bool LooksLikeTorchCheckpoint(std::span<const std::uint8_t> bytes);
 // that are not tensors, the state dict or scalars are skipped, but every
 // global they reference must still be on the unpickler's allow-list.
 Result<TorchCheckpoint> ReadTorchCheckpoint(const MappedFile& file);
+// The same for the bytes of a checkpoint in memory; errors name `path`.
+Result<TorchCheckpoint> ReadTorchCheckpoint(const std::string& path,
+                                            std::span<const std::uint8_t> bytes);
 
 }  // namespace sdonnx

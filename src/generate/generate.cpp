@@ -630,6 +630,11 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
     if (fs::is_directory(path, ec)) {
       return Status::Error(path + ": is a folder; --output takes a .png file path");
     }
+    for (const std::optional<std::string>& input : {options.init_image, options.mask}) {
+      if (input && fs::equivalent(path, *input, ec)) {
+        return Status::Error(path + ": is also an input image; give --output another path");
+      }
+    }
     SDONNX_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path, options.overwrite));
     files.push_back(std::move(file));
   }

@@ -16,8 +16,19 @@ namespace {
 
 std::string ErrnoText(int err) {
   if (err == ENOSPC) return "no space left on the device; free some space and run again";
-  if (err == EFBIG) return "file too large for this file system or the process limit";
+  if (err == EDQUOT) return "disk quota exceeded; free some space and run again";
+  if (err == EFBIG) {
+    return "file size limit reached (the process limit, ulimit -f, or the file system's "
+           "maximum file size); raise the limit or write elsewhere";
+  }
   return std::strerror(err);
+}
+
+// The message of a failed write of `length` bytes at byte `at` of `path`.
+std::string WriteFailure(const std::string& path, std::uint64_t at, std::uint64_t length,
+                         int err) {
+  return path + ": writing " + std::to_string(length) + " bytes at byte " + std::to_string(at) +
+         " failed: " + ErrnoText(err);
 }
 
 }  // namespace
@@ -78,8 +89,7 @@ Status AtomicFile::Write(std::span<const std::uint8_t> bytes) {
     ssize_t n = ::write(fd_, data, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return Status::Error(path_ + ": write failed at byte " + std::to_string(written_) + ": " +
-                           ErrnoText(errno));
+      return Status::Error(WriteFailure(path_, written_, left, errno));
     }
     data += n;
     left -= static_cast<std::size_t>(n);
@@ -105,10 +115,7 @@ Status AtomicFile::CopyRange(int source_fd, std::uint64_t offset, std::uint64_t 
                   errno == EBADF)) {
       return Write(fallback.subspan(copied));  // No kernel copy between these files.
     }
-    if (n < 0) {
-      return Status::Error(path_ + ": copy failed at byte " + std::to_string(written_) + ": " +
-                           ErrnoText(errno));
-    }
+    if (n < 0) return Status::Error(WriteFailure(path_, written_, length - copied, errno));
     if (n == 0) return Write(fallback.subspan(copied));  // Source shorter than expected.
     copied += static_cast<std::uint64_t>(n);
     written_ += static_cast<std::uint64_t>(n);
@@ -131,8 +138,7 @@ Status AtomicFile::ExtendTo(std::uint64_t size) {
   if (fd_ < 0) return Status::Error(path_ + ": extend after close");
   if (size < written_) return Status::Error(path_ + ": cannot shrink while writing");
   if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
-    return Status::Error(path_ + ": cannot extend to " + std::to_string(size) +
-                         " bytes: " + ErrnoText(errno));
+    return Status::Error(WriteFailure(path_, written_, size - written_, errno));
   }
   if (::lseek(fd_, 0, SEEK_END) < 0) {
     return Status::Error(path_ + ": seek failed: " + std::strerror(errno));
