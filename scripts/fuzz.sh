@@ -2,7 +2,9 @@
 # Builds the libFuzzer targets (clang, AddressSanitizer and UBSan) in
 # build-fuzz/ and runs each for SECONDS_PER_TARGET seconds (default 300), one
 # after another on one core. Seed corpora are made from the fixtures in a
-# temporary folder. Inputs that crash a target are kept in fuzz-crashes/ (or
+# temporary folder. The corpus each target grows is kept in
+# build-fuzz/corpus/ (or $SDONNX_FUZZ_CORPUS), so a later run continues from
+# it. Inputs that crash a target are kept in fuzz-crashes/ (or
 # $SDONNX_FUZZ_CRASHES), with each target's log; the script exits non-zero if
 # any target found a crash.
 #
@@ -18,6 +20,7 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 fi
 fixtures="${SDONNX_FIXTURES:-$repo_root/../shared/fixtures}"
 crashes="$(realpath -m "${SDONNX_FUZZ_CRASHES:-$repo_root/fuzz-crashes}")"
+corpora="$(realpath -m "${SDONNX_FUZZ_CORPUS:-$repo_root/build-fuzz/corpus}")"
 if [[ ! -f "$fixtures/README.md" ]]; then
   echo "fixtures not found in $fixtures; set SDONNX_FIXTURES" >&2
   exit 2
@@ -40,7 +43,7 @@ declare -A max_len=([fuzz_safetensors]=16384 [fuzz_pickle]=16384 [fuzz_torch_che
                     [fuzz_tokenizer]=4096 [fuzz_prompt]=4096)
 failed=0
 for target in "${targets[@]}"; do
-  corpus="$work/corpus/$target"
+  corpus="$corpora/$target"
   mkdir -p "$corpus"
   log="$crashes/$target.log"
   echo "== $target: ${seconds}s, log in $log"

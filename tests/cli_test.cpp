@@ -138,6 +138,20 @@ TEST(Cli, ControlCharactersFromTheFileAreEscaped) {
       << r.output;
 }
 
+TEST(Cli, DeeplyNestedYamlConfigIsRejected) {
+  // A deeply nested config must give an error, not a stack overflow in the
+  // YAML parser.
+  TempDir dir;
+  WriteBytes(dir / "deep.yaml",
+             "model: " + std::string(100000, '[') + std::string(100000, ']') + "\n");
+  CommandResult r = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
+                              Quote(dir / "out") + " --config " + Quote(dir / "deep.yaml"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("deep.yaml: cannot read the YAML config"), std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(dir / "out"));
+}
+
 TEST(Cli, UnsupportedOpsetIsRejected) {
   TempDir out;
   CommandResult r = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
