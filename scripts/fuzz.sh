@@ -15,8 +15,8 @@ seconds="${1:-300}"
 shift || true
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  # TODO: add fuzz_onnx_file once the ONNX reader (src/formats/onnx_file.h) exists.
-  targets=(fuzz_safetensors fuzz_pickle fuzz_torch_checkpoint fuzz_tokenizer fuzz_prompt)
+  targets=(fuzz_safetensors fuzz_pickle fuzz_torch_checkpoint fuzz_onnx_file fuzz_tokenizer
+           fuzz_prompt)
 fi
 fixtures="${SDONNX_FIXTURES:-$repo_root/../shared/fixtures}"
 crashes="$(realpath -m "${SDONNX_FUZZ_CRASHES:-$repo_root/fuzz-crashes}")"
@@ -35,11 +35,15 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 python3 "$repo_root/scripts/fuzz_seeds.py" "$fixtures" "$work/seeds"
 mkdir -p "$crashes"
+# fuzz_onnx_file writes each input into a folder under TMPDIR; the trap
+# above removes it.
+export TMPDIR="$work"
 export SDONNX_FUZZ_TOKENIZER="$fixtures/clip/bpe_simple_vocab_16e6.txt.gz"
 export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1"
 export UBSAN_OPTIONS="print_stacktrace=1"
 
 declare -A max_len=([fuzz_safetensors]=16384 [fuzz_pickle]=16384 [fuzz_torch_checkpoint]=8192
+                    [fuzz_onnx_file]=16384
                     [fuzz_tokenizer]=4096 [fuzz_prompt]=4096)
 failed=0
 for target in "${targets[@]}"; do

@@ -22,8 +22,8 @@ def write(folder, name, data):
 
 
 def safetensors_seeds(fixtures, out):
-    """Each fixture's header as it is (so every data range is past the end),
-    and a valid file of the tensors in its first 4 KiB of data."""
+    """Write each fixture's header as it is (so every data range is past the
+    end), and a valid file of the tensors in its first 4 KiB of data."""
     files = sorted(fixtures.glob("tiny/*.safetensors")) + sorted(fixtures.glob("ckpt/*.safetensors"))
     for path in files:
         data = path.read_bytes()
@@ -57,7 +57,7 @@ def global_op(module, name):
 
 
 def tensor_pickle(numel, persistent_id_items):
-    """A protocol-2 pickle of {"w": tensor} over FloatStorage "0", as
+    """Return a protocol-2 pickle of {"w": tensor} over FloatStorage "0", as
     torch.save writes it."""
     storage = (
         b"(" + short("storage") + global_op("torch", "FloatStorage") + short("0") + short("cpu")
@@ -93,7 +93,7 @@ def ckpt_seeds(fixtures, out):
 
 
 def pickle_seeds(fixtures, out):
-    """data.pkl of every zip checkpoint and the pickles of legacy ones."""
+    """Write the data.pkl of every zip checkpoint and the pickles of legacy ones."""
     for path in sorted(fixtures.glob("ckpt/*.ckpt")):
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
@@ -116,6 +116,47 @@ def pickle_seeds(fixtures, out):
     write(out, "protocol4.pkl", pickle.dumps({"k": list(range(5)), "big": 1 << 70}, protocol=4))
 
 
+def varint(value):
+    out = b""
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def field(number, payload):
+    """Encode a protobuf field: an int as a varint, bytes as length-delimited."""
+    if isinstance(payload, int):
+        return varint(number << 3) + varint(payload)
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def onnx_model(initializers):
+    """Encode a ModelProto (IR 8, opset 17) whose graph has only `initializers`."""
+    graph = field(2, b"g") + b"".join(field(5, tensor) for tensor in initializers)
+    opset = field(1, b"") + field(2, 17)
+    return field(1, 8) + field(2, b"fuzz") + field(7, graph) + field(8, opset)
+
+
+def onnx_seeds(out):
+    """Write small models with raw data, typed float_data, and external data in
+    the weights.bin file that the fuzz target writes beside each input."""
+    raw = field(1, 2) + field(1, 2) + field(2, 1) + field(8, b"raw") + field(9, struct.pack("<4f", 1, 2, 3, 4))
+    typed = field(1, 3) + field(2, 1) + field(4, struct.pack("<3f", 1, 2, 3)) + field(8, b"typed")
+    entries = [(b"location", b"weights.bin"), (b"offset", b"64"), (b"length", b"16")]
+    external = field(1, 4) + field(2, 1) + field(8, b"external") + field(14, 1) + b"".join(
+        field(13, field(1, key) + field(2, value)) for key, value in entries
+    )
+    half = field(1, 2) + field(2, 10) + field(8, b"half") + field(9, b"\x00\x3c\x00\x40")
+    write(out, "raw.onnx", onnx_model([raw]))
+    write(out, "typed.onnx", onnx_model([typed]))
+    write(out, "external.onnx", onnx_model([external]))
+    write(out, "mixed.onnx", onnx_model([raw, typed, external, half]))
+
+
 def text_seeds(fixtures, out):
     cases = json.loads((fixtures / "clip" / "tokenizer-cases.json").read_text())
     entries = cases if isinstance(cases, list) else cases.get("cases", [])
@@ -132,6 +173,7 @@ def main():
     safetensors_seeds(fixtures, out / "fuzz_safetensors")
     pickle_seeds(fixtures, out / "fuzz_pickle")
     ckpt_seeds(fixtures, out / "fuzz_torch_checkpoint")
+    onnx_seeds(out / "fuzz_onnx_file")
     text_seeds(fixtures, out / "fuzz_tokenizer")
     text_seeds(fixtures, out / "fuzz_prompt")
 
