@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <set>
 
 #include "formats/checkpoint.h"
 #include "inspect/verify.h"
 #include "model/expected_keys.h"
+#include "model/shape_check.h"
 #include "model/synthesize.h"
 #include "test_support.h"
 
@@ -329,9 +331,10 @@ TEST(Verify, ExtraKeysPassWithWarning) {
   EXPECT_NE(report.warnings[0].find("belong to no component"), std::string::npos);
 }
 
-// The key sets derived from the hyperparameters are exactly the real
-// full-size layouts: every weight of a manifest is expected, every expected
-// key is in the manifest, and the rest are known optional keys.
+// The key sets and shapes derived from the hyperparameters are exactly the
+// real full-size layouts: every weight of a manifest is expected with its
+// shape, every expected key is in the manifest, and the rest are known
+// optional keys.
 class ExpectedKeysManifest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ExpectedKeysManifest, MatchesTheRealLayout) {
@@ -345,19 +348,25 @@ TEST_P(ExpectedKeysManifest, MatchesTheRealLayout) {
   auto spec = DetectModel(**checkpoint, std::nullopt);
   ASSERT_TRUE(spec.ok()) << spec.status().message();
 
-  std::set<std::string> expected;
+  std::map<std::string, std::vector<std::int64_t>> expected;
   for (const ExpectedComponent& c : ExpectedComponents(**checkpoint, *spec)) {
     EXPECT_TRUE(c.present) << c.name;
-    for (const std::string& key : c.required) EXPECT_TRUE(expected.insert(key).second) << key;
+    ASSERT_EQ(c.shapes.size(), c.required.size()) << c.name;
+    for (std::size_t i = 0; i < c.required.size(); ++i) {
+      EXPECT_TRUE(expected.emplace(c.required[i], c.shapes[i]).second) << c.required[i];
+    }
   }
   std::set<std::string> in_manifest;
   for (const TensorSpec& t : *tensors) {
     in_manifest.insert(t.name);
+    if (expected.contains(t.name)) {
+      EXPECT_EQ(ShapeText(expected[t.name]), ShapeText(t.shape)) << "shape of " << t.name;
+    }
     if (!expected.contains(t.name)) {
       EXPECT_TRUE(IsKnownOptionalKey(t.name, spec->family)) << "unexplained: " << t.name;
     }
   }
-  for (const std::string& key : expected) EXPECT_TRUE(in_manifest.contains(key)) << key;
+  for (const auto& [key, shape] : expected) EXPECT_TRUE(in_manifest.contains(key)) << key;
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, ExpectedKeysManifest,

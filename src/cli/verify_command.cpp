@@ -13,10 +13,17 @@ struct VerifyArgs {
 };
 
 void PrintProblem(const VerifyProblem& problem) {
-  std::cout << "missing: " << problem.title << ": " << problem.what << "\n";
+  const bool wrong_shapes = problem.wrong_shape_count > 0;
+  std::cout << (wrong_shapes ? "wrong shape: " : "missing: ") << problem.title << ": "
+            << problem.what << "\n";
   for (const std::string& key : problem.missing_keys) std::cout << "    " << key << "\n";
-  if (problem.missing_count > problem.missing_keys.size()) {
-    std::cout << "    ... and " << problem.missing_count - problem.missing_keys.size()
+  for (const ShapeMismatch& m : problem.wrong_shapes) {
+    std::cout << "    " << m.key << ": " << ShapeText(m.found) << " instead of "
+              << ShapeText(m.expected) << "\n";
+  }
+  const std::size_t listed = problem.missing_keys.size() + problem.wrong_shapes.size();
+  if (problem.missing_count + problem.wrong_shape_count > listed) {
+    std::cout << "    ... and " << problem.missing_count + problem.wrong_shape_count - listed
               << " more\n";
   }
   for (const std::string& message : problem.loader_messages) {

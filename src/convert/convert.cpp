@@ -10,6 +10,7 @@
 
 #include "formats/checkpoint.h"
 #include "formats/diffusers_vae_keys.h"
+#include "model/shape_check.h"
 #include "networks/clip_text.h"
 #include "networks/open_clip_text.h"
 #include "runtime/ort_session.h"
@@ -133,6 +134,8 @@ Result<std::unique_ptr<Checkpoint>> OpenSeparateVae(const std::string& path, Mod
   }
   SDONNX_RETURN_IF_ERROR(ReadVaeShapes(*vae, &vae_spec));
   spec->vae = vae_spec;
+  std::erase_if(spec->notes, [](const std::string& note) { return note.starts_with("vae: ch "); });
+  spec->notes.push_back(VaeNote(vae_spec));
   spec->notes.push_back("vae: from " + path + " (in place of the checkpoint's)");
   return vae;
 }
@@ -313,6 +316,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   if (options.vae_path) {
     SDONNX_ASSIGN_OR_RETURN(vae_file, OpenSeparateVae(*options.vae_path, &spec));
   }
+  SDONNX_RETURN_IF_ERROR(CheckShapesBeforeConvert(*checkpoint, vae_file.get(), spec));
   const std::vector<ComponentPlan> plan =
       PlanComponents(spec, *checkpoint, vae_file ? *vae_file : *checkpoint);
 

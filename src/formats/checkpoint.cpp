@@ -122,4 +122,13 @@ Result<std::vector<float>> Checkpoint::ReadAsFloat(const std::string& key) const
   return out;
 }
 
+std::string ShapeText(const std::vector<std::int64_t>& shape) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) text += ',';
+    text += std::to_string(shape[i]);
+  }
+  return text + "]";
+}
+
 }  // namespace sdonnx

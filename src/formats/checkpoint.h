@@ -16,6 +16,9 @@
 
 namespace sdonnx {
 
+// A tensor shape as "[64,64,3,3]"; "[]" for a scalar.
+std::string ShapeText(const std::vector<std::int64_t>& shape);
+
 class Checkpoint {
  public:
   static Result<std::unique_ptr<Checkpoint>> Open(const std::string& path);

@@ -6,15 +6,6 @@
 namespace sdonnx {
 namespace {
 
-std::string ShapeText(const std::vector<std::int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i > 0) s += ',';
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
-}
-
 void SetValueInfo(onnx::ValueInfoProto* info, const std::string& name, int elem_type,
                   const std::vector<Dim>& dims) {
   info->set_name(name);

@@ -97,6 +97,29 @@ VerifyProblem PartialComponent(const ExpectedComponent& component,
   return problem;
 }
 
+// PyTorch's load_state_dict raises on a size mismatch whether or not it is
+// strict, so both programs stop on such a file.
+VerifyProblem WrongShapes(const ExpectedComponent& component,
+                          std::vector<ShapeMismatch> mismatches) {
+  VerifyProblem problem;
+  problem.component = component.name;
+  problem.title = component.title;
+  problem.wrong_shape_count = mismatches.size();
+  const ShapeMismatch& first = mismatches.front();
+  problem.what = std::to_string(mismatches.size()) + " of " +
+                 std::to_string(component.required.size()) +
+                 " weights have the wrong shape (first: '" + first.key + "' is " +
+                 ShapeText(first.found) + " instead of " + ShapeText(first.expected) + ")";
+  mismatches.resize(std::min(mismatches.size(), kMissingKeysKept));
+  problem.wrong_shapes = std::move(mismatches);
+  problem.loader_messages = {
+      "AUTOMATIC1111 and ComfyUI: loading stops with PyTorch's \"size mismatch for <key>: copying "
+      "a param with shape ... from checkpoint, the shape in current model is ...\""};
+  problem.advice = "the file is damaged or was edited: download it again, or get the original "
+                   "checkpoint";
+  return problem;
+}
+
 VerifyProblem Unreadable(const std::string& component, const std::string& title,
                          const std::string& error) {
   VerifyProblem problem;
@@ -177,6 +200,8 @@ void CheckComponents(VerifyReport* report) {
       if (checkpoint.FindStored(key) == nullptr) missing.push_back(key);
     }
     if (!missing.empty()) report->problems.push_back(PartialComponent(component, std::move(missing)));
+    std::vector<ShapeMismatch> wrong = FindShapeMismatches(checkpoint, component);
+    if (!wrong.empty()) report->problems.push_back(WrongShapes(component, std::move(wrong)));
   }
   if (others_absent && !report->problems.empty()) {
     report->diagnosis =
@@ -212,11 +237,17 @@ nlohmann::json VerifyReportJson(const VerifyReport& report) {
   using nlohmann::json;
   json problems = json::array();
   for (const VerifyProblem& p : report.problems) {
+    json wrong_shapes = json::array();
+    for (const ShapeMismatch& m : p.wrong_shapes) {
+      wrong_shapes.push_back({{"key", m.key}, {"expected", m.expected}, {"found", m.found}});
+    }
     problems.push_back({{"component", p.component},
                         {"title", p.title},
                         {"what", p.what},
                         {"missing_count", p.missing_count},
                         {"missing_keys", p.missing_keys},
+                        {"wrong_shape_count", p.wrong_shape_count},
+                        {"wrong_shapes", wrong_shapes},
                         {"loader_messages", p.loader_messages},
                         {"advice", p.advice}});
   }

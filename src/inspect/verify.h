@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "inspect/checkpoint_inspect.h"
+#include "model/shape_check.h"
 #include "util/status.h"
 
 namespace sdonnx {
@@ -20,6 +21,9 @@ struct VerifyProblem {
   std::string what;       // "absent", "12 of 230 weights missing", ...
   std::size_t missing_count = 0;
   std::vector<std::string> missing_keys;  // the first few
+  // Tensors whose shape does not fit the detected architecture, the first few.
+  std::size_t wrong_shape_count = 0;
+  std::vector<ShapeMismatch> wrong_shapes;
   // What AUTOMATIC1111, ComfyUI and diffusers show for it.
   std::vector<std::string> loader_messages;
   std::string advice;

@@ -4,6 +4,7 @@
 // the non-weight keys that loaders accept but do not need.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,13 +23,20 @@ struct ExpectedComponent {
   // since the architecture of an absent component cannot be read.
   bool present = false;
   std::vector<std::string> required;  // weight keys, in module order
+  // The shape ldm/sgm's load_state_dict(strict=True) requires of each
+  // key: shapes[i] belongs to required[i].
+  std::vector<std::vector<std::int64_t>> shapes;
   // The prefix the file uses instead of `prefix`, when it keeps the
   // component under other names (ComfyUI's clip_l., diffusers'
   // text_encoder.); `required` then uses it too. Empty otherwise.
   std::string stored_prefix;
 };
 
-// The components of `spec`'s family, with every weight key each one needs.
+// The components of `spec`'s family, with every weight key each one needs
+// and its shape. Widths that `spec` reads from a single tensor (text width,
+// MLP width, context width, VAE level widths) are taken instead from the
+// majority of the tensors that show them, so that one damaged tensor is the
+// one that mismatches.
 // Layer counts that the file may truncate come from the architecture where
 // it is known (CLIP ViT-L has 12 layers, OpenCLIP ViT-H 24, ViT-bigG 32).
 // NOTE: the VAE's blocks per level are counted in the file (the largest
@@ -36,6 +44,10 @@ struct ExpectedComponent {
 // a whole last level, is not noticed.
 std::vector<ExpectedComponent> ExpectedComponents(const Checkpoint& checkpoint,
                                                   const ModelSpec& spec);
+
+// The VAE read from `checkpoint` (which may be a separate VAE file), with
+// every weight key and shape it needs.
+ExpectedComponent ExpectedVae(const Checkpoint& checkpoint, const VaeSpec& vae);
 
 // The key prefix of each text encoder the family has, in embedder order.
 struct TextEncoderSlot {

@@ -319,6 +319,12 @@ std::optional<std::string> FindConfig(const std::string& checkpoint_path,
   return std::nullopt;
 }
 
+std::string VaeNote(const VaeSpec& vae) {
+  return "vae: ch " + std::to_string(vae.base_channels) + ", levels " + std::to_string(vae.levels) +
+         ", downsampling factor " + std::to_string(vae.downsample_factor) + ", latent channels " +
+         std::to_string(vae.latent_channels);
+}
+
 Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
                               const std::optional<std::string>& explicit_config,
                               const std::optional<std::string>& prediction_type) {
@@ -378,10 +384,7 @@ Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
                        JoinInts(u.transformer_depth) + ", context_dim " +
                        std::to_string(u.context_dim));
   if (spec.vae) {
-    spec.notes.push_back("vae: ch " + std::to_string(spec.vae->base_channels) + ", levels " +
-                         std::to_string(spec.vae->levels) + ", downsampling factor " +
-                         std::to_string(spec.vae->downsample_factor) + ", latent channels " +
-                         std::to_string(spec.vae->latent_channels));
+    spec.notes.push_back(VaeNote(*spec.vae));
   }
   if (spec.open_clip) {
     spec.notes.push_back("text encoder: OpenCLIP, width " + std::to_string(spec.open_clip->width) +

@@ -59,6 +59,10 @@ struct ModelSpec {
 std::optional<std::string> FindConfig(const std::string& checkpoint_path,
                                       const std::optional<std::string>& explicit_config);
 
+// The line of ModelSpec::notes that describes `vae`, for the VAE actually
+// converted.
+std::string VaeNote(const VaeSpec& vae);
+
 // Detects the family and reads every component's hyperparameters. A config
 // given explicitly must exist and parse; one found beside the file is used
 // if it parses.

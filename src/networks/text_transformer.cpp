@@ -18,11 +18,24 @@ Result<TextShapes> ReadTextShapes(const Checkpoint& checkpoint, const std::strin
     return Status::Error(checkpoint.path() + ": text encoder tensor '" + token_key +
                          "' is missing or not 2-D");
   }
-  if (positions == nullptr || positions->shape.size() != 2 ||
-      positions->shape[1] != tokens->shape[1]) {
+  if (positions == nullptr || positions->shape.size() != 2) {
     return Status::Error(checkpoint.path() + ": text encoder tensor '" + position_key +
-                         "' is missing or its width differs from the token embedding's " +
-                         std::to_string(tokens->shape[1]));
+                         "' is missing or not 2-D");
+  }
+  if (positions->shape[1] != tokens->shape[1]) {
+    // The first layer's norm shows which of the two embeddings is wrong.
+    const TensorInfo* norm = checkpoint.Find(layer_prefix + "0" + layer_probe);
+    const std::int64_t width =
+        norm != nullptr && norm->shape.size() == 1 ? norm->shape[0] : tokens->shape[1];
+    const bool tokens_wrong = tokens->shape[1] != width;
+    const std::string& key = tokens_wrong ? token_key : position_key;
+    const std::vector<std::int64_t>& found = tokens_wrong ? tokens->shape : positions->shape;
+    return Status::Error(checkpoint.path() + ": tensor '" + key + "' has shape " +
+                         ShapeText(found) +
+                         ", but the text encoder detected from the other tensors needs " +
+                         ShapeText({found[0], width}) +
+                         "; the file is damaged or was edited: download it again or use the "
+                         "original checkpoint");
   }
   TextShapes shapes;
   shapes.vocab_size = tokens->shape[0];
