@@ -93,6 +93,15 @@ Status AppendProvider(Provider provider, Ort::SessionOptions& session_options) {
 
 }  // namespace
 
+Status CheckLoadsInOrt(const std::string& model_bytes, const std::string& name) {
+  return OrtCall(name + ": ONNX Runtime rejects the graph", [&] {
+    Ort::SessionOptions options;
+    options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_DISABLE_ALL);
+    options.SetIntraOpNumThreads(1);
+    Ort::Session session(Environment(), model_bytes.data(), model_bytes.size(), options);
+  });
+}
+
 OrtModel::~OrtModel() = default;
 
 Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,

@@ -42,6 +42,12 @@ struct SessionOptions {
 // The execution providers compiled into the loaded ONNX Runtime library.
 std::vector<std::string> AvailableProviders();
 
+// Loads the serialized model `model_bytes` into an ONNX Runtime session
+// without optimizations and drops it again: the runtime checks every node
+// against its operator schemas and infers types and shapes. `name` names the
+// model in errors.
+Status CheckLoadsInOrt(const std::string& model_bytes, const std::string& name);
+
 class OrtModel {
  public:
   static Result<std::unique_ptr<OrtModel>> Load(const std::string& path,
