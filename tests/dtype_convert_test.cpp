@@ -1,5 +1,7 @@
 // Weight dtype conversion: exact widening, round-to-nearest-even narrowing
 // to float16, and the counts of clamped and flushed values.
+#include "formats/dtype_convert.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "formats/checkpoint.h"
-#include "formats/dtype_convert.h"
 #include "test_support.h"
 
 namespace sdonnx {
@@ -21,9 +22,9 @@ std::span<const std::uint8_t> Bytes(const std::vector<float>& v) {
 
 std::vector<std::uint16_t> ToHalf(const std::vector<float>& values, NarrowingCounts* counts) {
   std::vector<std::uint16_t> out(values.size());
-  Status status = ConvertElements(
-      DType::kF32, Bytes(values), DType::kF16,
-      {reinterpret_cast<std::uint8_t*>(out.data()), out.size() * 2}, counts);
+  Status status =
+      ConvertElements(DType::kF32, Bytes(values), DType::kF16,
+                      {reinterpret_cast<std::uint8_t*>(out.data()), out.size() * 2}, counts);
   EXPECT_TRUE(status.ok()) << status.message();
   return out;
 }
@@ -82,9 +83,9 @@ TEST(DTypeConvert, Bf16ToF16CountsOverflowAndFlushes) {
 TEST(DTypeConvert, F32ToF16RoundsToNearestEven) {
   NarrowingCounts counts;
   const float ulp = 1.0f / 1024;  // float16 spacing at 1.0
-  const auto half = ToHalf({1 + ulp / 2, 1 + 3 * ulp / 2, 65504.0f, 65519.0f, 65520.0f,
-                            -1e6f, 5.96e-8f, 2e-8f},
-                           &counts);
+  const auto half =
+      ToHalf({1 + ulp / 2, 1 + 3 * ulp / 2, 65504.0f, 65519.0f, 65520.0f, -1e6f, 5.96e-8f, 2e-8f},
+             &counts);
   EXPECT_EQ(half[0], 0x3c00);  // tie rounds down to the even mantissa
   EXPECT_EQ(half[1], 0x3c02);  // tie rounds up to the even mantissa
   EXPECT_EQ(half[2], 0x7bff);

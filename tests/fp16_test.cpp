@@ -3,7 +3,6 @@
 // stays within the tolerance that docs/onnx-contract.md states of the
 // float32 reference outputs.
 #include <gtest/gtest.h>
-
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
@@ -130,7 +129,8 @@ TEST_P(Fp16, TextEncodersStayNearReference) {
   }
   ASSERT_FALSE(encoders.empty());
   for (const auto& [component, reference] : encoders) {
-    auto out = RunModel(c.File(component, fixture()), {{"input_ids", Ref(reference + ".input_ids")}});
+    auto out =
+        RunModel(c.File(component, fixture()), {{"input_ids", Ref(reference + ".input_ids")}});
     Expect(component, out["last_hidden_state"], Ref(reference + ".last_hidden_state"),
            kTextTolerance);
     for (const auto& [name, tensor] : out) {

@@ -1,7 +1,6 @@
 // Opsets past what the ONNX library here knows (libonnx 1.12: up to 17) are
 // checked by loading the graph in ONNX Runtime; the files of every opset run.
 #include <gtest/gtest.h>
-
 #include <onnx/onnx_pb.h>
 
 #include <fstream>

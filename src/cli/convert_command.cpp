@@ -60,8 +60,7 @@ void PrintReport(const ConvertReport& report) {
     if (c.conversion.converted_tensors > 0) {
       std::cout << "  " << c.component << ": " << c.conversion.converted_tensors
                 << " tensors converted to float16; " << total.clamped
-                << " values clamped to +-65504, " << total.flushed_to_zero
-                << " flushed to zero\n";
+                << " values clamped to +-65504, " << total.flushed_to_zero << " flushed to zero\n";
     }
   }
   std::cout << "wrote " << report.extras.path << " (" << HumanBytes(report.extras.bytes)
@@ -90,8 +89,9 @@ int RunConvert(const ConvertArgs& args) {
     if (!shape.ok()) return ReportError(shape.status().message());
     options.static_shape = *shape;
   } else if (args.batch_size_given) {
-    return ReportError("--batch-size only applies with --static-shape WIDTHxHEIGHT; add it or "
-                       "drop --batch-size");
+    return ReportError(
+        "--batch-size only applies with --static-shape WIDTHxHEIGHT; add it or "
+        "drop --batch-size");
   }
   Result<ConvertReport> report = ConvertCheckpoint(options);
   if (!report.ok()) return ReportError(report.status().message());

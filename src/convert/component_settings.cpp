@@ -16,16 +16,18 @@ std::string Nearest(std::int64_t value, std::int64_t multiple) {
   return std::to_string(below) + " or " + std::to_string(above);
 }
 
-std::map<std::string, std::int64_t> StaticDims(const std::string& component,
-                                               const ModelSpec& spec, const StaticShape& shape) {
+std::map<std::string, std::int64_t> StaticDims(const std::string& component, const ModelSpec& spec,
+                                               const StaticShape& shape) {
   const std::int64_t f = DownsampleFactor(spec);
   const std::int64_t n = shape.batch;
   if (component == "unet") {
     std::int64_t sequence = 77;
     if (spec.text) sequence = spec.text->context_length;
     if (!spec.text && spec.open_clip) sequence = spec.open_clip->context_length;
-    // generate runs the negative and the positive prompt as one batch.
-    return {{"batch", 2 * n},
+    // generate runs the negative and the positive prompt as one batch;
+    // instruct-pix2pix adds a run without the image.
+    const std::int64_t copies = spec.variant == "instruct-pix2pix" ? 3 : 2;
+    return {{"batch", copies * n},
             {"height", shape.height / f},
             {"width", shape.width / f},
             {"sequence", sequence},
@@ -79,8 +81,9 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
   settings.float16 = options.fp16;
   if (options.fp16 && sdxl && component == "vae_decoder" && !options.fp16_sdxl_vae_decoder) {
     settings.float16 = false;
-    LogInfo("vae_decoder: kept in float32 with source weights, because the SDXL VAE decoder "
-            "overflows float16; --fp16-vae-decoder converts it anyway");
+    LogInfo(
+        "vae_decoder: kept in float32 with source weights, because the SDXL VAE decoder "
+        "overflows float16; --fp16-vae-decoder converts it anyway");
   }
   settings.weight_precision = settings.float16 ? "fp16" : "source";
   settings.metadata["sdonnx.weight_precision"] = settings.weight_precision;
@@ -108,7 +111,8 @@ void LogConversion(const std::string& file_name, const WeightConversion& convers
                         std::to_string(total.flushed_to_zero) + " tiny values to zero";
   auto worst = conversion.lossy;
   std::sort(worst.begin(), worst.end(), [](const auto& a, const auto& b) {
-    return a.second.clamped + a.second.flushed_to_zero > b.second.clamped + b.second.flushed_to_zero;
+    return a.second.clamped + a.second.flushed_to_zero >
+           b.second.clamped + b.second.flushed_to_zero;
   });
   if (worst.size() > 3) worst.resize(3);
   message += "; most in";

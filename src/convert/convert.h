@@ -18,9 +18,9 @@ inline constexpr int kMaxOpset = 21;
 
 // Fixed input and output shapes for engines that want them (TensorRT).
 struct StaticShape {
-  std::int64_t width = 0;   // image pixels, a multiple of 8 and of the VAE factor
+  std::int64_t width = 0;  // image pixels, a multiple of 8 and of the VAE factor
   std::int64_t height = 0;
-  std::int64_t batch = 1;   // images per run; the UNet takes 2 x batch rows (guidance)
+  std::int64_t batch = 1;  // images per run; the UNet takes 2 x batch rows (guidance)
 };
 
 struct ConvertOptions {

@@ -109,8 +109,8 @@ Status ConvertElementsParallel(DType from, std::span<const std::uint8_t> source,
   SDONNX_RETURN_IF_ERROR(CheckSupported(from, to, source.size(), target.size()));
   const std::size_t count = source.size() / DTypeSize(from);
   constexpr std::size_t kMinPerThread = 1 << 16;
-  const std::size_t parts =
-      std::clamp<std::size_t>(count / kMinPerThread, 1, static_cast<std::size_t>(std::max(threads, 1)));
+  const std::size_t parts = std::clamp<std::size_t>(count / kMinPerThread, 1,
+                                                    static_cast<std::size_t>(std::max(threads, 1)));
   if (parts == 1) return ConvertElements(from, source, to, target, counts);
 
   std::vector<NarrowingCounts> part_counts(parts);

@@ -1,6 +1,8 @@
 #include "generate/model_set.h"
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
@@ -102,6 +104,16 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
     SDONNX_ASSIGN_OR_RETURN(float pad, ParseFloat(path, "sdonnx.text_2_pad_id", metadata));
     facts->text_2_pad_id = static_cast<std::int32_t>(pad);
   }
+  if (!text("sdonnx.static_shape").empty()) {
+    const std::string shape = text("sdonnx.static_shape");
+    if (std::sscanf(shape.c_str(), "%" SCNd64 "x%" SCNd64, &facts->static_width,
+                    &facts->static_height) != 2) {
+      return Status::Error(path + ": metadata 'sdonnx.static_shape' is '" + shape +
+                           "', expected WIDTHxHEIGHT");
+    }
+    SDONNX_ASSIGN_OR_RETURN(float batch, ParseFloat(path, "sdonnx.static_batch", metadata));
+    facts->static_batch = static_cast<std::int64_t>(batch);
+  }
   const auto inputs = unet.InputNames();
   if (std::find(inputs.begin(), inputs.end(), "time_ids") != inputs.end()) {
     SDONNX_ASSIGN_OR_RETURN(auto embeds, unet.InputShape("text_embeds"));
@@ -118,10 +130,31 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
                          "with a fixed channel count");
   }
   facts->unet_in_channels = sample_shape[1];
+  if (facts->static_batch > 0) facts->static_unet_rows = sample_shape[0];
   return Status::Ok();
 }
 
 }  // namespace
+
+Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_t height,
+                        std::int64_t batch, std::int64_t unet_rows) {
+  if (facts.static_batch == 0) return Status::Ok();
+  const std::string fixed =
+      "the model was converted with --static-shape " + std::to_string(facts.static_width) + "x" +
+      std::to_string(facts.static_height) + " --batch-size " + std::to_string(facts.static_batch);
+  if (width != facts.static_width || height != facts.static_height || batch != facts.static_batch) {
+    return Status::Error(fixed + "; pass --width " + std::to_string(facts.static_width) +
+                         " --height " + std::to_string(facts.static_height) + " --batch-size " +
+                         std::to_string(facts.static_batch) +
+                         ", or convert again without --static-shape");
+  }
+  if (facts.static_unet_rows > 0 && unet_rows != facts.static_unet_rows) {
+    return Status::Error(fixed + ", so its UNet takes " + std::to_string(facts.static_unet_rows) +
+                         " rows per step (negative and positive prompt), but this run needs " +
+                         std::to_string(unet_rows) + "; use a --cfg-scale other than 1");
+  }
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool need_encoder,
                                                  const SessionOptions& options) {

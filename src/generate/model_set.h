@@ -31,7 +31,19 @@ struct ModelFacts {
   // SDXL: the UNet's text_embeds width and time id count; 0 for other families.
   std::int64_t text_embed_dim = 0;
   std::int64_t num_time_ids = 0;
+  // Files written with --static-shape: the image size and images per run
+  // they are fixed to; 0 when the shapes are dynamic.
+  std::int64_t static_width = 0;
+  std::int64_t static_height = 0;
+  std::int64_t static_batch = 0;
+  std::int64_t static_unet_rows = 0;  // the UNet's fixed batch
 };
+
+// Checks a request against the fixed shapes of files written with
+// --static-shape: the same size and batch, and as many UNet rows per step
+// (`unet_rows`: the batch times 2 with guidance, 3 for instruct-pix2pix).
+Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_t height,
+                        std::int64_t batch, std::int64_t unet_rows);
 
 class ModelSet {
  public:

@@ -63,8 +63,8 @@ int GraphBuilder::compute_type() const {
   return float16_ ? onnx::TensorProto_DataType_FLOAT16 : onnx::TensorProto_DataType_FLOAT;
 }
 
-void GraphBuilder::SetValueInfo(onnx::ValueInfoProto* info, const std::string& name,
-                                int elem_type, const std::vector<Dim>& dims) const {
+void GraphBuilder::SetValueInfo(onnx::ValueInfoProto* info, const std::string& name, int elem_type,
+                                const std::vector<Dim>& dims) const {
   info->set_name(name);
   auto* tensor_type = info->mutable_type()->mutable_tensor_type();
   tensor_type->set_elem_type(elem_type);

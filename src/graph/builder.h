@@ -12,10 +12,11 @@
 // network; callers check status() once at the end.
 #pragma once
 
+#include <onnx/onnx_pb.h>
+
 #include <cstdint>
 #include <map>
 #include <set>
-#include <onnx/onnx_pb.h>
 #include <string>
 #include <variant>
 #include <vector>

@@ -123,8 +123,8 @@ std::string Attention(GraphBuilder& b, const std::string& q, const std::string& 
   const std::vector<std::int64_t> to_heads = {0, 2, 1, 3};
   // Scores and softmax are float32 in a float16 graph: q.k over a wide
   // head overflows float16, and softmax needs the range of its inputs.
-  const std::string qh = b.ToFloat32(
-      b.Op("Transpose", {b.Op("Reshape", {q, split})}, {{"perm", to_heads}}));
+  const std::string qh =
+      b.ToFloat32(b.Op("Transpose", {b.Op("Reshape", {q, split})}, {{"perm", to_heads}}));
   const std::string kt = b.ToFloat32(b.Op("Transpose", {b.Op("Reshape", {k, split})},
                                           {{"perm", std::vector<std::int64_t>{0, 2, 3, 1}}}));
   const std::string vh =
@@ -133,8 +133,7 @@ std::string Attention(GraphBuilder& b, const std::string& q, const std::string& 
   std::string scores = b.Op("MatMul", {qh, kt});
   scores = b.Op("Mul", {scores, b.ScalarFloat32(scale)});
   if (!mask.empty()) scores = b.Op("Add", {scores, mask});
-  const std::string probs =
-      b.ToCompute(b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}}));
+  const std::string probs = b.ToCompute(b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}}));
   const std::string out =
       b.Op("Transpose", {b.Op("MatMul", {probs, vh})}, {{"perm", to_heads}});
   return b.Op("Reshape", {out, b.ConstInt64({0, 0, heads * dim_head}, {3})});

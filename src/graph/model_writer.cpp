@@ -314,8 +314,8 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
   std::vector<WrittenFile> written;
   const std::string path = (std::filesystem::path(dir) / file_name).string();
   if (external) {
-    SDONNX_ASSIGN_OR_RETURN(WrittenFile data,
-                            WriteExternalData(builder, checkpoint, dir, file_name + ".data", options));
+    SDONNX_ASSIGN_OR_RETURN(WrittenFile data, WriteExternalData(builder, checkpoint, dir,
+                                                                file_name + ".data", options));
     if (options.late_metadata) add_metadata(options.late_metadata());
     SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
     SDONNX_RETURN_IF_ERROR(out.Write(Serialize(model)));

@@ -198,8 +198,8 @@ std::string LabelEmbedding(GraphBuilder& b, const UNetSpec& spec) {
            std::to_string(spec.time_id_dim) + "-wide time id embeddings");
     return "";
   }
-  const std::string text_embeds = b.ToCompute(b.Input(
-      "text_embeds", onnx::TensorProto_DataType_FLOAT, {"batch", spec.text_embed_dim}));
+  const std::string text_embeds = b.ToCompute(
+      b.Input("text_embeds", onnx::TensorProto_DataType_FLOAT, {"batch", spec.text_embed_dim}));
   const std::string time_ids =
       b.Input("time_ids", onnx::TensorProto_DataType_FLOAT, {"batch", spec.num_time_ids});
   const std::string flat = b.Op("Reshape", {time_ids, b.ConstInt64({-1}, {1})});
@@ -295,8 +295,8 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
 
 Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
   const std::string& p = spec.prefix;
-  const std::string sample = b.ToCompute(b.Input(
-      "sample", onnx::TensorProto_DataType_FLOAT, {"batch", spec.in_channels, "height", "width"}));
+  const std::string sample = b.ToCompute(b.Input("sample", onnx::TensorProto_DataType_FLOAT,
+                                                 {"batch", spec.in_channels, "height", "width"}));
   const std::string timestep =
       b.Input("timestep", onnx::TensorProto_DataType_FLOAT, {"timestep_count"});
   const std::string context =

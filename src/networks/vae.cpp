@@ -107,8 +107,8 @@ Status ReadVaeShapes(const Checkpoint& checkpoint, VaeSpec* spec) {
 Status BuildVaeEncoder(GraphBuilder& b, const VaeSpec& spec) {
   const std::string& p = spec.prefix;
   const std::int64_t f = spec.downsample_factor;
-  const std::string image = b.ToCompute(b.Input(
-      "sample", onnx::TensorProto_DataType_FLOAT, {"batch", spec.image_channels, "height", "width"}));
+  const std::string image = b.ToCompute(b.Input("sample", onnx::TensorProto_DataType_FLOAT,
+                                                {"batch", spec.image_channels, "height", "width"}));
   std::string h = Conv2d(b, image, p + "encoder.conv_in");
   for (std::int64_t i = 0; i < spec.levels; ++i) {
     const std::string level = p + "encoder.down." + std::to_string(i);

@@ -212,3 +212,80 @@ Result<std::map<std::string, HostTensor>> OrtModel::Run(
 }
 
 }  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// Rows [first, first + count) of `t`, padded to `batch` rows with copies of
+// the last one.
+HostTensor RowSlice(const HostTensor& t, std::int64_t first, std::int64_t count,
+                    std::int64_t batch) {
+  HostTensor out = t;
+  out.shape[0] = batch;
+  const auto row = static_cast<std::size_t>(t.NumElements() / t.shape[0]);
+  out.f32.clear();
+  out.i32.clear();
+  for (std::int64_t r = 0; r < batch; ++r) {
+    const auto source = static_cast<std::size_t>(first + std::min(r, count - 1)) * row;
+    if (t.is_int32) {
+      out.i32.insert(out.i32.end(), t.i32.begin() + source, t.i32.begin() + source + row);
+    } else {
+      out.f32.insert(out.f32.end(), t.f32.begin() + source, t.f32.begin() + source + row);
+    }
+  }
+  return out;
+}
+
+// Appends the first `count` rows of `part` to `whole`.
+void AppendRows(HostTensor& whole, const HostTensor& part, std::int64_t count) {
+  const auto row = static_cast<std::size_t>(part.NumElements() / part.shape[0]);
+  const auto n = static_cast<std::size_t>(count) * row;
+  if (whole.shape.empty()) {
+    whole = part;
+    whole.shape[0] = 0;
+    whole.f32.clear();
+    whole.i32.clear();
+  }
+  whole.shape[0] += count;
+  if (part.is_int32) {
+    whole.i32.insert(whole.i32.end(), part.i32.begin(), part.i32.begin() + n);
+  } else {
+    whole.f32.insert(whole.f32.end(), part.f32.begin(), part.f32.begin() + n);
+  }
+}
+
+}  // namespace
+
+Result<std::map<std::string, HostTensor>> OrtModel::RunInFixedBatches(
+    const std::map<std::string, HostTensor>& inputs, const std::vector<std::string>& outputs) {
+  const std::vector<std::string> names = InputNames();
+  if (names.empty() || inputs.empty()) return Run(inputs, outputs);
+  SDONNX_ASSIGN_OR_RETURN(const std::vector<std::int64_t> shape, InputShape(names.front()));
+  auto first = inputs.find(names.front());
+  if (shape.empty() || shape[0] <= 0 || first == inputs.end() || first->second.shape.empty() ||
+      first->second.shape[0] == shape[0]) {
+    return Run(inputs, outputs);
+  }
+  const std::int64_t batch = shape[0];
+  const std::int64_t rows = first->second.shape[0];
+  std::map<std::string, HostTensor> joined;
+  for (std::int64_t start = 0; start < rows; start += batch) {
+    const std::int64_t count = std::min(batch, rows - start);
+    std::map<std::string, HostTensor> part;
+    for (const auto& [name, tensor] : inputs) {
+      const bool batched = !tensor.shape.empty() && tensor.shape[0] == rows;
+      part[name] = batched ? RowSlice(tensor, start, count, batch) : tensor;
+    }
+    SDONNX_ASSIGN_OR_RETURN(auto results, Run(part, outputs));
+    for (const auto& [name, tensor] : results) {
+      if (tensor.shape.empty() || tensor.shape[0] != batch) {
+        return Status::Error(path_ + ": output '" + name + "' does not have the fixed batch " +
+                             std::to_string(batch) + " as its first dimension");
+      }
+      AppendRows(joined[name], tensor, count);
+    }
+  }
+  return joined;
+}
+
+}  // namespace sdonnx

@@ -65,6 +65,13 @@ class OrtModel {
   // Runs the model; returns the requested outputs (all when empty) by name.
   Result<std::map<std::string, HostTensor>> Run(const std::map<std::string, HostTensor>& inputs,
                                                 const std::vector<std::string>& outputs = {});
+  // Runs the model on inputs of any row count when its first input has a
+  // fixed batch B (a --static-shape file): the rows go in runs of B, the last
+  // padded with copies of its last row, and outputs keep only the real rows.
+  // Inputs whose first dimension is not the row count pass to every run
+  // unchanged. Without a fixed batch this is Run.
+  Result<std::map<std::string, HostTensor>> RunInFixedBatches(
+      const std::map<std::string, HostTensor>& inputs, const std::vector<std::string>& outputs);
 
  private:
   OrtModel() = default;
