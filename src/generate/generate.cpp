@@ -641,9 +641,14 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
   }
   GenerateResult result;
   const auto load_start = Clock::now();
-  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<ModelSet> models,
-                          ModelSet::Load(options.model_dir, options.init_image.has_value(),
-                                         options.session));
+  ProfileRequest run;
+  run.width = options.width;
+  run.height = options.height;
+  run.batch = options.batch_size;
+  run.guidance = options.cfg_scale != 1.0f;
+  SDONNX_ASSIGN_OR_RETURN(
+      std::unique_ptr<ModelSet> models,
+      ModelSet::Load(options.model_dir, options.init_image.has_value(), options.session, run));
   result.load_seconds = SecondsSince(load_start);
   SDONNX_ASSIGN_OR_RETURN(Plan plan, MakePlan(options, models->facts()));
   SDONNX_ASSIGN_OR_RETURN(ImageInputs images, PrepareImages(*models, options, plan));

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/ort_session.h"
+#include "runtime/tensorrt_profiles.h"
 #include "sampling/sampler.h"
 #include "util/status.h"
 
@@ -51,8 +52,12 @@ class ModelSet {
   // for SDXL, clip_text_2_<stem>.onnx) and vae_decoder_<stem>.onnx in `dir`
   // (and vae_encoder_<stem>.onnx when `need_encoder`) and loads them. The
   // folder must hold exactly one such set.
+  // With the TensorRT provider, each file gets an optimization profile for
+  // the width, height, batch and guidance of `run`, within the family's
+  // ranges (see runtime/tensorrt_profiles.h).
   static Result<std::unique_ptr<ModelSet>> Load(const std::string& dir, bool need_encoder,
-                                                const SessionOptions& options);
+                                                const SessionOptions& options,
+                                                const ProfileRequest& run = {});
 
   const ModelFacts& facts() const { return facts_; }
   OrtModel& unet() { return *unet_; }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <unordered_map>
 
 namespace sdonnx {
 namespace {
@@ -64,9 +65,17 @@ std::vector<std::string> AvailableProviders() {
   }
 }
 
+std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile) {
+  if (profile.min_shapes.empty()) return {};
+  return {{"trt_profile_min_shapes", profile.min_shapes},
+          {"trt_profile_opt_shapes", profile.opt_shapes},
+          {"trt_profile_max_shapes", profile.max_shapes}};
+}
+
 namespace {
 
-Status AppendProvider(Provider provider, Ort::SessionOptions& session_options) {
+Status AppendProvider(const SessionOptions& options, Ort::SessionOptions& session_options) {
+  const Provider provider = options.provider;
   if (provider == Provider::kCpu) return Status::Ok();
   const std::string wanted =
       provider == Provider::kCuda ? "CUDAExecutionProvider" : "TensorrtExecutionProvider";
@@ -83,8 +92,10 @@ Status AppendProvider(Provider provider, Ort::SessionOptions& session_options) {
       OrtCUDAProviderOptions cuda{};
       session_options.AppendExecutionProvider_CUDA(cuda);
     } else {
-      OrtTensorRTProviderOptions tensorrt{};
-      session_options.AppendExecutionProvider_TensorRT(tensorrt);
+      Ort::TensorRTProviderOptions tensorrt;
+      const auto entries = TensorRtProviderOptions(options.tensorrt_profile);
+      tensorrt.Update(std::unordered_map<std::string, std::string>(entries.begin(), entries.end()));
+      session_options.AppendExecutionProvider_TensorRT_V2(*tensorrt);
       OrtCUDAProviderOptions cuda{};  // Runs what TensorRT does not take.
       session_options.AppendExecutionProvider_CUDA(cuda);
     }
@@ -114,7 +125,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
     if (options.intra_op_threads > 0) session_options.SetIntraOpNumThreads(options.intra_op_threads);
     session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
   }));
-  SDONNX_RETURN_IF_ERROR(AppendProvider(options.provider, session_options));
+  SDONNX_RETURN_IF_ERROR(AppendProvider(options, session_options));
   SDONNX_RETURN_IF_ERROR(OrtCall(path + ": loading", [&] {
     model->session_ = std::make_unique<Ort::Session>(Environment(), path.c_str(), session_options);
   }));

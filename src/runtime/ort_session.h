@@ -34,10 +34,25 @@ enum class Provider { kCpu, kCuda, kTensorRt };
 // Parses "cpu", "cuda" or "tensorrt".
 Result<Provider> ParseProvider(const std::string& name);
 
+// TensorRT optimization profile shapes, "name:1x4x64x64,name2:..." for
+// the provider options trt_profile_min_shapes, _opt_shapes and _max_shapes.
+struct TensorRtProfile {
+  std::string min_shapes;
+  std::string opt_shapes;
+  std::string max_shapes;
+};
+
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 lets ONNX Runtime choose.
   Provider provider = Provider::kCpu;
+  // With Provider::kTensorRt: the profile of this model; empty lets the
+  // provider build an engine for the first shapes it sees.
+  TensorRtProfile tensorrt_profile;
 };
+
+// The TensorRT provider options (V2 API keys) for `profile`; empty when the
+// profile is empty.
+std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile);
 
 // The execution providers compiled into the loaded ONNX Runtime library.
 std::vector<std::string> AvailableProviders();
