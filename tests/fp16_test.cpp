@@ -143,20 +143,20 @@ TEST_P(Fp16, WeightsAreFloat16UnderCheckpointKeys) {
   const Converted& c = ConvertFp16Once(fixture());
   for (const ConvertedComponent& component : c.report.components) {
     SCOPED_TRACE(component.component);
-    const bool kept = sdxl() && component.component == "vae_decoder";
-    EXPECT_EQ(component.weight_precision, kept ? "source" : "fp16");
+    const bool kept_float32 = sdxl() && component.component == "vae_decoder";
+    EXPECT_EQ(component.weight_precision, kept_float32 ? "source" : "fp16");
     auto model = OrtModel::Load(component.files.front().path);
     ASSERT_TRUE(model.ok()) << model.status().message();
     auto metadata = (*model)->Metadata();
-    EXPECT_EQ(metadata["sdonnx.weight_precision"], kept ? "source" : "fp16");
-    EXPECT_EQ(metadata["sdonnx.compute_precision"], kept ? "fp32" : "fp16");
+    EXPECT_EQ(metadata["sdonnx.weight_precision"], kept_float32 ? "source" : "fp16");
+    EXPECT_EQ(metadata["sdonnx.compute_precision"], kept_float32 ? "fp32" : "fp16");
 
     onnx::ModelProto proto;
     std::ifstream in(component.files.front().path, std::ios::binary);
     ASSERT_TRUE(proto.ParseFromIstream(&in));
     ASSERT_GT(proto.graph().initializer_size(), 0);
     for (const auto& init : proto.graph().initializer()) {
-      if (!kept) EXPECT_EQ(init.data_type(), onnx::TensorProto_DataType_FLOAT16) << init.name();
+      if (!kept_float32) EXPECT_EQ(init.data_type(), onnx::TensorProto_DataType_FLOAT16) << init.name();
       EXPECT_TRUE(init.name().find('.') != std::string::npos) << init.name();
     }
     for (const auto& value : proto.graph().input()) {

@@ -1,5 +1,6 @@
-// Opsets past what the ONNX library here knows (libonnx 1.12: up to 17) are
-// checked by loading the graph in ONNX Runtime; the files of every opset run.
+// Opsets past those of the ONNX library here (libonnx 1.12 has schemas up
+// to 17) are checked by loading the graph in ONNX Runtime. Files of every
+// opset run.
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 

@@ -19,7 +19,7 @@
 
 namespace sdonnx {
 
-// What narrowing did to one tensor, or to many summed together.
+// Counts of a narrowing to float16, for one tensor or summed over many.
 struct NarrowingCounts {
   std::uint64_t values = 0;
   std::uint64_t clamped = 0;          // finite values beyond the float16 range

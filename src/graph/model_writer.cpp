@@ -79,9 +79,9 @@ onnx::ModelProto WeightlessCopy(const onnx::ModelProto& model) {
   return copy;
 }
 
-// Checks the graph without weight data. Opsets the ONNX library knows (up to
-// kCheckerMaxOpset) go through its checker and strict shape inference;
-// later ones are loaded by ONNX Runtime, whose ONNX schemas know them.
+// Checks the graph without weight data. Opsets up to kCheckerMaxOpset go
+// through the ONNX library's checker and strict shape inference. Later
+// ones are loaded by ONNX Runtime, which has schemas for them.
 Status CheckWeightless(const onnx::ModelProto& model, const std::string& name) {
   onnx::ModelProto copy = WeightlessCopy(model);
   if (DefaultOpset(model) > kCheckerMaxOpset) {

@@ -26,7 +26,7 @@ struct WrittenFile {
   std::uint64_t bytes = 0;
 };
 
-// What converting weights to their stored dtype did, for one model.
+// Counts of the dtype conversion of one model's weights.
 struct WeightConversion {
   std::uint64_t converted_tensors = 0;
   NarrowingCounts total;
@@ -55,9 +55,9 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
                                             const ModelWriteOptions& options);
 
 // Runs the ONNX checker on the file at `path` (external data included) and
-// shape inference in strict mode. The ONNX library here knows opsets up to
-// 17; files of later opsets get their external data references checked and
-// their graph, without weight data, loaded by ONNX Runtime instead.
+// shape inference in strict mode. The ONNX library here has schemas up to
+// opset 17. For files of later opsets, the external data references are
+// checked and the graph, without weight data, is loaded by ONNX Runtime.
 Status CheckModelFile(const std::string& path);
 
 }  // namespace sdonnx

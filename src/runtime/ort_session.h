@@ -45,8 +45,8 @@ struct TensorRtProfile {
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 lets ONNX Runtime choose.
   Provider provider = Provider::kCpu;
-  // With Provider::kTensorRt: the profile of this model; empty lets the
-  // provider build an engine for the first shapes it sees.
+  // With Provider::kTensorRt: the profile of this model. When it is empty,
+  // the provider builds an engine for the shapes of the first run.
   TensorRtProfile tensorrt_profile;
 };
 
@@ -81,10 +81,10 @@ class OrtModel {
   Result<std::map<std::string, HostTensor>> Run(const std::map<std::string, HostTensor>& inputs,
                                                 const std::vector<std::string>& outputs = {});
   // Runs the model on inputs of any row count when its first input has a
-  // fixed batch B (a --static-shape file): the rows go in runs of B, the last
-  // padded with copies of its last row, and outputs keep only the real rows.
-  // Inputs whose first dimension is not the row count pass to every run
-  // unchanged. Without a fixed batch this is Run.
+  // fixed batch B, as in a --static-shape file. The rows go in runs of B,
+  // the last padded with copies of its last row, and outputs keep only the
+  // real rows. Inputs whose first dimension is not the row count pass to
+  // every run unchanged. Without a fixed batch this is Run.
   Result<std::map<std::string, HostTensor>> RunInFixedBatches(
       const std::map<std::string, HostTensor>& inputs, const std::vector<std::string>& outputs);
 
