@@ -171,6 +171,56 @@ TEST_P(Fp16, WeightsAreFloat16UnderCheckpointKeys) {
   }
 }
 
+// External data contains the narrowed bytes: lengths and offsets follow the
+// float16 size, and the file passes the checker by path.
+TEST(Fp16Files, ExternalDataAndForcedSdxlDecoder) {
+  TempDir dir;
+  ConvertOptions options;
+  options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  options.output_dir = (dir / "sd1").string();
+  options.fp16 = true;
+  options.external_data = ExternalData::kAlways;
+  Result<ConvertReport> report = ConvertCheckpoint(options);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  const auto reference = Fixture("tiny/tiny-sd1.reference.safetensors");
+  auto unet = OrtModel::Load((dir / "sd1" / "unet_tiny-sd1.onnx").string());
+  ASSERT_TRUE(unet.ok()) << unet.status().message();
+  auto out = (*unet)->Run({{"sample", ReadTensor(reference, "unet.sample")},
+                           {"timestep", ReadTensor(reference, "unet.timestep")},
+                           {"encoder_hidden_states", ReadTensor(reference, "unet.context")}});
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  EXPECT_LE(RelativeError((*out)["out_sample"], ReadTensor(reference, "unet.out")), kUNetTolerance);
+  onnx::ModelProto proto;
+  std::ifstream in(dir / "sd1" / "unet_tiny-sd1.onnx", std::ios::binary);
+  ASSERT_TRUE(proto.ParseFromIstream(&in));
+  for (const auto& init : proto.graph().initializer()) {
+    std::int64_t elements = 1;
+    for (auto d : init.dims()) elements *= d;
+    std::string length;
+    for (const auto& entry : init.external_data()) {
+      if (entry.key() == "length") length = entry.value();
+    }
+    EXPECT_EQ(length, std::to_string(elements * 2)) << init.name();
+  }
+
+  options.model_path = Fixture("tiny/tiny-sdxl.safetensors").string();
+  options.output_dir = (dir / "sdxl").string();
+  options.external_data = ExternalData::kAuto;
+  options.fp16_sdxl_vae_decoder = true;
+  report = ConvertCheckpoint(options);
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  const auto sdxl_reference = Fixture("tiny/tiny-sdxl.reference.safetensors");
+  auto decoder = OrtModel::Load((dir / "sdxl" / "vae_decoder_tiny-sdxl.onnx").string());
+  ASSERT_TRUE(decoder.ok()) << decoder.status().message();
+  EXPECT_EQ((*decoder)->Metadata()["sdonnx.weight_precision"], "fp16");
+  auto decoded =
+      (*decoder)->Run({{"latent_sample", ReadTensor(sdxl_reference, "vae_decoder.latent")}});
+  ASSERT_TRUE(decoded.ok()) << decoded.status().message();
+  EXPECT_TRUE(AllFinite((*decoded)["sample"]));
+  EXPECT_LE(RelativeError((*decoded)["sample"], ReadTensor(sdxl_reference, "vae_decoder.image")),
+            kVaeTolerance);
+}
+
 INSTANTIATE_TEST_SUITE_P(TinyFixtures, Fp16,
                          ::testing::Values("tiny-sd1", "tiny-sd1-inpaint", "tiny-sd2", "tiny-sdxl",
                                            "tiny-sdxl-refiner"),
