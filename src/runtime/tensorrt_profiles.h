@@ -33,6 +33,8 @@ struct GraphHeader {
 Result<GraphHeader> ReadGraphHeader(const std::string& path);
 
 // The run a profile is optimized for, and the ranges it must allow.
+// NOTE: the ranges are checked as strings only; no test builds an engine,
+// because the bundled ONNX Runtime has no TensorRT provider.
 struct ProfileRequest {
   std::int64_t width = 512;  // image pixels of the run: the opt shape
   std::int64_t height = 512;
