@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "convert/convert.h"
+#include "rebuild/rebuild.h"
 #include "test_support.h"
 
 namespace sdonnx {
@@ -219,6 +220,24 @@ TEST(Fp16Files, ExternalDataAndForcedSdxlDecoder) {
   EXPECT_TRUE(AllFinite((*decoded)["sample"]));
   EXPECT_LE(RelativeError((*decoded)["sample"], ReadTensor(sdxl_reference, "vae_decoder.image")),
             kVaeTolerance);
+}
+
+// rebuild restores checkpoints byte for byte, which float16 weights cannot.
+TEST(Fp16Files, RebuildIsRejected) {
+  TempDir dir;
+  ConvertOptions options;
+  options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  options.output_dir = (dir / "onnx").string();
+  options.fp16 = true;
+  ASSERT_TRUE(ConvertCheckpoint(options).ok());
+  RebuildOptions rebuild;
+  rebuild.inputs = {(dir / "onnx").string()};
+  rebuild.output_path = (dir / "rebuilt.safetensors").string();
+  Result<RebuildReport> report = RebuildCheckpoint(rebuild);
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("sdonnx.weight_precision"), std::string::npos)
+      << report.status().message();
+  EXPECT_FALSE(std::filesystem::exists(dir / "rebuilt.safetensors"));
 }
 
 INSTANTIATE_TEST_SUITE_P(TinyFixtures, Fp16,
