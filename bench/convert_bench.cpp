@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "formats/checkpoint.h"
+#include "formats/dtype_convert.h"
 #include "graph/builder.h"
 #include "model/model_spec.h"
 #include "model/synthesize.h"
@@ -59,6 +60,26 @@ void BM_FloatToHalf(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * values.size() * 4));
 }
 BENCHMARK(BM_FloatToHalf);
+
+// The --fp16 weight path: rounding plus the clamp and flush counts, on
+// state.range(0) threads, over one 4M-element piece as the writer uses.
+void BM_ConvertF32ToF16(benchmark::State& state) {
+  std::vector<float> values(std::size_t{4} << 20);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i) * 1e-4f - 200;
+  std::vector<std::uint8_t> out(values.size() * 2);
+  const std::span<const std::uint8_t> source(reinterpret_cast<const std::uint8_t*>(values.data()),
+                                             values.size() * 4);
+  for (auto _ : state) {
+    sdonnx::NarrowingCounts counts;
+    auto status = sdonnx::ConvertElementsParallel(sdonnx::DType::kF32, source,
+                                                  sdonnx::DType::kF16, out,
+                                                  static_cast<int>(state.range(0)), &counts);
+    benchmark::DoNotOptimize(status);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * values.size() * 4));
+}
+BENCHMARK(BM_ConvertF32ToF16)->Arg(1)->Arg(2)->UseRealTime();
 
 }  // namespace
 

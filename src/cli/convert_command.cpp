@@ -17,7 +17,31 @@ struct ConvertArgs {
   bool force = false;
   bool ema = false;
   std::string vae;
+  bool fp16 = false;
+  bool fp16_vae_decoder = false;
+  std::string static_shape;
+  std::int64_t batch_size = 1;
+  bool batch_size_given = false;
 };
+
+// Parses WIDTHxHEIGHT, such as 1024x768.
+Result<StaticShape> ParseStaticShape(const std::string& text, std::int64_t batch) {
+  const std::size_t x = text.find('x');
+  StaticShape shape;
+  shape.batch = batch;
+  try {
+    std::size_t used_width = 0;
+    std::size_t used_height = 0;
+    if (x == std::string::npos) throw std::invalid_argument("no x");
+    shape.width = std::stoll(text.substr(0, x), &used_width);
+    shape.height = std::stoll(text.substr(x + 1), &used_height);
+    if (used_width != x || used_height != text.size() - x - 1) throw std::invalid_argument("tail");
+  } catch (const std::exception&) {
+    return Status::Error("--static-shape '" + text +
+                         "' is invalid; expected WIDTHxHEIGHT in pixels, such as 512x512");
+  }
+  return shape;
+}
 
 void PrintReport(const ConvertReport& report) {
   const ModelSpec& spec = report.spec;
@@ -31,6 +55,12 @@ void PrintReport(const ConvertReport& report) {
   for (const ConvertedComponent& c : report.components) {
     for (const WrittenFile& f : c.files) {
       std::cout << "wrote " << f.path << " (" << HumanBytes(f.bytes) << ")\n";
+    }
+    const NarrowingCounts& total = c.conversion.total;
+    if (c.conversion.converted_tensors > 0) {
+      std::cout << "  " << c.component << ": " << c.conversion.converted_tensors
+                << " tensors converted to float16; " << total.clamped
+                << " values clamped to +-65504, " << total.flushed_to_zero << " flushed to zero\n";
     }
   }
   std::cout << "wrote " << report.extras.path << " (" << HumanBytes(report.extras.bytes)
@@ -49,6 +79,20 @@ int RunConvert(const ConvertArgs& args) {
   if (!args.vae.empty()) options.vae_path = args.vae;
   if (args.external_data == "always") options.external_data = ExternalData::kAlways;
   if (args.external_data == "never") options.external_data = ExternalData::kNever;
+  options.fp16 = args.fp16;
+  options.fp16_sdxl_vae_decoder = args.fp16_vae_decoder;
+  if (args.fp16_vae_decoder && !args.fp16) {
+    return ReportError("--fp16-vae-decoder only applies with --fp16; add --fp16");
+  }
+  if (!args.static_shape.empty()) {
+    Result<StaticShape> shape = ParseStaticShape(args.static_shape, args.batch_size);
+    if (!shape.ok()) return ReportError(shape.status().message());
+    options.static_shape = *shape;
+  } else if (args.batch_size_given) {
+    return ReportError(
+        "--batch-size only applies with --static-shape WIDTHxHEIGHT; add it or "
+        "drop --batch-size");
+  }
   Result<ConvertReport> report = ConvertCheckpoint(options);
   if (!report.ok()) return ReportError(report.status().message());
   PrintReport(*report);
@@ -83,6 +127,19 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--vae", args->vae,
                   "Separate VAE file (.safetensors or .ckpt, original or diffusers naming) to "
                   "use instead of the checkpoint's");
+  cmd->add_flag("--fp16", args->fp16,
+                "Store weights as float16 and compute in float16; inputs and outputs stay "
+                "float32");
+  cmd->add_flag("--fp16-vae-decoder", args->fp16_vae_decoder,
+                "With --fp16: convert the SDXL VAE decoder to float16 too (it stays float32 "
+                "by default because it overflows float16)");
+  cmd->add_option("--static-shape", args->static_shape,
+                  "Write fixed-shape models for images of WIDTHxHEIGHT pixels, such as 512x512");
+  cmd->add_option("--batch-size", args->batch_size,
+                  "With --static-shape: images per run; the UNet takes twice as many rows "
+                  "(negative and positive prompt)")
+      ->each([args](const std::string&) { args->batch_size_given = true; })
+      ->capture_default_str();
   cmd->callback([run, args] { *run = [args] { return RunConvert(*args); }; });
 }
 

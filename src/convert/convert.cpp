@@ -8,15 +8,16 @@
 #include <future>
 #include <set>
 
+#include "convert/component_settings.h"
 #include "formats/checkpoint.h"
 #include "formats/diffusers_vae_keys.h"
 #include "model/shape_check.h"
 #include "networks/clip_text.h"
 #include "networks/open_clip_text.h"
-#include "runtime/ort_session.h"
 #include "networks/unet.h"
 #include "networks/vae.h"
 #include "rebuild/source_record.h"
+#include "runtime/ort_session.h"
 #include "util/log.h"
 #include "util/sha256.h"
 #include "util/temporaries.h"
@@ -309,6 +310,9 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   SDONNX_ASSIGN_OR_RETURN(report.spec, DetectModel(*checkpoint, options.config_path,
                                                     options.prediction_type));
   ModelSpec& spec = report.spec;
+  if (options.static_shape) {
+    SDONNX_RETURN_IF_ERROR(ValidateStaticShape(*options.static_shape, DownsampleFactor(spec)));
+  }
   spec.ema_unet = ema;
   if (ema) spec.notes.push_back("unet weights: EMA (model_ema.*)");
   WarnAboutPositionIds(*checkpoint);
@@ -390,18 +394,26 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   for (const ComponentPlan& p : plan) {
     const std::string file_name = p.component + "_" + stem + ".onnx";
     LogInfo("building " + file_name);
+    const ComponentSettings settings = SettingsFor(p.component, spec, options);
     GraphBuilder builder(*p.source, options.opset, p.component);
+    builder.SetFloat16(settings.float16);
+    builder.SetStaticDims(settings.static_dims);
     SDONNX_RETURN_IF_ERROR(p.build(builder).WithContext("building " + p.component));
     if (p.component == "unet") SDONNX_RETURN_IF_ERROR(CheckAllUNetWeightsUsed(builder, spec));
     ModelWriteOptions component_options = write_options;
+    component_options.metadata.insert(settings.metadata.begin(), settings.metadata.end());
     component_options.metadata["sdonnx.component"] = p.component;
+    WeightConversion conversion;
+    component_options.conversion = &conversion;
     if (p.source != checkpoint.get()) {
       component_options.metadata["sdonnx.weights_file"] = fs::path(p.source->path()).filename();
     }
     SDONNX_ASSIGN_OR_RETURN(
         std::vector<WrittenFile> files,
         WriteModel(builder, *p.source, staging.path().string(), file_name, component_options));
-    report.components.push_back({p.component, std::move(files)});
+    LogConversion(file_name, conversion);
+    report.components.push_back(
+        {p.component, std::move(files), settings.weight_precision, conversion});
     if (p.source == checkpoint.get()) {
       for (const WeightRef& ref : builder.weights()) used_keys.insert(ref.key);
     }

@@ -14,7 +14,14 @@ namespace sdonnx {
 
 inline constexpr int kDefaultOpset = 17;
 inline constexpr int kMinOpset = 14;
-inline constexpr int kMaxOpset = 17;
+inline constexpr int kMaxOpset = 21;
+
+// Fixed input and output shapes for engines that want them (TensorRT).
+struct StaticShape {
+  std::int64_t width = 0;  // image pixels, a multiple of 8 and of the VAE factor
+  std::int64_t height = 0;
+  std::int64_t batch = 1;  // images per run; the UNet takes 2 x batch rows (guidance)
+};
 
 struct ConvertOptions {
   std::string model_path;
@@ -31,11 +38,21 @@ struct ConvertOptions {
   // with or without the first_stage_model. prefix; it replaces the
   // checkpoint's own VAE, or supplies the one it lacks.
   std::optional<std::string> vae_path;
+  // Store weights as float16 and compute in float16, with float32 islands
+  // for attention scores, normalization statistics and the timestep
+  // embedding. Inputs and outputs stay float32.
+  bool fp16 = false;
+  // With fp16: convert the SDXL VAE decoder to float16 too. By default it
+  // stays float32, because its activations overflow float16.
+  bool fp16_sdxl_vae_decoder = false;
+  std::optional<StaticShape> static_shape;
 };
 
 struct ConvertedComponent {
   std::string component;  // unet, vae_encoder, vae_decoder, clip_text
   std::vector<WrittenFile> files;
+  std::string weight_precision;  // "source" or "fp16"
+  WeightConversion conversion;   // counts of the float16 narrowing
 };
 
 struct ConvertReport {
@@ -46,6 +63,10 @@ struct ConvertReport {
   // record that rebuild restores the checkpoint from.
   WrittenFile extras;
 };
+
+// Checks a static shape against the VAE factor `f`; the error names the
+// nearest valid sizes.
+Status ValidateStaticShape(const StaticShape& shape, std::int64_t f);
 
 // Converts every component the checkpoint has. Files are written into a
 // staging folder inside the output folder, checked, and moved into place

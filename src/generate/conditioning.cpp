@@ -33,8 +33,8 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
   std::vector<std::string> requested = {output};
   if (pooled != nullptr) requested.push_back("text_embeds");
   SDONNX_ASSIGN_OR_RETURN(auto outputs,
-                          text_encoder.Run({{"input_ids", HostTensor::Int32({count, length}, ids)}},
-                                           requested));
+                          text_encoder.RunInFixedBatches(
+                              {{"input_ids", HostTensor::Int32({count, length}, ids)}}, requested));
   if (pooled != nullptr) {
     const HostTensor& embeds = outputs["text_embeds"];
     const auto width = embeds.shape.back();

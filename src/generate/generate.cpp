@@ -126,9 +126,9 @@ Result<Image> ReadImageOfSize(const std::string& path, const std::string& what, 
 Result<std::vector<float>> EncodeToLatent(OrtModel& encoder, const std::vector<float>& pixels,
                                           const GenerateOptions& options, const Plan& plan) {
   SDONNX_ASSIGN_OR_RETURN(
-      auto out, encoder.Run({{"sample", HostTensor::Float({1, 3, options.height, options.width},
-                                                          pixels)}},
-                            {"latent_parameters"}));
+      auto out, encoder.RunInFixedBatches(
+                    {{"sample", HostTensor::Float({1, 3, options.height, options.width}, pixels)}},
+                    {"latent_parameters"}));
   const HostTensor& moments = out["latent_parameters"];
   SDONNX_RETURN_IF_ERROR(CheckFinite(moments.f32, "vae_encoder", 0, 0));
   const std::size_t size = plan.LatentSize();
@@ -251,6 +251,8 @@ Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
   plan.image_cfg_scale = options.image_cfg_scale.value_or(kImageCfgScale);
   plan.guidance = options.cfg_scale != 1.0f || (plan.pix2pix && plan.image_cfg_scale != 1.0f);
   WarnAboutUnusedOptions(options, plan);
+  SDONNX_RETURN_IF_ERROR(CheckStaticShape(facts, options.width, options.height, plan.batch,
+                                          plan.Copies() * plan.batch));
   return plan;
 }
 
@@ -513,11 +515,10 @@ Result<std::vector<Image>> DecodeImages(ModelSet& models, std::vector<float> lat
                            latents.begin() + static_cast<long>((b + 1) * latent));
     SDONNX_ASSIGN_OR_RETURN(
         auto decoded,
-        models.vae_decoder().Run(
-            {{"latent_sample",
-              HostTensor::Float({1, plan.facts.latent_channels, plan.latent_height,
-                                 plan.latent_width},
-                                std::move(one))}},
+        models.vae_decoder().RunInFixedBatches(
+            {{"latent_sample", HostTensor::Float({1, plan.facts.latent_channels, plan.latent_height,
+                                                  plan.latent_width},
+                                                 std::move(one))}},
             {"sample"}));
     std::vector<float>& pixels = decoded["sample"].f32;
     SDONNX_RETURN_IF_ERROR(CheckFinite(pixels, "vae_decoder", 0, 0));
@@ -640,13 +641,28 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
   }
   GenerateResult result;
   const auto load_start = Clock::now();
-  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<ModelSet> models,
-                          ModelSet::Load(options.model_dir, options.init_image.has_value(),
-                                         options.session));
+  ProfileRequest run;
+  run.width = options.width;
+  run.height = options.height;
+  run.batch = options.batch_size;
+  // NOTE: instruct-pix2pix runs 3 UNet rows per image; its TensorRT opt
+  // shape is still 2 x batch, which the profile's range covers up to 2 images.
+  run.guidance = options.cfg_scale != 1.0f;
+  SDONNX_ASSIGN_OR_RETURN(
+      std::unique_ptr<ModelSet> models,
+      ModelSet::Load(options.model_dir, options.init_image.has_value(), options.session, run));
   result.load_seconds = SecondsSince(load_start);
   SDONNX_ASSIGN_OR_RETURN(Plan plan, MakePlan(options, models->facts()));
   SDONNX_ASSIGN_OR_RETURN(ImageInputs images, PrepareImages(*models, options, plan));
   SDONNX_ASSIGN_OR_RETURN(Contexts contexts, EncodePrompts(*models, options, plan));
+  if (plan.facts.static_batch > 0 && contexts.cond.shape.size() == 3 &&
+      contexts.cond.shape[1] > 77) {
+    return Status::Error("the prompt or negative prompt takes " +
+                         std::to_string(contexts.cond.shape[1] / 77) +
+                         " chunks of 75 tokens, but the model was converted with --static-shape, "
+                         "so its UNet takes one; shorten the prompts (see sdonnx tokenize) or "
+                         "convert without --static-shape");
+  }
   SDONNX_ASSIGN_OR_RETURN(std::vector<float> latents,
                           RunSampler(*models, options, plan, contexts, images, on_step,
                                      &result.seconds_per_step));

@@ -1,6 +1,8 @@
 #include "generate/model_set.h"
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
@@ -37,22 +39,6 @@ Result<std::string> FindStem(const std::string& dir) {
   return *stems.begin();
 }
 
-Result<std::unique_ptr<OrtModel>> LoadComponent(const fs::path& dir, const std::string& component,
-                                                const std::string& stem,
-                                                const SessionOptions& options) {
-  const fs::path path = dir / (component + "_" + stem + ".onnx");
-  std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) {
-    const std::string purpose = component == "vae_encoder"
-                                    ? " is needed for --init-image (img2img, inpainting, "
-                                      "instruct-pix2pix)"
-                                    : " is needed to generate images";
-    return Status::Error(path.string() + ": missing; the " + component + purpose +
-                         " (was the checkpoint converted completely?)");
-  }
-  return OrtModel::Load(path.string(), options);
-}
-
 Result<float> ParseFloat(const std::string& path, const std::string& key,
                          const std::map<std::string, std::string>& metadata) {
   auto it = metadata.find(key);
@@ -66,6 +52,48 @@ Result<float> ParseFloat(const std::string& path, const std::string& key,
     return Status::Error(path + ": metadata '" + key + "' is '" + it->second +
                          "', expected a number");
   }
+}
+
+// The TensorRT profile of the file at `path` for `run`, with the ranges of
+// the family recorded in its metadata.
+Result<TensorRtProfile> ProfileForFile(const std::string& path, const std::string& component,
+                                       const ProfileRequest& run) {
+  SDONNX_ASSIGN_OR_RETURN(GraphHeader header, ReadGraphHeader(path));
+  ProfileRequest request = DefaultProfileRequest(header.metadata["sdonnx.family"]);
+  request.width = run.width;
+  request.height = run.height;
+  request.batch = run.batch;
+  request.guidance = run.guidance;
+  const std::string& factor = header.metadata["sdonnx.vae_downsample_factor"];
+  if (!factor.empty()) {
+    SDONNX_ASSIGN_OR_RETURN(const float f,
+                            ParseFloat(path, "sdonnx.vae_downsample_factor", header.metadata));
+    request.downsample_factor = std::max<std::int64_t>(1, static_cast<std::int64_t>(f));
+  }
+  SDONNX_ASSIGN_OR_RETURN(auto ranges, ProfileFor(component, header.inputs, request));
+  return FormatProfile(ranges);
+}
+
+Result<std::unique_ptr<OrtModel>> LoadComponent(const fs::path& dir, const std::string& component,
+                                                const std::string& stem,
+                                                const SessionOptions& options,
+                                                const ProfileRequest& run) {
+  const fs::path path = dir / (component + "_" + stem + ".onnx");
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    const std::string purpose = component == "vae_encoder"
+                                    ? " is needed for --init-image (img2img, inpainting, "
+                                      "instruct-pix2pix)"
+                                    : " is needed to generate images";
+    return Status::Error(path.string() + ": missing; the " + component + purpose +
+                         " (was the checkpoint converted completely?)");
+  }
+  SessionOptions component_options = options;
+  if (options.provider == Provider::kTensorRt) {
+    SDONNX_ASSIGN_OR_RETURN(component_options.tensorrt_profile,
+                            ProfileForFile(path.string(), component, run));
+  }
+  return OrtModel::Load(path.string(), component_options);
 }
 
 Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
@@ -102,6 +130,16 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
     SDONNX_ASSIGN_OR_RETURN(float pad, ParseFloat(path, "sdonnx.text_2_pad_id", metadata));
     facts->text_2_pad_id = static_cast<std::int32_t>(pad);
   }
+  if (!text("sdonnx.static_shape").empty()) {
+    const std::string shape = text("sdonnx.static_shape");
+    if (std::sscanf(shape.c_str(), "%" SCNd64 "x%" SCNd64, &facts->static_width,
+                    &facts->static_height) != 2) {
+      return Status::Error(path + ": metadata 'sdonnx.static_shape' is '" + shape +
+                           "', expected WIDTHxHEIGHT");
+    }
+    SDONNX_ASSIGN_OR_RETURN(float batch, ParseFloat(path, "sdonnx.static_batch", metadata));
+    facts->static_batch = static_cast<std::int64_t>(batch);
+  }
   const auto inputs = unet.InputNames();
   if (std::find(inputs.begin(), inputs.end(), "time_ids") != inputs.end()) {
     SDONNX_ASSIGN_OR_RETURN(auto embeds, unet.InputShape("text_embeds"));
@@ -118,13 +156,35 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
                          "with a fixed channel count");
   }
   facts->unet_in_channels = sample_shape[1];
+  if (facts->static_batch > 0) facts->static_unet_rows = sample_shape[0];
   return Status::Ok();
 }
 
 }  // namespace
 
+Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_t height,
+                        std::int64_t batch, std::int64_t unet_rows) {
+  if (facts.static_batch == 0) return Status::Ok();
+  const std::string fixed =
+      "the model was converted with --static-shape " + std::to_string(facts.static_width) + "x" +
+      std::to_string(facts.static_height) + " --batch-size " + std::to_string(facts.static_batch);
+  if (width != facts.static_width || height != facts.static_height || batch != facts.static_batch) {
+    return Status::Error(fixed + "; pass --width " + std::to_string(facts.static_width) +
+                         " --height " + std::to_string(facts.static_height) + " --batch-size " +
+                         std::to_string(facts.static_batch) +
+                         ", or convert again without --static-shape");
+  }
+  if (facts.static_unet_rows > 0 && unet_rows != facts.static_unet_rows) {
+    return Status::Error(fixed + ", so its UNet takes " + std::to_string(facts.static_unet_rows) +
+                         " rows per step (negative and positive prompt), but this run needs " +
+                         std::to_string(unet_rows) + "; use a --cfg-scale other than 1");
+  }
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool need_encoder,
-                                                 const SessionOptions& options) {
+                                                 const SessionOptions& options,
+                                                 const ProfileRequest& run) {
   auto set = std::unique_ptr<ModelSet>(new ModelSet());
   SDONNX_ASSIGN_OR_RETURN(set->facts_.stem, FindStem(dir));
   const std::string& stem = set->facts_.stem;
@@ -133,17 +193,17 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
     return Status::Error(dir + ": has no vae_decoder_" + stem + ".onnx; the checkpoint had no "
                          "VAE, so convert it again with --vae FILE");
   }
-  SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options));
+  SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options, run));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
   if (set->facts_.family != "sdxl-refiner") {
-    SDONNX_ASSIGN_OR_RETURN(set->text_, LoadComponent(dir, "clip_text", stem, options));
+    SDONNX_ASSIGN_OR_RETURN(set->text_, LoadComponent(dir, "clip_text", stem, options, run));
   }
   if (set->facts_.family.starts_with("sdxl")) {
-    SDONNX_ASSIGN_OR_RETURN(set->text_2_, LoadComponent(dir, "clip_text_2", stem, options));
+    SDONNX_ASSIGN_OR_RETURN(set->text_2_, LoadComponent(dir, "clip_text_2", stem, options, run));
   }
-  SDONNX_ASSIGN_OR_RETURN(set->decoder_, LoadComponent(dir, "vae_decoder", stem, options));
+  SDONNX_ASSIGN_OR_RETURN(set->decoder_, LoadComponent(dir, "vae_decoder", stem, options, run));
   if (need_encoder) {
-    SDONNX_ASSIGN_OR_RETURN(set->encoder_, LoadComponent(dir, "vae_encoder", stem, options));
+    SDONNX_ASSIGN_OR_RETURN(set->encoder_, LoadComponent(dir, "vae_encoder", stem, options, run));
   }
   return set;
 }

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/ort_session.h"
+#include "runtime/tensorrt_profiles.h"
 #include "sampling/sampler.h"
 #include "util/status.h"
 
@@ -31,7 +32,19 @@ struct ModelFacts {
   // SDXL: the UNet's text_embeds width and time id count; 0 for other families.
   std::int64_t text_embed_dim = 0;
   std::int64_t num_time_ids = 0;
+  // Files written with --static-shape: the image size and images per run
+  // they are fixed to; 0 when the shapes are dynamic.
+  std::int64_t static_width = 0;
+  std::int64_t static_height = 0;
+  std::int64_t static_batch = 0;
+  std::int64_t static_unet_rows = 0;  // the UNet's fixed batch
 };
+
+// Checks a request against the fixed shapes of files written with
+// --static-shape: the same size and batch, and as many UNet rows per step
+// (`unet_rows`: the batch times 2 with guidance, 3 for instruct-pix2pix).
+Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_t height,
+                        std::int64_t batch, std::int64_t unet_rows);
 
 class ModelSet {
  public:
@@ -39,8 +52,12 @@ class ModelSet {
   // for SDXL, clip_text_2_<stem>.onnx) and vae_decoder_<stem>.onnx in `dir`
   // (and vae_encoder_<stem>.onnx when `need_encoder`) and loads them. The
   // folder must hold exactly one such set.
+  // With the TensorRT provider, each file gets an optimization profile for
+  // the width, height, batch and guidance of `run`, within the family's
+  // ranges (see runtime/tensorrt_profiles.h).
   static Result<std::unique_ptr<ModelSet>> Load(const std::string& dir, bool need_encoder,
-                                                const SessionOptions& options);
+                                                const SessionOptions& options,
+                                                const ProfileRequest& run = {});
 
   const ModelFacts& facts() const { return facts_; }
   OrtModel& unet() { return *unet_; }

@@ -6,22 +6,6 @@
 namespace sdonnx {
 namespace {
 
-void SetValueInfo(onnx::ValueInfoProto* info, const std::string& name, int elem_type,
-                  const std::vector<Dim>& dims) {
-  info->set_name(name);
-  auto* tensor_type = info->mutable_type()->mutable_tensor_type();
-  tensor_type->set_elem_type(elem_type);
-  auto* shape = tensor_type->mutable_shape();
-  for (const Dim& d : dims) {
-    auto* dim = shape->add_dim();
-    if (std::holds_alternative<std::int64_t>(d)) {
-      dim->set_dim_value(std::get<std::int64_t>(d));
-    } else {
-      dim->set_dim_param(std::get<std::string>(d));
-    }
-  }
-}
-
 void SetAttr(onnx::AttributeProto* a, const Attr& attr) {
   a->set_name(attr.name);
   if (auto* i = std::get_if<std::int64_t>(&attr.value)) {
@@ -44,14 +28,52 @@ void SetAttr(onnx::AttributeProto* a, const Attr& attr) {
 
 }  // namespace
 
+int IrVersionForOpset(int opset) {
+  // The IR version of the ONNX release that introduced each opset: 1.13
+  // (opset 18) still wrote IR 8, 1.14 and 1.15 (19, 20) IR 9, 1.16 (21) IR 10.
+  if (opset <= 18) return 8;
+  if (opset <= 20) return 9;
+  return 10;
+}
+
+std::uint64_t WeightRef::stored_bytes() const {
+  return tensor->nbytes / DTypeSize(tensor->dtype) * DTypeSize(stored);
+}
+
 GraphBuilder::GraphBuilder(const Checkpoint& checkpoint, int opset, std::string graph_name)
     : checkpoint_(checkpoint), opset_(opset) {
-  model_.set_ir_version(8);  // IR 8 is the version that ONNX 1.12 to 1.14 write for opset 14-18.
+  model_.set_ir_version(IrVersionForOpset(opset));
   auto* op = model_.add_opset_import();
   op->set_domain("");
   op->set_version(opset);
   graph_ = model_.mutable_graph();
   graph_->set_name(std::move(graph_name));
+}
+
+int GraphBuilder::compute_type() const {
+  return float16_ ? onnx::TensorProto_DataType_FLOAT16 : onnx::TensorProto_DataType_FLOAT;
+}
+
+void GraphBuilder::SetValueInfo(onnx::ValueInfoProto* info, const std::string& name, int elem_type,
+                                const std::vector<Dim>& dims) const {
+  info->set_name(name);
+  auto* tensor_type = info->mutable_type()->mutable_tensor_type();
+  tensor_type->set_elem_type(elem_type);
+  auto* shape = tensor_type->mutable_shape();
+  for (const Dim& d : dims) {
+    auto* dim = shape->add_dim();
+    if (std::holds_alternative<std::int64_t>(d)) {
+      dim->set_dim_value(std::get<std::int64_t>(d));
+      continue;
+    }
+    const std::string& symbol = std::get<std::string>(d);
+    auto fixed = static_dims_.find(symbol);
+    if (fixed != static_dims_.end()) {
+      dim->set_dim_value(fixed->second);
+    } else {
+      dim->set_dim_param(symbol);
+    }
+  }
 }
 
 void GraphBuilder::Fail(const std::string& message) {
@@ -71,8 +93,10 @@ std::string GraphBuilder::Input(const std::string& name, int elem_type,
 
 void GraphBuilder::Output(const std::string& value, const std::string& name, int elem_type,
                           const std::vector<Dim>& dims) {
-  if (value != name) {
-    auto* node = AddNode("Identity", {value}, {});
+  std::string source = value;
+  if (elem_type == onnx::TensorProto_DataType_FLOAT) source = ToFloat32(value);
+  if (source != name) {
+    auto* node = AddNode("Identity", {source}, {});
     node->set_output(0, name);
   }
   SetValueInfo(graph_->add_output(), name, elem_type, dims);
@@ -118,7 +142,16 @@ std::vector<std::int64_t> GraphBuilder::WeightShape(const std::string& key) {
 }
 
 std::string GraphBuilder::Weight(const std::string& key, const std::vector<std::int64_t>& shape) {
-  auto found = weight_values_.find(key);
+  return WeightAs(key, shape, compute_type());
+}
+
+std::string GraphBuilder::Weight32(const std::string& key) {
+  return WeightAs(key, {}, onnx::TensorProto_DataType_FLOAT);
+}
+
+std::string GraphBuilder::WeightAs(const std::string& key, const std::vector<std::int64_t>& shape,
+                                   int elem_type) {
+  auto found = weight_values_.find({key, elem_type});
   if (found != weight_values_.end()) return found->second;
   const TensorInfo* t = checkpoint_.Find(key);
   if (t == nullptr) {
@@ -138,18 +171,30 @@ std::string GraphBuilder::Weight(const std::string& key, const std::vector<std::
   // The initializer is named by the key the bytes are stored under, which
   // differs from `key` when the checkpoint's EMA view is on.
   const std::string& stored = t->name;
-  auto* init = graph_->add_initializer();
-  init->set_name(stored);
-  init->set_data_type(DTypeToOnnx(t->dtype));
-  for (auto d : t->shape) init->add_dims(d);
-  weights_.push_back({stored, t});
-
-  std::string value = stored;
-  if (t->dtype != DType::kF32) {
-    value = Op("Cast", {stored}, {{"to", std::int64_t{onnx::TensorProto_DataType_FLOAT}}});
+  const DType stored_dtype = float16_ ? DType::kF16 : t->dtype;
+  if (initialized_.insert(stored).second) {
+    auto* init = graph_->add_initializer();
+    init->set_name(stored);
+    init->set_data_type(DTypeToOnnx(stored_dtype));
+    for (auto d : t->shape) init->add_dims(d);
+    weights_.push_back({stored, t, stored_dtype});
   }
-  weight_values_[key] = value;
+  const std::string value = CastTo(stored, elem_type == DTypeToOnnx(stored_dtype) ? -1 : elem_type);
+  weight_values_[{key, elem_type}] = value;
   return value;
+}
+
+std::string GraphBuilder::CastTo(const std::string& x, int elem_type) {
+  if (elem_type < 0) return x;
+  return Op("Cast", {x}, {{"to", std::int64_t{elem_type}}});
+}
+
+std::string GraphBuilder::ToFloat32(const std::string& x) {
+  return float16_ ? CastTo(x, onnx::TensorProto_DataType_FLOAT) : x;
+}
+
+std::string GraphBuilder::ToCompute(const std::string& x) {
+  return float16_ ? CastTo(x, onnx::TensorProto_DataType_FLOAT16) : x;
 }
 
 std::vector<std::string> GraphBuilder::UnusedKeys(const std::string& prefix) const {
@@ -162,13 +207,7 @@ std::vector<std::string> GraphBuilder::UnusedKeys(const std::string& prefix) con
   return unused;
 }
 
-std::string GraphBuilder::ConstFloat(const std::vector<float>& values,
-                                     const std::vector<std::int64_t>& dims) {
-  onnx::TensorProto tensor;
-  tensor.set_data_type(onnx::TensorProto_DataType_FLOAT);
-  for (auto d : dims) tensor.add_dims(d);
-  tensor.set_raw_data(std::string(reinterpret_cast<const char*>(values.data()),
-                                  values.size() * sizeof(float)));
+std::string GraphBuilder::AddConstant(onnx::TensorProto tensor) {
   auto* node = AddNode("Constant", {}, {});
   auto* attr = node->add_attribute();
   attr->set_name("value");
@@ -177,18 +216,38 @@ std::string GraphBuilder::ConstFloat(const std::vector<float>& values,
   return node->output(0);
 }
 
+std::string GraphBuilder::ConstFloat(const std::vector<float>& values,
+                                     const std::vector<std::int64_t>& dims) {
+  if (!float16_) return ConstFloat32(values, dims);
+  onnx::TensorProto tensor;
+  tensor.set_data_type(onnx::TensorProto_DataType_FLOAT16);
+  for (auto d : dims) tensor.add_dims(d);
+  std::string raw(values.size() * 2, '\0');
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const std::uint16_t half = FloatToHalf(values[i]);
+    std::memcpy(raw.data() + i * 2, &half, 2);
+  }
+  tensor.set_raw_data(std::move(raw));
+  return AddConstant(std::move(tensor));
+}
+
+std::string GraphBuilder::ConstFloat32(const std::vector<float>& values,
+                                       const std::vector<std::int64_t>& dims) {
+  onnx::TensorProto tensor;
+  tensor.set_data_type(onnx::TensorProto_DataType_FLOAT);
+  for (auto d : dims) tensor.add_dims(d);
+  tensor.set_raw_data(std::string(reinterpret_cast<const char*>(values.data()),
+                                  values.size() * sizeof(float)));
+  return AddConstant(std::move(tensor));
+}
+
 std::string GraphBuilder::ConstInt64(const std::vector<std::int64_t>& values,
                                      const std::vector<std::int64_t>& dims) {
   onnx::TensorProto tensor;
   tensor.set_data_type(onnx::TensorProto_DataType_INT64);
   for (auto d : dims) tensor.add_dims(d);
   for (auto v : values) tensor.add_int64_data(v);
-  auto* node = AddNode("Constant", {}, {});
-  auto* attr = node->add_attribute();
-  attr->set_name("value");
-  attr->set_type(onnx::AttributeProto_AttributeType_TENSOR);
-  *attr->mutable_t() = std::move(tensor);
-  return node->output(0);
+  return AddConstant(std::move(tensor));
 }
 
 }  // namespace sdonnx

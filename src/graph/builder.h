@@ -12,9 +12,11 @@
 // network; callers check status() once at the end.
 #pragma once
 
+#include <onnx/onnx_pb.h>
+
 #include <cstdint>
 #include <map>
-#include <onnx/onnx_pb.h>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -34,22 +36,41 @@ struct Attr {
 // A dimension of a graph input or output: fixed, or a symbolic name.
 using Dim = std::variant<std::int64_t, std::string>;
 
-// A weight stored in the graph, and where its bytes come from.
+// A weight stored in the graph, and where its bytes come from. `stored` is
+// the initializer's dtype: the tensor's own, or F16 in a float16 graph.
 struct WeightRef {
   std::string key;
   const TensorInfo* tensor = nullptr;
+  DType stored = DType::kF32;
+
+  std::uint64_t stored_bytes() const;
 };
+
+// The ONNX IR version that files of `opset` declare.
+int IrVersionForOpset(int opset);
 
 class GraphBuilder {
  public:
   GraphBuilder(const Checkpoint& checkpoint, int opset, std::string graph_name);
 
   int opset() const { return opset_; }
+
+  // Makes the graph compute in float16: weights are stored as float16 and
+  // ConstFloat, Weight and Output work in float16, except in the float32
+  // islands that layers open with ToFloat32. Call before building.
+  void SetFloat16(bool on) { float16_ = on; }
+  bool float16() const { return float16_; }
+  // onnx::TensorProto_DataType of the values between layers.
+  int compute_type() const;
+  // Fixes symbolic dimensions of inputs and outputs: a Dim named in `dims`
+  // is written with that size. Call before building.
+  void SetStaticDims(std::map<std::string, std::int64_t> dims) { static_dims_ = std::move(dims); }
   const Status& status() const { return status_; }
   void Fail(const std::string& message);
 
   std::string Input(const std::string& name, int elem_type, const std::vector<Dim>& dims);
-  // Exposes `value` as graph output `name` (through Identity if needed).
+  // Exposes `value` as graph output `name` (through Identity if needed). A
+  // float32 output of a float16 graph is cast from the compute type.
   void Output(const std::string& value, const std::string& name, int elem_type,
               const std::vector<Dim>& dims);
 
@@ -58,18 +79,27 @@ class GraphBuilder {
   std::vector<std::string> OpMulti(const std::string& type, const std::vector<std::string>& inputs,
                                    int num_outputs, const std::vector<Attr>& attrs = {});
 
-  // The checkpoint tensor `key` as a float32 value. If `shape` is given, the
-  // tensor must have exactly that shape.
+  // The checkpoint tensor `key` as a value of the compute type. If `shape` is
+  // given, the tensor must have exactly that shape.
   std::string Weight(const std::string& key, const std::vector<std::int64_t>& shape = {});
+  // The same tensor as a float32 value, for float32 islands.
+  std::string Weight32(const std::string& key);
   // The shape of checkpoint tensor `key`, or an empty vector (and a recorded
   // error) if it is missing.
   std::vector<std::int64_t> WeightShape(const std::string& key);
   bool HasWeight(const std::string& key) const { return checkpoint_.Has(key); }
 
+  // A constant of the compute type.
   std::string ConstFloat(const std::vector<float>& values, const std::vector<std::int64_t>& dims);
+  std::string ConstFloat32(const std::vector<float>& values, const std::vector<std::int64_t>& dims);
   std::string ConstInt64(const std::vector<std::int64_t>& values,
                          const std::vector<std::int64_t>& dims);
   std::string ScalarFloat(float value) { return ConstFloat({value}, {}); }
+  std::string ScalarFloat32(float value) { return ConstFloat32({value}, {}); }
+
+  // A compute-type value as float32, and back; no-ops in a float32 graph.
+  std::string ToFloat32(const std::string& x);
+  std::string ToCompute(const std::string& x);
 
   // Keys under `prefix` in the checkpoint that no Weight() call used, in
   // file order.
@@ -80,17 +110,27 @@ class GraphBuilder {
 
  private:
   std::string FreshName(const std::string& type);
+  std::string AddConstant(onnx::TensorProto tensor);
+  // Casts `x` to `elem_type`; a negative type returns `x` unchanged.
+  std::string CastTo(const std::string& x, int elem_type);
+  std::string WeightAs(const std::string& key, const std::vector<std::int64_t>& shape,
+                       int elem_type);
+  void SetValueInfo(onnx::ValueInfoProto* info, const std::string& name, int elem_type,
+                    const std::vector<Dim>& dims) const;
   onnx::NodeProto* AddNode(const std::string& type, const std::vector<std::string>& inputs,
                            const std::vector<Attr>& attrs);
 
   const Checkpoint& checkpoint_;
   int opset_;
+  bool float16_ = false;
+  std::map<std::string, std::int64_t> static_dims_;
   onnx::ModelProto model_;
   onnx::GraphProto* graph_;
   Status status_;
   std::map<std::string, int> name_counts_;
-  std::map<std::string, std::string> weight_values_;  // key -> float32 value name
+  std::map<std::pair<std::string, int>, std::string> weight_values_;  // (key, type) -> value
   std::vector<WeightRef> weights_;
+  std::set<std::string> initialized_;  // stored keys that have an initializer
 };
 
 }  // namespace sdonnx

@@ -63,11 +63,13 @@ std::string GroupNorm(GraphBuilder& b, const std::string& x, const std::string& 
   // group statistics; the learned affine transform is applied per channel.
   const std::string grouped =
       b.Op("Reshape", {x, b.ConstInt64({0, groups, -1}, {3})});
-  const std::string ones = b.ConstFloat(std::vector<float>(groups, 1.0f), {groups});
-  const std::string zeros = b.ConstFloat(std::vector<float>(groups, 0.0f), {groups});
+  // The statistics are float32 even in a float16 graph: a sum of squares
+  // over a whole group overflows float16.
+  const std::string ones = b.ConstFloat32(std::vector<float>(groups, 1.0f), {groups});
+  const std::string zeros = b.ConstFloat32(std::vector<float>(groups, 0.0f), {groups});
   const std::string normed =
-      b.Op("InstanceNormalization", {grouped, ones, zeros}, {{"epsilon", eps}});
-  const std::string restored = b.Op("Reshape", {normed, b.Op("Shape", {x})});
+      b.Op("InstanceNormalization", {b.ToFloat32(grouped), ones, zeros}, {{"epsilon", eps}});
+  const std::string restored = b.Op("Reshape", {b.ToCompute(normed), b.Op("Shape", {x})});
   const std::string per_channel = b.ConstInt64({-1, 1, 1}, {3});
   const std::string gamma = b.Op("Reshape", {b.Weight(prefix + ".weight"), per_channel});
   const std::string beta = b.Op("Reshape", {b.Weight(prefix + ".bias"), per_channel});
@@ -84,17 +86,20 @@ std::string ReduceMeanLast(GraphBuilder& b, const std::string& x) {
 
 std::string LayerNorm(GraphBuilder& b, const std::string& x, const std::string& prefix,
                       float eps) {
-  const std::string gamma = b.Weight(prefix + ".weight");
-  const std::string beta = b.Weight(prefix + ".bias");
+  // Float32 throughout, as for GroupNorm: the variance of text encoder
+  // activations overflows float16.
+  const std::string x32 = b.ToFloat32(x);
+  const std::string gamma = b.Weight32(prefix + ".weight");
+  const std::string beta = b.Weight32(prefix + ".bias");
   if (b.opset() >= 17) {
-    return b.Op("LayerNormalization", {x, gamma, beta},
-                {{"axis", std::int64_t{-1}}, {"epsilon", eps}});
+    return b.ToCompute(b.Op("LayerNormalization", {x32, gamma, beta},
+                            {{"axis", std::int64_t{-1}}, {"epsilon", eps}}));
   }
-  const std::string centered = b.Op("Sub", {x, ReduceMeanLast(b, x)});
+  const std::string centered = b.Op("Sub", {x32, ReduceMeanLast(b, x32)});
   const std::string variance = ReduceMeanLast(b, b.Op("Mul", {centered, centered}));
-  const std::string stddev = b.Op("Sqrt", {b.Op("Add", {variance, b.ScalarFloat(eps)})});
+  const std::string stddev = b.Op("Sqrt", {b.Op("Add", {variance, b.ScalarFloat32(eps)})});
   const std::string normed = b.Op("Div", {centered, stddev});
-  return b.Op("Add", {b.Op("Mul", {normed, gamma}), beta});
+  return b.ToCompute(b.Op("Add", {b.Op("Mul", {normed, gamma}), beta}));
 }
 
 std::string SiLU(GraphBuilder& b, const std::string& x) {
@@ -116,16 +121,19 @@ std::string Attention(GraphBuilder& b, const std::string& q, const std::string& 
                       const std::string& mask) {
   const std::string split = b.ConstInt64({0, 0, heads, dim_head}, {4});
   const std::vector<std::int64_t> to_heads = {0, 2, 1, 3};
+  // Scores and softmax are float32 in a float16 graph: q.k over a wide
+  // head overflows float16, and softmax needs the range of its inputs.
   const std::string qh =
-      b.Op("Transpose", {b.Op("Reshape", {q, split})}, {{"perm", to_heads}});
-  const std::string kt = b.Op("Transpose", {b.Op("Reshape", {k, split})},
-                              {{"perm", std::vector<std::int64_t>{0, 2, 3, 1}}});
+      b.ToFloat32(b.Op("Transpose", {b.Op("Reshape", {q, split})}, {{"perm", to_heads}}));
+  const std::string kt = b.ToFloat32(b.Op("Transpose", {b.Op("Reshape", {k, split})},
+                                          {{"perm", std::vector<std::int64_t>{0, 2, 3, 1}}}));
   const std::string vh =
       b.Op("Transpose", {b.Op("Reshape", {v, split})}, {{"perm", to_heads}});
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim_head));
-  std::string scores = b.Op("Mul", {b.Op("MatMul", {qh, kt}), b.ScalarFloat(scale)});
+  std::string scores = b.Op("MatMul", {qh, kt});
+  scores = b.Op("Mul", {scores, b.ScalarFloat32(scale)});
   if (!mask.empty()) scores = b.Op("Add", {scores, mask});
-  const std::string probs = b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}});
+  const std::string probs = b.ToCompute(b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}}));
   const std::string out =
       b.Op("Transpose", {b.Op("MatMul", {probs, vh})}, {{"perm", to_heads}});
   return b.Op("Reshape", {out, b.ConstInt64({0, 0, heads * dim_head}, {3})});

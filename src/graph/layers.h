@@ -29,12 +29,12 @@ std::string LinearWithKeys(GraphBuilder& b, const std::string& x, const std::str
 std::string Conv2d(GraphBuilder& b, const std::string& x, const std::string& prefix,
                    std::int64_t stride = 1, std::vector<std::int64_t> pads = {});
 
-// torch.nn.GroupNorm over NCHW: statistics per group in float32, then the
-// per-channel affine transform.
+// torch.nn.GroupNorm over NCHW: statistics per group in float32 (also in a
+// float16 graph), then the per-channel affine transform.
 std::string GroupNorm(GraphBuilder& b, const std::string& x, const std::string& prefix,
                       std::int64_t groups, float eps);
 
-// torch.nn.LayerNorm over the last axis.
+// torch.nn.LayerNorm over the last axis, computed in float32.
 std::string LayerNorm(GraphBuilder& b, const std::string& x, const std::string& prefix, float eps);
 
 std::string SiLU(GraphBuilder& b, const std::string& x);
@@ -47,7 +47,8 @@ std::string QuickGelu(GraphBuilder& b, const std::string& x);
 std::string ReduceMeanLast(GraphBuilder& b, const std::string& x);
 
 // Multi-head scaled dot-product attention on [B, S, heads * dim_head]
-// projections; `mask` (optional) is added to the scores before softmax.
+// projections; `mask` (optional, float32) is added to the scores before
+// softmax. Scores and softmax are float32 in a float16 graph.
 // Returns [B, S_q, heads * dim_head].
 std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
                       const std::string& v, std::int64_t heads, std::int64_t dim_head,

@@ -5,16 +5,20 @@
 #include <onnx/defs/schema.h>
 #include <onnx/shape_inference/implementation.h>
 
+#include <charconv>
 #include <filesystem>
 #include <fstream>
 
 #include "formats/onnx_file.h"
+#include "runtime/ort_session.h"
 #include "util/atomic_file.h"
 #include "util/log.h"
 
 namespace sdonnx {
 namespace {
 
+// The last opset that the ONNX library (libonnx 1.12) has schemas for.
+constexpr int kCheckerMaxOpset = 17;
 // Leaves room under protobuf's 2 GiB message limit for the graph itself.
 constexpr std::uint64_t kInlineLimitBytes = (2ull << 30) - (64ull << 20);
 constexpr std::uint64_t kExternalAlignment = 4096;
@@ -47,9 +51,19 @@ std::string Serialize(const google::protobuf::MessageLite& message) {
   return out;
 }
 
-// Checks the graph without weight data: a copy in which every initializer is
-// a typed graph input runs through the checker and strict shape inference.
-Status CheckStructure(const onnx::ModelProto& model, const std::string& name) {
+// The opset of the default domain that `model` imports.
+int DefaultOpset(const onnx::ModelProto& model) {
+  for (const auto& import : model.opset_import()) {
+    if (import.domain().empty() || import.domain() == "ai.onnx") {
+      return static_cast<int>(import.version());
+    }
+  }
+  return 0;
+}
+
+// A copy of `model` without weight data, in which every initializer is a
+// typed graph input.
+onnx::ModelProto WeightlessCopy(const onnx::ModelProto& model) {
   onnx::ModelProto copy;
   copy.CopyFrom(model);
   auto* graph = copy.mutable_graph();
@@ -62,6 +76,17 @@ Status CheckStructure(const onnx::ModelProto& model, const std::string& name) {
     for (auto d : init.dims()) shape->add_dim()->set_dim_value(d);
   }
   graph->clear_initializer();
+  return copy;
+}
+
+// Checks the graph without weight data. Opsets up to kCheckerMaxOpset go
+// through the ONNX library's checker and strict shape inference. Later
+// ones are loaded by ONNX Runtime, which has schemas for them.
+Status CheckWeightless(const onnx::ModelProto& model, const std::string& name) {
+  onnx::ModelProto copy = WeightlessCopy(model);
+  if (DefaultOpset(model) > kCheckerMaxOpset) {
+    return CheckLoadsInOrt(Serialize(copy), name);
+  }
   try {
     onnx::checker::check_model(copy);
     onnx::ShapeInferenceOptions options{/*check_type=*/true, /*error_mode=*/1,
@@ -73,7 +98,82 @@ Status CheckStructure(const onnx::ModelProto& model, const std::string& name) {
   return Status::Ok();
 }
 
-Status WriteTensorBytes(AtomicFile& out, const Checkpoint& checkpoint, const WeightRef& ref) {
+// Checks that every external data reference of `model` names a file beside
+// `path` by a relative location and lies inside it.
+Status CheckExternalReferences(const onnx::ModelProto& model, const std::string& path) {
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  for (const auto& init : model.graph().initializer()) {
+    if (init.data_location() != onnx::TensorProto_DataLocation_EXTERNAL) continue;
+    std::map<std::string, std::string> entries;
+    for (const auto& entry : init.external_data()) entries[entry.key()] = entry.value();
+    const std::string location = entries["location"];
+    SDONNX_RETURN_IF_ERROR(CheckExternalDataLocation(dir.string(), location, /*must_exist=*/true,
+                                                      "initializer '" + init.name() + "'"));
+    std::error_code ec;
+    const std::uint64_t size = std::filesystem::file_size(dir / location, ec);
+    if (ec) {
+      return Status::Error(path + ": external data file '" + location + "' of initializer '" +
+                           init.name() + "' cannot be read: " + ec.message());
+    }
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    for (auto [key, value] : {std::pair{"offset", &offset}, {"length", &length}}) {
+      const std::string& text = entries[key];
+      if (text.empty()) continue;
+      const auto parsed = std::from_chars(text.data(), text.data() + text.size(), *value);
+      if (parsed.ec != std::errc() || parsed.ptr != text.data() + text.size()) {
+        return Status::Error(path + ": initializer '" + init.name() + "' has external data " +
+                             key + " '" + text + "', expected a byte count");
+      }
+    }
+    if (offset > size || length > size - offset) {
+      return Status::Error(path + ": initializer '" + init.name() + "' reads bytes " +
+                           std::to_string(offset) + " to " + std::to_string(offset + length) +
+                           " of '" + location + "', which has " + std::to_string(size));
+    }
+  }
+  return Status::Ok();
+}
+
+// Converts a weight to its stored dtype piece by piece, so that memory use
+// stays at one piece whatever the tensor's size.
+Status WriteConvertedTensor(AtomicFile& out, const Checkpoint& checkpoint, const WeightRef& ref,
+                            int threads, WeightConversion* conversion) {
+  constexpr std::size_t kPieceElements = std::size_t{4} << 20;
+  const std::span<const std::uint8_t> source = checkpoint.Data(*ref.tensor);
+  const std::size_t in_size = DTypeSize(ref.tensor->dtype);
+  const std::size_t out_size = DTypeSize(ref.stored);
+  const std::size_t count = source.size() / in_size;
+  std::vector<std::uint8_t> buffer(std::min(count, kPieceElements) * out_size);
+  NarrowingCounts counts;
+  for (std::size_t first = 0; first < count; first += kPieceElements) {
+    const std::size_t n = std::min(kPieceElements, count - first);
+    const std::span<std::uint8_t> target(buffer.data(), n * out_size);
+    SDONNX_RETURN_IF_ERROR(ConvertElementsParallel(ref.tensor->dtype,
+                                                   source.subspan(first * in_size, n * in_size),
+                                                   ref.stored, target, threads, &counts));
+    SDONNX_RETURN_IF_ERROR(out.Write(target));
+    if (!ref.tensor->in_memory) {
+      checkpoint.mapped().DontNeed(ref.tensor->offset + first * in_size, n * in_size);
+    }
+  }
+  if (conversion != nullptr) {
+    ++conversion->converted_tensors;
+    conversion->total.Add(counts);
+    if (counts.lossy()) conversion->lossy.emplace_back(ref.key, counts);
+  }
+  return Status::Ok();
+}
+
+Status WriteTensorBytes(AtomicFile& out, const Checkpoint& checkpoint, const WeightRef& ref,
+                        const ModelWriteOptions& options) {
+  if (ref.stored != ref.tensor->dtype) {
+    return WriteConvertedTensor(out, checkpoint, ref, options.conversion_threads,
+                                options.conversion)
+        .WithContext("converting tensor '" + ref.key + "' from " +
+                     std::string(DTypeName(ref.tensor->dtype)) + " to " +
+                     std::string(DTypeName(ref.stored)));
+  }
   if (ref.tensor->in_memory) {
     return out.Write(checkpoint.Data(*ref.tensor)).WithContext("writing tensor '" + ref.key + "'");
   }
@@ -87,7 +187,8 @@ Status WriteTensorBytes(AtomicFile& out, const Checkpoint& checkpoint, const Wei
 // Writes the weights to `dir`/`data_name` and points each initializer at its
 // offset there.
 Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& checkpoint,
-                                      const std::string& dir, const std::string& data_name) {
+                                      const std::string& dir, const std::string& data_name,
+                                      const ModelWriteOptions& options) {
   SDONNX_RETURN_IF_ERROR(CheckExternalDataLocation(dir, data_name, /*must_exist=*/false,
                                                     "external data of " + data_name));
   const std::string data_path = (std::filesystem::path(dir) / data_name).string();
@@ -99,7 +200,7 @@ Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& c
   for (const WeightRef& ref : builder.weights()) {
     SDONNX_RETURN_IF_ERROR(data.PadTo(kExternalAlignment));
     const std::uint64_t offset = data.bytes_written();
-    SDONNX_RETURN_IF_ERROR(WriteTensorBytes(data, checkpoint, ref));
+    SDONNX_RETURN_IF_ERROR(WriteTensorBytes(data, checkpoint, ref, options));
     onnx::TensorProto* init = by_name[ref.key];
     init->set_data_location(onnx::TensorProto_DataLocation_EXTERNAL);
     auto add_entry = [init](const std::string& key, const std::string& value) {
@@ -109,7 +210,7 @@ Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& c
     };
     add_entry("location", data_name);
     add_entry("offset", std::to_string(offset));
-    add_entry("length", std::to_string(ref.tensor->nbytes));
+    add_entry("length", std::to_string(ref.stored_bytes()));
   }
   const WrittenFile file{data_path, data.bytes_written()};
   SDONNX_RETURN_IF_ERROR(data.Commit());
@@ -121,7 +222,8 @@ Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& c
 // and a repeated field in pieces, so the file is the model without its
 // graph, then the graph field: the graph without initializers followed by
 // one initializer entry per weight, whose raw_data is written by hand.
-Status WriteInline(GraphBuilder& builder, const Checkpoint& checkpoint, AtomicFile& out) {
+Status WriteInline(GraphBuilder& builder, const Checkpoint& checkpoint, AtomicFile& out,
+                   const ModelWriteOptions& options) {
   onnx::ModelProto& model = builder.model();
   onnx::GraphProto graph;
   graph.Swap(model.mutable_graph());
@@ -139,18 +241,19 @@ Status WriteInline(GraphBuilder& builder, const Checkpoint& checkpoint, AtomicFi
   std::uint64_t graph_length = graph_bytes.size();
   for (const WeightRef& ref : builder.weights()) {
     const std::string& header = headers[ref.key];
-    const std::string raw_key = LengthDelimitedKey(kTensorRawDataField, ref.tensor->nbytes);
-    const std::uint64_t tensor_length = header.size() + raw_key.size() + ref.tensor->nbytes;
+    const std::uint64_t bytes = ref.stored_bytes();
+    const std::string raw_key = LengthDelimitedKey(kTensorRawDataField, bytes);
+    const std::uint64_t tensor_length = header.size() + raw_key.size() + bytes;
     prefixes.push_back(LengthDelimitedKey(kGraphInitializerField, tensor_length) + header +
                        raw_key);
-    graph_length += prefixes.back().size() + ref.tensor->nbytes;
+    graph_length += prefixes.back().size() + bytes;
   }
   SDONNX_RETURN_IF_ERROR(out.Write(model_bytes));
   SDONNX_RETURN_IF_ERROR(out.Write(LengthDelimitedKey(kModelGraphField, graph_length)));
   SDONNX_RETURN_IF_ERROR(out.Write(graph_bytes));
   for (std::size_t i = 0; i < prefixes.size(); ++i) {
     SDONNX_RETURN_IF_ERROR(out.Write(prefixes[i]));
-    SDONNX_RETURN_IF_ERROR(WriteTensorBytes(out, checkpoint, builder.weights()[i]));
+    SDONNX_RETURN_IF_ERROR(WriteTensorBytes(out, checkpoint, builder.weights()[i], options));
   }
   return Status::Ok();
 }
@@ -158,15 +261,19 @@ Status WriteInline(GraphBuilder& builder, const Checkpoint& checkpoint, AtomicFi
 }  // namespace
 
 Status CheckModelFile(const std::string& path) {
+  onnx::ModelProto model;
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in || !model.ParseFromIstream(&in)) {
+      return Status::Error(path + ": cannot be parsed as an ONNX ModelProto");
+    }
+  }
+  if (DefaultOpset(model) > kCheckerMaxOpset) {
+    SDONNX_RETURN_IF_ERROR(CheckExternalReferences(model, path));
+    return CheckWeightless(model, path);
+  }
   try {
     onnx::checker::check_model(path);
-    onnx::ModelProto model;
-    {
-      std::ifstream in(path, std::ios::binary);
-      if (!in || !model.ParseFromIstream(&in)) {
-        return Status::Error(path + ": cannot be parsed as an ONNX ModelProto");
-      }
-    }
     onnx::ShapeInferenceOptions options{/*check_type=*/true, /*error_mode=*/1,
                                         /*enable_data_propagation=*/false};
     onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(), options);
@@ -191,10 +298,10 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
     }
   };
   add_metadata(options.metadata);
-  SDONNX_RETURN_IF_ERROR(CheckStructure(model, file_name));
+  SDONNX_RETURN_IF_ERROR(CheckWeightless(model, file_name));
 
   std::uint64_t weight_bytes = 0;
-  for (const WeightRef& ref : builder.weights()) weight_bytes += ref.tensor->nbytes;
+  for (const WeightRef& ref : builder.weights()) weight_bytes += ref.stored_bytes();
   const bool external = options.external_data == ExternalData::kAlways ||
                         (options.external_data == ExternalData::kAuto &&
                          weight_bytes > kInlineLimitBytes);
@@ -207,8 +314,8 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
   std::vector<WrittenFile> written;
   const std::string path = (std::filesystem::path(dir) / file_name).string();
   if (external) {
-    SDONNX_ASSIGN_OR_RETURN(WrittenFile data,
-                            WriteExternalData(builder, checkpoint, dir, file_name + ".data"));
+    SDONNX_ASSIGN_OR_RETURN(WrittenFile data, WriteExternalData(builder, checkpoint, dir,
+                                                                file_name + ".data", options));
     if (options.late_metadata) add_metadata(options.late_metadata());
     SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
     SDONNX_RETURN_IF_ERROR(out.Write(Serialize(model)));
@@ -218,7 +325,7 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
   } else {
     if (options.late_metadata) add_metadata(options.late_metadata());
     SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
-    SDONNX_RETURN_IF_ERROR(WriteInline(builder, checkpoint, out));
+    SDONNX_RETURN_IF_ERROR(WriteInline(builder, checkpoint, out, options));
     written.push_back({path, out.bytes_written()});
     SDONNX_RETURN_IF_ERROR(out.Commit());
   }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/dtype_convert.h"
 #include "graph/builder.h"
 #include "util/status.h"
 
@@ -25,6 +26,14 @@ struct WrittenFile {
   std::uint64_t bytes = 0;
 };
 
+// Counts of the dtype conversion of one model's weights.
+struct WeightConversion {
+  std::uint64_t converted_tensors = 0;
+  NarrowingCounts total;
+  // Tensors that lost values (clamped or flushed to zero), in write order.
+  std::vector<std::pair<std::string, NarrowingCounts>> lossy;
+};
+
 struct ModelWriteOptions {
   ExternalData external_data = ExternalData::kAuto;
   std::map<std::string, std::string> metadata;
@@ -32,6 +41,10 @@ struct ModelWriteOptions {
   // source file's hash); called once, right before the model is serialized.
   std::function<std::map<std::string, std::string>()> late_metadata;
   std::string producer_version;
+  // Threads that convert weight dtypes (float32 to float16) while writing.
+  int conversion_threads = 2;
+  // Receives the conversion counts when not null.
+  WeightConversion* conversion = nullptr;
 };
 
 // Writes `builder`'s model as `dir`/`file_name` (plus its data file when
@@ -42,7 +55,9 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
                                             const ModelWriteOptions& options);
 
 // Runs the ONNX checker on the file at `path` (external data included) and
-// shape inference in strict mode.
+// shape inference in strict mode. The ONNX library here has schemas up to
+// opset 17. For files of later opsets, the external data references are
+// checked and the graph, without weight data, is loaded by ONNX Runtime.
 Status CheckModelFile(const std::string& path);
 
 }  // namespace sdonnx

@@ -75,7 +75,7 @@ std::string BuildTextTransformer(GraphBuilder& b, const TextTransformerParts& pa
       mask_values[static_cast<std::size_t>(i * n + j)] = -std::numeric_limits<float>::infinity();
     }
   }
-  const std::string mask = b.ConstFloat(mask_values, {n, n});
+  const std::string mask = b.ConstFloat32(mask_values, {n, n});
 
   const std::vector<Dim> state_dims = {"batch", n, parts.width};
   std::vector<std::string> states = {h};

@@ -29,6 +29,8 @@ std::int64_t CountIndexed(const Checkpoint& checkpoint, const std::string& prefi
 // Sinusoidal timestep embedding of ldm's timestep_embedding: cos then sin of
 // t * exp(-ln(10000) * i / half). The frequencies are computed in float32
 // exactly as torch does, because t reaches 999 and amplifies their error.
+// `timesteps` is float32; the embedding is computed in float32 and returned
+// in the compute type.
 std::string TimestepEmbedding(GraphBuilder& b, const std::string& timesteps, std::int64_t dim) {
   const std::int64_t half = dim / 2;
   std::vector<float> freqs(static_cast<std::size_t>(half));
@@ -39,13 +41,13 @@ std::string TimestepEmbedding(GraphBuilder& b, const std::string& timesteps, std
     freqs[static_cast<std::size_t>(i)] = std::exp(exponent);
   }
   const std::string column = b.Op("Reshape", {timesteps, b.ConstInt64({-1, 1}, {2})});
-  const std::string args = b.Op("Mul", {column, b.ConstFloat(freqs, {half})});
+  const std::string args = b.Op("Mul", {column, b.ConstFloat32(freqs, {half})});
   std::string emb =
       b.Op("Concat", {b.Op("Cos", {args}), b.Op("Sin", {args})}, {{"axis", std::int64_t{1}}});
   if (dim % 2 == 1) {
     emb = b.Op("Pad", {emb, b.ConstInt64({0, 0, 0, 1}, {4})});
   }
-  return emb;
+  return b.ToCompute(emb);
 }
 
 std::string ResBlock(GraphBuilder& b, const std::string& x, const std::string& emb,
@@ -196,8 +198,8 @@ std::string LabelEmbedding(GraphBuilder& b, const UNetSpec& spec) {
            std::to_string(spec.time_id_dim) + "-wide time id embeddings");
     return "";
   }
-  const std::string text_embeds = b.Input("text_embeds", onnx::TensorProto_DataType_FLOAT,
-                                          {"batch", spec.text_embed_dim});
+  const std::string text_embeds = b.ToCompute(
+      b.Input("text_embeds", onnx::TensorProto_DataType_FLOAT, {"batch", spec.text_embed_dim}));
   const std::string time_ids =
       b.Input("time_ids", onnx::TensorProto_DataType_FLOAT, {"batch", spec.num_time_ids});
   const std::string flat = b.Op("Reshape", {time_ids, b.ConstInt64({-1}, {1})});
@@ -293,12 +295,13 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
 
 Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
   const std::string& p = spec.prefix;
-  const std::string sample = b.Input("sample", onnx::TensorProto_DataType_FLOAT,
-                                     {"batch", spec.in_channels, "height", "width"});
+  const std::string sample = b.ToCompute(b.Input("sample", onnx::TensorProto_DataType_FLOAT,
+                                                 {"batch", spec.in_channels, "height", "width"}));
   const std::string timestep =
       b.Input("timestep", onnx::TensorProto_DataType_FLOAT, {"timestep_count"});
-  const std::string context = b.Input("encoder_hidden_states", onnx::TensorProto_DataType_FLOAT,
-                                      {"batch", "sequence", spec.context_dim});
+  const std::string context =
+      b.ToCompute(b.Input("encoder_hidden_states", onnx::TensorProto_DataType_FLOAT,
+                          {"batch", "sequence", spec.context_dim}));
 
   const std::string batch = layers::ShapeDim(b, sample, 0);
   const std::string t = b.Op("Expand", {timestep, batch});

@@ -107,9 +107,8 @@ Status ReadVaeShapes(const Checkpoint& checkpoint, VaeSpec* spec) {
 Status BuildVaeEncoder(GraphBuilder& b, const VaeSpec& spec) {
   const std::string& p = spec.prefix;
   const std::int64_t f = spec.downsample_factor;
-  const std::string image =
-      b.Input("sample", onnx::TensorProto_DataType_FLOAT,
-              {"batch", spec.image_channels, "height", "width"});
+  const std::string image = b.ToCompute(b.Input("sample", onnx::TensorProto_DataType_FLOAT,
+                                                {"batch", spec.image_channels, "height", "width"}));
   std::string h = Conv2d(b, image, p + "encoder.conv_in");
   for (std::int64_t i = 0; i < spec.levels; ++i) {
     const std::string level = p + "encoder.down." + std::to_string(i);
@@ -133,8 +132,8 @@ Status BuildVaeEncoder(GraphBuilder& b, const VaeSpec& spec) {
 Status BuildVaeDecoder(GraphBuilder& b, const VaeSpec& spec) {
   const std::string& p = spec.prefix;
   const std::string latent =
-      b.Input("latent_sample", onnx::TensorProto_DataType_FLOAT,
-              {"batch", spec.latent_channels, "latent_height", "latent_width"});
+      b.ToCompute(b.Input("latent_sample", onnx::TensorProto_DataType_FLOAT,
+                          {"batch", spec.latent_channels, "latent_height", "latent_width"}));
   std::string h = Conv2d(b, latent, p + "post_quant_conv");
   h = Conv2d(b, h, p + "decoder.conv_in");
   h = Middle(b, h, p + "decoder", spec.group_norm_groups);
@@ -142,7 +141,7 @@ Status BuildVaeDecoder(GraphBuilder& b, const VaeSpec& spec) {
     const std::string level = p + "decoder.up." + std::to_string(i);
     h = Level(b, h, level, spec.group_norm_groups);
     if (b.HasWeight(level + ".upsample.conv.weight")) {
-      const std::string up = b.Op("Resize", {h, "", b.ConstFloat({1, 1, 2, 2}, {4})},
+      const std::string up = b.Op("Resize", {h, "", b.ConstFloat32({1, 1, 2, 2}, {4})},
                                   {{"mode", std::string("nearest")},
                                    {"coordinate_transformation_mode", std::string("asymmetric")},
                                    {"nearest_mode", std::string("floor")}});

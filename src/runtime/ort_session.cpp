@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <unordered_map>
 
 namespace sdonnx {
 namespace {
@@ -64,9 +65,17 @@ std::vector<std::string> AvailableProviders() {
   }
 }
 
+std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile) {
+  if (profile.min_shapes.empty()) return {};
+  return {{"trt_profile_min_shapes", profile.min_shapes},
+          {"trt_profile_opt_shapes", profile.opt_shapes},
+          {"trt_profile_max_shapes", profile.max_shapes}};
+}
+
 namespace {
 
-Status AppendProvider(Provider provider, Ort::SessionOptions& session_options) {
+Status AppendProvider(const SessionOptions& options, Ort::SessionOptions& session_options) {
+  const Provider provider = options.provider;
   if (provider == Provider::kCpu) return Status::Ok();
   const std::string wanted =
       provider == Provider::kCuda ? "CUDAExecutionProvider" : "TensorrtExecutionProvider";
@@ -83,8 +92,10 @@ Status AppendProvider(Provider provider, Ort::SessionOptions& session_options) {
       OrtCUDAProviderOptions cuda{};
       session_options.AppendExecutionProvider_CUDA(cuda);
     } else {
-      OrtTensorRTProviderOptions tensorrt{};
-      session_options.AppendExecutionProvider_TensorRT(tensorrt);
+      Ort::TensorRTProviderOptions tensorrt;
+      const auto entries = TensorRtProviderOptions(options.tensorrt_profile);
+      tensorrt.Update(std::unordered_map<std::string, std::string>(entries.begin(), entries.end()));
+      session_options.AppendExecutionProvider_TensorRT_V2(*tensorrt);
       OrtCUDAProviderOptions cuda{};  // Runs what TensorRT does not take.
       session_options.AppendExecutionProvider_CUDA(cuda);
     }
@@ -92,6 +103,15 @@ Status AppendProvider(Provider provider, Ort::SessionOptions& session_options) {
 }
 
 }  // namespace
+
+Status CheckLoadsInOrt(const std::string& model_bytes, const std::string& name) {
+  return OrtCall(name + ": ONNX Runtime rejects the graph", [&] {
+    Ort::SessionOptions options;
+    options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_DISABLE_ALL);
+    options.SetIntraOpNumThreads(1);
+    Ort::Session session(Environment(), model_bytes.data(), model_bytes.size(), options);
+  });
+}
 
 OrtModel::~OrtModel() = default;
 
@@ -105,7 +125,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
     if (options.intra_op_threads > 0) session_options.SetIntraOpNumThreads(options.intra_op_threads);
     session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
   }));
-  SDONNX_RETURN_IF_ERROR(AppendProvider(options.provider, session_options));
+  SDONNX_RETURN_IF_ERROR(AppendProvider(options, session_options));
   SDONNX_RETURN_IF_ERROR(OrtCall(path + ": loading", [&] {
     model->session_ = std::make_unique<Ort::Session>(Environment(), path.c_str(), session_options);
   }));
@@ -200,6 +220,83 @@ Result<std::map<std::string, HostTensor>> OrtModel::Run(
   });
   if (!status.ok()) return status;
   return results;
+}
+
+}  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// Rows [first, first + count) of `t`, padded to `batch` rows with copies of
+// the last one.
+HostTensor RowSlice(const HostTensor& t, std::int64_t first, std::int64_t count,
+                    std::int64_t batch) {
+  HostTensor out = t;
+  out.shape[0] = batch;
+  const auto row = static_cast<std::size_t>(t.NumElements() / t.shape[0]);
+  out.f32.clear();
+  out.i32.clear();
+  for (std::int64_t r = 0; r < batch; ++r) {
+    const auto source = static_cast<std::size_t>(first + std::min(r, count - 1)) * row;
+    if (t.is_int32) {
+      out.i32.insert(out.i32.end(), t.i32.begin() + source, t.i32.begin() + source + row);
+    } else {
+      out.f32.insert(out.f32.end(), t.f32.begin() + source, t.f32.begin() + source + row);
+    }
+  }
+  return out;
+}
+
+// Appends the first `count` rows of `part` to `whole`.
+void AppendRows(HostTensor& whole, const HostTensor& part, std::int64_t count) {
+  const auto row = static_cast<std::size_t>(part.NumElements() / part.shape[0]);
+  const auto n = static_cast<std::size_t>(count) * row;
+  if (whole.shape.empty()) {
+    whole = part;
+    whole.shape[0] = 0;
+    whole.f32.clear();
+    whole.i32.clear();
+  }
+  whole.shape[0] += count;
+  if (part.is_int32) {
+    whole.i32.insert(whole.i32.end(), part.i32.begin(), part.i32.begin() + n);
+  } else {
+    whole.f32.insert(whole.f32.end(), part.f32.begin(), part.f32.begin() + n);
+  }
+}
+
+}  // namespace
+
+Result<std::map<std::string, HostTensor>> OrtModel::RunInFixedBatches(
+    const std::map<std::string, HostTensor>& inputs, const std::vector<std::string>& outputs) {
+  const std::vector<std::string> names = InputNames();
+  if (names.empty() || inputs.empty()) return Run(inputs, outputs);
+  SDONNX_ASSIGN_OR_RETURN(const std::vector<std::int64_t> shape, InputShape(names.front()));
+  auto first = inputs.find(names.front());
+  if (shape.empty() || shape[0] <= 0 || first == inputs.end() || first->second.shape.empty() ||
+      first->second.shape[0] == shape[0]) {
+    return Run(inputs, outputs);
+  }
+  const std::int64_t batch = shape[0];
+  const std::int64_t rows = first->second.shape[0];
+  std::map<std::string, HostTensor> joined;
+  for (std::int64_t start = 0; start < rows; start += batch) {
+    const std::int64_t count = std::min(batch, rows - start);
+    std::map<std::string, HostTensor> part;
+    for (const auto& [name, tensor] : inputs) {
+      const bool batched = !tensor.shape.empty() && tensor.shape[0] == rows;
+      part[name] = batched ? RowSlice(tensor, start, count, batch) : tensor;
+    }
+    SDONNX_ASSIGN_OR_RETURN(auto results, Run(part, outputs));
+    for (const auto& [name, tensor] : results) {
+      if (tensor.shape.empty() || tensor.shape[0] != batch) {
+        return Status::Error(path_ + ": output '" + name + "' does not have the fixed batch " +
+                             std::to_string(batch) + " as its first dimension");
+      }
+      AppendRows(joined[name], tensor, count);
+    }
+  }
+  return joined;
 }
 
 }  // namespace sdonnx

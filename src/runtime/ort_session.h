@@ -34,13 +34,34 @@ enum class Provider { kCpu, kCuda, kTensorRt };
 // Parses "cpu", "cuda" or "tensorrt".
 Result<Provider> ParseProvider(const std::string& name);
 
+// TensorRT optimization profile shapes, "name:1x4x64x64,name2:..." for
+// the provider options trt_profile_min_shapes, _opt_shapes and _max_shapes.
+struct TensorRtProfile {
+  std::string min_shapes;
+  std::string opt_shapes;
+  std::string max_shapes;
+};
+
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 lets ONNX Runtime choose.
   Provider provider = Provider::kCpu;
+  // With Provider::kTensorRt: the profile of this model. When it is empty,
+  // the provider builds an engine for the shapes of the first run.
+  TensorRtProfile tensorrt_profile;
 };
+
+// The TensorRT provider options (V2 API keys) for `profile`; empty when the
+// profile is empty.
+std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile);
 
 // The execution providers compiled into the loaded ONNX Runtime library.
 std::vector<std::string> AvailableProviders();
+
+// Loads the serialized model `model_bytes` into an ONNX Runtime session
+// without optimizations and drops it again: the runtime checks every node
+// against its operator schemas and infers types and shapes. `name` names the
+// model in errors.
+Status CheckLoadsInOrt(const std::string& model_bytes, const std::string& name);
 
 class OrtModel {
  public:
@@ -59,6 +80,13 @@ class OrtModel {
   // Runs the model; returns the requested outputs (all when empty) by name.
   Result<std::map<std::string, HostTensor>> Run(const std::map<std::string, HostTensor>& inputs,
                                                 const std::vector<std::string>& outputs = {});
+  // Runs the model on inputs of any row count when its first input has a
+  // fixed batch B, as in a --static-shape file. The rows go in runs of B,
+  // the last padded with copies of its last row, and outputs keep only the
+  // real rows. Inputs whose first dimension is not the row count pass to
+  // every run unchanged. Without a fixed batch this is Run.
+  Result<std::map<std::string, HostTensor>> RunInFixedBatches(
+      const std::map<std::string, HostTensor>& inputs, const std::vector<std::string>& outputs);
 
  private:
   OrtModel() = default;

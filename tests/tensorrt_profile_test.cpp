@@ -1,0 +1,117 @@
+// TensorRT profiles: the min/opt/max shape strings that generate passes to
+// ONNX Runtime's TensorRT provider. The bundled ONNX Runtime has no
+// TensorRT, so only the strings and the error without it can be tested.
+#include <gtest/gtest.h>
+
+#include "convert/convert.h"
+#include "generate/generate.h"
+#include "runtime/tensorrt_profiles.h"
+#include "test_support.h"
+
+namespace sdonnx {
+namespace {
+
+using testing::Fixture;
+using testing::TempDir;
+
+class TensorRt : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    for (bool fixed : {false, true}) {
+      ConvertOptions options;
+      options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+      options.output_dir = (dir_->path() / (fixed ? "static" : "dynamic")).string();
+      if (fixed) options.static_shape = StaticShape{64, 48, 1};
+      Result<ConvertReport> report = ConvertCheckpoint(options);
+      ASSERT_TRUE(report.ok()) << report.status().message();
+    }
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static TensorRtProfile Profile(const std::string& folder, const std::string& component,
+                                 const ProfileRequest& request) {
+    auto header =
+        ReadGraphHeader((dir_->path() / folder / (component + "_tiny-sd1.onnx")).string());
+    EXPECT_TRUE(header.ok()) << header.status().message();
+    EXPECT_EQ(header->metadata["sdonnx.family"], "sd1");
+    auto ranges = ProfileFor(component, header->inputs, request);
+    EXPECT_TRUE(ranges.ok()) << ranges.status().message();
+    return FormatProfile(*ranges);
+  }
+
+  static ProfileRequest Request() {
+    ProfileRequest request = DefaultProfileRequest("sd1");
+    request.downsample_factor = 2;  // the tiny VAE's factor
+    return request;
+  }
+
+  static TempDir* dir_;
+};
+
+TempDir* TensorRt::dir_ = nullptr;
+
+TEST_F(TensorRt, UNetProfileCoversGuidanceRowsAndChunks) {
+  const TensorRtProfile p = Profile("dynamic", "unet", Request());
+  EXPECT_EQ(p.min_shapes, "encoder_hidden_states:1x77x16,sample:1x4x128x128,timestep:1");
+  EXPECT_EQ(p.opt_shapes, "encoder_hidden_states:2x77x16,sample:2x4x256x256,timestep:1");
+  EXPECT_EQ(p.max_shapes, "encoder_hidden_states:8x231x16,sample:8x4x512x512,timestep:8");
+}
+
+TEST_F(TensorRt, VaeAndTextProfiles) {
+  ProfileRequest request = Request();
+  request.width = 768;
+  request.batch = 2;
+  request.guidance = false;
+  const TensorRtProfile decoder = Profile("dynamic", "vae_decoder", request);
+  EXPECT_EQ(decoder.min_shapes, "latent_sample:1x4x128x128");
+  EXPECT_EQ(decoder.opt_shapes, "latent_sample:1x4x256x384");
+  EXPECT_EQ(decoder.max_shapes, "latent_sample:4x4x512x512");
+  const TensorRtProfile encoder = Profile("dynamic", "vae_encoder", request);
+  EXPECT_EQ(encoder.opt_shapes, "sample:1x3x512x768");
+  const TensorRtProfile text = Profile("dynamic", "clip_text", request);
+  EXPECT_EQ(text.min_shapes, "input_ids:1x77");
+  EXPECT_EQ(text.max_shapes, "input_ids:3x77");
+  const TensorRtProfile unet = Profile("dynamic", "unet", request);
+  EXPECT_EQ(unet.opt_shapes, "encoder_hidden_states:2x77x16,sample:2x4x256x384,timestep:1");
+}
+
+TEST_F(TensorRt, StaticFilesHaveOneShape) {
+  const TensorRtProfile p = Profile("static", "unet", Request());
+  EXPECT_EQ(p.min_shapes, "encoder_hidden_states:2x77x16,sample:2x4x24x32,timestep:1");
+  EXPECT_EQ(p.opt_shapes, p.min_shapes);
+  EXPECT_EQ(p.max_shapes, p.min_shapes);
+}
+
+TEST_F(TensorRt, ProviderOptionKeys) {
+  const auto options = TensorRtProviderOptions({"a:1", "a:2", "a:3"});
+  ASSERT_EQ(options.size(), 3u);
+  EXPECT_EQ(options.at("trt_profile_min_shapes"), "a:1");
+  EXPECT_EQ(options.at("trt_profile_opt_shapes"), "a:2");
+  EXPECT_EQ(options.at("trt_profile_max_shapes"), "a:3");
+  EXPECT_TRUE(TensorRtProviderOptions({}).empty());
+}
+
+TEST_F(TensorRt, UnknownDynamicDimensionIsAnError) {
+  GraphInput input{"x", {std::string("frames"), std::int64_t{3}}};
+  auto ranges = ProfileFor("unet", {input}, Request());
+  ASSERT_FALSE(ranges.ok());
+  EXPECT_NE(ranges.status().message().find("'frames'"), std::string::npos);
+}
+
+TEST_F(TensorRt, GenerateWithoutTheProviderSaysSo) {
+  GenerateOptions o;
+  o.model_dir = (dir_->path() / "dynamic").string();
+  o.prompt = "a fox";
+  o.width = o.height = 64;
+  o.tokenizer = Fixture("clip/bpe_simple_vocab_16e6.txt.gz").string();
+  o.session.provider = Provider::kTensorRt;
+  o.output = (dir_->path() / "out.png").string();
+  Result<GenerateResult> result = Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("TensorrtExecutionProvider"), std::string::npos)
+      << result.status().message();
+}
+
+}  // namespace
+}  // namespace sdonnx
