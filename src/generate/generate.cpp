@@ -573,7 +573,7 @@ std::string Parameters(const GenerateOptions& options, const Plan& plan, std::ui
   text += ", Model: " + plan.facts.stem;
   if (options.clip_skip > 1) text += ", Clip skip: " + std::to_string(options.clip_skip);
   if (plan.facts.num_time_ids == 5) {
-    char scores[64];
+    char scores[128];
     std::snprintf(scores, sizeof(scores), ", Aesthetic score: %g, Negative aesthetic score: %g",
                   options.aesthetic_score.value_or(kAestheticScore),
                   options.negative_aesthetic_score.value_or(kNegativeAestheticScore));
