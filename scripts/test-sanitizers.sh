@@ -6,7 +6,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 bash scripts/setup.sh
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDONNX_SANITIZE=ON \
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Release -DSDONNX_SANITIZE=ON \
   -DSDONNX_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build build-asan -j "$(nproc)"
 export LSAN_OPTIONS="suppressions=$repo_root/tests/lsan.supp"
