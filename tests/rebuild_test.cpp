@@ -229,6 +229,24 @@ TEST(Rebuild, MissingComponentIsNamedAndNothingWritten) {
   EXPECT_TRUE(ListFiles(dir / "out").empty());
 }
 
+TEST(Rebuild, ForceNeverReplacesAFileOfTheExport) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1").ok());
+  const fs::path extras = dir / "onnx" / "extras_tiny-sd1.safetensors";
+  const auto before = fs::file_size(extras);
+  const auto rebuild = RunSdonnx("rebuild " + Quote(dir / "onnx") + " -o " + Quote(extras) +
+                                 " --force");
+  EXPECT_NE(rebuild.exit_code, 0);
+  EXPECT_NE(rebuild.output.find("existing file in the export's folder"), std::string::npos)
+      << rebuild.output;
+  const fs::path unet = dir / "onnx" / "unet_tiny-sd1.onnx";
+  const auto extract = RunSdonnx("extract " + Quote(unet) + " " + Quote(unet) + " --force");
+  EXPECT_NE(extract.exit_code, 0);
+  EXPECT_NE(extract.output.find("existing file in the model's folder"), std::string::npos)
+      << extract.output;
+  EXPECT_EQ(fs::file_size(extras), before);
+}
+
 TEST(Rebuild, AllowPartialWritesAMarkedFile) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1").ok());

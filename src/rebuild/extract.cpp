@@ -30,6 +30,15 @@ Result<ExtractReport> ExtractInitializers(const ExtractOptions& options) {
   if (!options.overwrite && fs::exists(fs::symlink_status(options.output_path, ec))) {
     return Status::Error(options.output_path + ": already exists; pass --force to overwrite it");
   }
+  // --force must never replace the model being read or a file beside it,
+  // such as its external data.
+  const fs::path output_dir = fs::absolute(options.output_path, ec).parent_path();
+  if (fs::exists(options.output_path, ec) &&
+      fs::equivalent(output_dir, fs::absolute(options.onnx_path, ec).parent_path(), ec)) {
+    return Status::Error(options.output_path +
+                         ": is an existing file in the model's folder; write the extract to a "
+                         "new file name or another folder");
+  }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OnnxFile> file, OnnxFile::Open(options.onnx_path));
   ExtractReport report;
   report.component = GuessComponent(*file);

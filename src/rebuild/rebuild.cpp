@@ -362,6 +362,19 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   if (!options.overwrite && fs::exists(fs::symlink_status(options.output_path, ec))) {
     return Status::Error(options.output_path + ": already exists; pass --force to overwrite it");
   }
+  // --force must never replace a file of the export being read.
+  if (fs::exists(options.output_path, ec)) {
+    const fs::path output_dir = fs::absolute(options.output_path, ec).parent_path();
+    for (const std::string& input : options.inputs) {
+      const fs::path dir = fs::is_directory(input, ec) ? fs::absolute(input, ec)
+                                                       : fs::absolute(input, ec).parent_path();
+      if (fs::equivalent(output_dir, dir, ec)) {
+        return Status::Error(options.output_path +
+                             ": is an existing file in the export's folder; write the rebuilt "
+                             "checkpoint to a new file name or another folder");
+      }
+    }
+  }
   if (options.inputs.size() == 1 && fs::is_directory(options.inputs.front(), ec) &&
       IsForeignExportFolder(options.inputs.front())) {
     return RebuildForeignExport(options.inputs.front(), options);
