@@ -11,8 +11,8 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   auto checkpoint = std::unique_ptr<Checkpoint>(new Checkpoint());
   SDONNX_ASSIGN_OR_RETURN(checkpoint->file_, MappedFile::Open(path));
   // Files that are clearly something else get a message that names what
-  // they are; anything unrecognised goes to the safetensors parser, whose
-  // errors say what is wrong with the header.
+  // they are. Anything unrecognised goes to the safetensors parser, whose
+  // errors describe what is wrong with the header.
   const FileFormat format = SniffFormat(checkpoint->file_->bytes());
   if (format == FileFormat::kZip) {
     // torch.save writes data.pkl as the first record, other zip tools may

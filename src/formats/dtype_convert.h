@@ -31,7 +31,7 @@ struct NarrowingCounts {
 };
 
 // Converts `count` elements from `from` (F64, F32, F16 or BF16) at `source`
-// to `to` (F32 or F16) at `target`; both spans must hold exactly `count`
+// to `to` (F32 or F16) at `target`. Both spans must contain exactly `count`
 // elements. Counts are added to `counts`.
 Status ConvertElements(DType from, std::span<const std::uint8_t> source, DType to,
                        std::span<std::uint8_t> target, NarrowingCounts* counts);

@@ -645,8 +645,8 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
   run.width = options.width;
   run.height = options.height;
   run.batch = options.batch_size;
-  // NOTE: instruct-pix2pix runs 3 UNet rows per image; its TensorRT opt
-  // shape is still 2 x batch, which the profile's range covers up to 2 images.
+  // NOTE: instruct-pix2pix runs 3 UNet rows per image, but its TensorRT opt
+  // shape is still 2 x batch. The profile's range covers that up to 2 images.
   run.guidance = options.cfg_scale != 1.0f;
   SDONNX_ASSIGN_OR_RETURN(
       std::unique_ptr<ModelSet> models,

@@ -109,7 +109,7 @@ Result<OnnxFileSummary> InspectOnnxFile(const std::string& path) {
                          "of larger models belong in external data files");
   }
   // NOTE: the parse copies the weights stored inside the file, so memory use
-  // is about the file size (at most 2 GiB); external data is never read.
+  // is about the file size (at most 2 GiB). External data is never read.
   onnx::ModelProto model;
   if (!model.ParseFromArray(file->bytes().data(), static_cast<int>(file->size()))) {
     return Status::Error(path + ": not a valid ONNX file: the protobuf ModelProto does not "

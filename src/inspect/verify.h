@@ -1,7 +1,7 @@
-// `sdonnx verify`: whether a checkpoint holds every weight that
+// `sdonnx verify`: checks that a checkpoint contains every weight that
 // AUTOMATIC1111 and ComfyUI load from a single-file checkpoint of its
-// family. Missing components or weights are problems; things that load
-// but are wrong or odd are warnings.
+// family. Missing components or weights are problems. Things that load but
+// are wrong or odd are warnings.
 #pragma once
 
 #include <string>
@@ -24,7 +24,7 @@ struct VerifyProblem {
   // Tensors whose shape does not fit the detected architecture, the first few.
   std::size_t wrong_shape_count = 0;
   std::vector<ShapeMismatch> wrong_shapes;
-  // What AUTOMATIC1111, ComfyUI and diffusers show for it.
+  // The messages AUTOMATIC1111, ComfyUI and diffusers show for the problem.
   std::vector<std::string> loader_messages;
   std::string advice;
 };

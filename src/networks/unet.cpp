@@ -283,8 +283,8 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
   if (spec->adm_in_channels > 0) {
     // The pooled text embedding comes from the OpenCLIP encoder. The
     // refiner's context is that encoder alone, so with 5 time ids the
-    // pooled width equals the context width; the base joins CLIP ViT-L
-    // and OpenCLIP in its context and has 6 time ids.
+    // pooled width equals the context width. The base joins CLIP ViT-L and
+    // OpenCLIP in its context and has 6 time ids.
     const bool refiner =
         spec->adm_in_channels - 5 * spec->time_id_dim == spec->context_dim;
     spec->num_time_ids = refiner ? 5 : 6;

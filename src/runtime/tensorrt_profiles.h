@@ -47,8 +47,8 @@ struct ProfileRequest {
   std::int64_t max_chunks = 3;  // 77-token prompt chunks
 };
 
-// The request's defaults for a family: SDXL ("sdxl", "sdxl-refiner") runs
-// at 1024 and allows 512 to 1536 pixels; other families run at 512 and
+// Returns the default request for a family. SDXL ("sdxl", "sdxl-refiner")
+// runs at 1024 and allows 512 to 1536 pixels. Other families run at 512 and
 // allow 256 to 1024.
 ProfileRequest DefaultProfileRequest(const std::string& family);
 
