@@ -1,11 +1,27 @@
 // sdonnx_run_unet: loads a converted UNet in ONNX Runtime and runs it, timing
-// both. Input sizes default to batch 2 and a 64x64 latent (a 512x512 image).
+// both and reading the process's peak RSS after loading and at the end.
+// Input sizes default to batch 2 and a 64x64 latent (a 512x512 image).
 //
-//   sdonnx_run_unet UNET.onnx [THREADS] [LATENT_SIZE] [RUNS]
+//   sdonnx_run_unet UNET.onnx [THREADS] [LATENT_SIZE] [RUNS] [OPTION ...]
+//
+// Options:
+//   --opt=none|basic|extended|all   ONNX Runtime's graph optimization level
+//                                   (default all, as generate uses)
+//   --no-prepack                    disable the CPU kernels' weight prepacking
+//   --profile=PREFIX                write ONNX Runtime's per-node trace to
+//                                   PREFIX_<date>.json
+//   --gemm=N                        first time an N x N x N float32 MatMul with
+//                                   a constant right-hand side in the same
+//                                   session settings, and print its GFLOP/s
+#include <onnx/onnx_pb.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "runtime/ort_session.h"
 
@@ -15,19 +31,135 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// The value of `field` ("VmHWM", "VmRSS") in /proc/self/status, in MB.
+double ProcStatusMb(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stod(line.substr(field.size() + 1)) / 1024.0;
+  }
+  return 0;
+}
+
+struct Options {
+  std::string model;
+  int threads = 2;
+  std::int64_t latent = 64;
+  int runs = 1;
+  sdonnx::SessionOptions session;
+  std::int64_t gemm = 0;
+};
+
+bool ParseOptions(int argc, char** argv, Options* o) {
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--no-prepack") {
+      o->session.prepack_weights = false;
+    } else if (arg == "--opt=none") {
+      o->session.optimization = sdonnx::GraphOptimization::kNone;
+    } else if (arg == "--opt=basic") {
+      o->session.optimization = sdonnx::GraphOptimization::kBasic;
+    } else if (arg == "--opt=extended") {
+      o->session.optimization = sdonnx::GraphOptimization::kExtended;
+    } else if (arg == "--opt=all") {
+      o->session.optimization = sdonnx::GraphOptimization::kAll;
+    } else if (arg.rfind("--profile=", 0) == 0) {
+      o->session.profile_prefix = arg.substr(10);
+    } else if (arg.rfind("--gemm=", 0) == 0) {
+      o->gemm = std::stoll(arg.substr(7));
+    } else if (arg.rfind("--", 0) == 0) {
+      std::fprintf(stderr, "error: unknown option %s\n", arg.c_str());
+      return false;
+    } else {
+      positional.push_back(arg);
+    }
+  }
+  if (positional.empty()) return false;
+  o->model = positional[0];
+  if (positional.size() > 1) o->threads = std::stoi(positional[1]);
+  if (positional.size() > 2) o->latent = std::stoll(positional[2]);
+  if (positional.size() > 3) o->runs = std::stoi(positional[3]);
+  o->session.intra_op_threads = o->threads;
+  return true;
+}
+
+// Writes a model computing A x B with A an [n, n] input and B an [n, n]
+// initializer, so ONNX Runtime treats B like a weight.
+std::string WriteGemmModel(std::int64_t n) {
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  auto* graph = model.mutable_graph();
+  graph->set_name("gemm");
+  auto add_value = [&](onnx::ValueInfoProto* value, const char* name) {
+    value->set_name(name);
+    auto* tensor = value->mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(onnx::TensorProto::FLOAT);
+    tensor->mutable_shape()->add_dim()->set_dim_value(n);
+    tensor->mutable_shape()->add_dim()->set_dim_value(n);
+  };
+  add_value(graph->add_input(), "a");
+  add_value(graph->add_output(), "c");
+  auto* b = graph->add_initializer();
+  b->set_name("b");
+  b->set_data_type(onnx::TensorProto::FLOAT);
+  b->add_dims(n);
+  b->add_dims(n);
+  std::vector<float> values(static_cast<std::size_t>(n * n));
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = std::cos(0.001f * i);
+  b->set_raw_data(values.data(), values.size() * sizeof(float));
+  auto* node = graph->add_node();
+  node->set_op_type("MatMul");
+  node->add_input("a");
+  node->add_input("b");
+  node->add_output("c");
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("sdonnx_gemm_" + std::to_string(n) + ".onnx"))
+          .string();
+  std::ofstream(path, std::ios::binary) << model.SerializeAsString();
+  return path;
+}
+
+// Returns the best GFLOP/s of 3 runs of an n x n x n MatMul, or -1 on error.
+double MeasureGemmRate(std::int64_t n, const sdonnx::SessionOptions& session) {
+  const std::string path = WriteGemmModel(n);
+  auto model = sdonnx::OrtModel::Load(path, session);
+  std::filesystem::remove(path);
+  if (!model.ok()) {
+    std::fprintf(stderr, "error: %s\n", model.status().message().c_str());
+    return -1;
+  }
+  std::vector<float> a(static_cast<std::size_t>(n * n), 0.5f);
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    auto out = (*model)->Run({{"a", sdonnx::HostTensor::Float({n, n}, a)}});
+    if (!out.ok()) return -1;
+    best = std::min(best, SecondsSince(start));
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fprintf(stderr, "usage: %s UNET.onnx [THREADS] [LATENT_SIZE] [RUNS]\n", argv[0]);
+  Options o;
+  if (!ParseOptions(argc, argv, &o)) {
+    std::fprintf(stderr,
+                 "usage: %s UNET.onnx [THREADS] [LATENT_SIZE] [RUNS] [--opt=LEVEL] "
+                 "[--no-prepack] [--gemm=N]\n",
+                 argv[0]);
     return 2;
   }
-  const int threads = argc > 2 ? std::stoi(argv[2]) : 2;
-  const std::int64_t size = argc > 3 ? std::stoll(argv[3]) : 64;
-  const int runs = argc > 4 ? std::stoi(argv[4]) : 1;
+  if (o.gemm > 0) {
+    const double rate = MeasureGemmRate(o.gemm, o.session);
+    if (rate < 0) return 1;
+    std::printf("gemm %lld^3: %.1f GFLOP/s\n", static_cast<long long>(o.gemm), rate);
+  }
 
   const auto load_start = std::chrono::steady_clock::now();
-  auto model = sdonnx::OrtModel::Load(argv[1], {threads, sdonnx::Provider::kCpu});
+  auto model = sdonnx::OrtModel::Load(o.model, o.session);
   if (!model.ok()) {
     std::fprintf(stderr, "error: %s\n", model.status().message().c_str());
     return 1;
@@ -36,16 +168,18 @@ int main(int argc, char** argv) {
   auto sample_shape = (*model)->InputShape("sample");
   auto context_shape = (*model)->InputShape("encoder_hidden_states");
   if (!sample_shape.ok() || !context_shape.ok()) {
-    std::fprintf(stderr, "error: %s is not a UNet with the sdonnx contract\n", argv[1]);
+    std::fprintf(stderr, "error: %s is not a UNet with the sdonnx contract\n", o.model.c_str());
     return 1;
   }
   const std::int64_t channels = (*sample_shape)[1];
   const std::int64_t context_dim = (*context_shape)[2];
+  const std::int64_t size = o.latent;
   std::vector<float> sample(static_cast<std::size_t>(2 * channels * size * size));
   for (std::size_t i = 0; i < sample.size(); ++i) sample[i] = std::sin(0.01f * i);
   std::vector<float> context(static_cast<std::size_t>(2 * 77 * context_dim), 0.1f);
-  std::printf("load: %.2f s\n", load_seconds);
-  for (int r = 0; r < runs; ++r) {
+  std::printf("load: %.2f s, peak RSS %.0f MB, RSS %.0f MB\n", load_seconds,
+              ProcStatusMb("VmHWM"), ProcStatusMb("VmRSS"));
+  for (int r = 0; r < o.runs; ++r) {
     const auto run_start = std::chrono::steady_clock::now();
     auto out = (*model)->Run(
         {{"sample", sdonnx::HostTensor::Float({2, channels, size, size}, sample)},
@@ -57,5 +191,6 @@ int main(int argc, char** argv) {
     }
     std::printf("run %d: %.2f s\n", r + 1, SecondsSince(run_start));
   }
+  std::printf("end: peak RSS %.0f MB\n", ProcStatusMb("VmHWM"));
   return 0;
 }

@@ -22,6 +22,7 @@ struct ConvertArgs {
   std::string static_shape;
   std::int64_t batch_size = 1;
   bool batch_size_given = false;
+  bool ort_attention = false;
 };
 
 // Parses WIDTHxHEIGHT, such as 1024x768.
@@ -81,6 +82,7 @@ int RunConvert(const ConvertArgs& args) {
   if (args.external_data == "never") options.external_data = ExternalData::kNever;
   options.fp16 = args.fp16;
   options.fp16_sdxl_vae_decoder = args.fp16_vae_decoder;
+  options.ort_attention = args.ort_attention;
   if (args.fp16_vae_decoder && !args.fp16) {
     return ReportError("--fp16-vae-decoder only applies with --fp16; add --fp16");
   }
@@ -133,6 +135,10 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_flag("--fp16-vae-decoder", args->fp16_vae_decoder,
                 "With --fp16: convert the SDXL VAE decoder to float16 too (it stays float32 "
                 "by default because it overflows float16)");
+  cmd->add_flag("--ort-attention", args->ort_attention,
+                "Write UNet and VAE attention as ONNX Runtime's com.microsoft."
+                "MultiHeadAttention (flash attention on CPU: faster, less memory); the files "
+                "then load only in ONNX Runtime");
   cmd->add_option("--static-shape", args->static_shape,
                   "Write fixed-shape models for images of WIDTHxHEIGHT pixels, such as 512x512");
   cmd->add_option("--batch-size", args->batch_size,

@@ -88,6 +88,11 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
   settings.weight_precision = settings.float16 ? "fp16" : "source";
   settings.metadata["sdonnx.weight_precision"] = settings.weight_precision;
   settings.metadata["sdonnx.compute_precision"] = settings.float16 ? "fp16" : "fp32";
+  // The text encoders' attention has a causal mask, which the builder
+  // always writes with standard operators.
+  settings.ort_attention = options.ort_attention && component.rfind("clip_text", 0) != 0;
+  settings.metadata["sdonnx.attention"] =
+      settings.ort_attention ? "com.microsoft.MultiHeadAttention" : "standard";
   if (options.static_shape) {
     const StaticShape& shape = *options.static_shape;
     settings.static_dims = StaticDims(component, spec, shape);

@@ -397,6 +397,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     const ComponentSettings settings = SettingsFor(p.component, spec, options);
     GraphBuilder builder(*p.source, options.opset, p.component);
     builder.SetFloat16(settings.float16);
+    builder.SetOrtAttention(settings.ort_attention);
     builder.SetStaticDims(settings.static_dims);
     SDONNX_RETURN_IF_ERROR(p.build(builder).WithContext("building " + p.component));
     if (p.component == "unet") SDONNX_RETURN_IF_ERROR(CheckAllUNetWeightsUsed(builder, spec));

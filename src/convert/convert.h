@@ -46,6 +46,10 @@ struct ConvertOptions {
   // stays float32, because its activations overflow float16.
   bool fp16_sdxl_vae_decoder = false;
   std::optional<StaticShape> static_shape;
+  // Write the UNet's and VAE's attention as ONNX Runtime's contrib operator
+  // com.microsoft.MultiHeadAttention (flash attention on CPU). Such files
+  // load only in ONNX Runtime; the default is standard ai.onnx operators.
+  bool ort_attention = false;
 };
 
 struct ConvertedComponent {

@@ -1,5 +1,6 @@
 #include "graph/builder.h"
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -118,6 +119,23 @@ onnx::NodeProto* GraphBuilder::AddNode(const std::string& type,
 std::string GraphBuilder::Op(const std::string& type, const std::vector<std::string>& inputs,
                              const std::vector<Attr>& attrs) {
   return AddNode(type, inputs, attrs)->output(0);
+}
+
+std::string GraphBuilder::OpInDomain(const std::string& domain, int version,
+                                     const std::string& type,
+                                     const std::vector<std::string>& inputs,
+                                     const std::vector<Attr>& attrs) {
+  const auto& imports = model_.opset_import();
+  const bool imported = std::any_of(imports.begin(), imports.end(),
+                                    [&](const auto& import) { return import.domain() == domain; });
+  if (!imported) {
+    auto* import = model_.add_opset_import();
+    import->set_domain(domain);
+    import->set_version(version);
+  }
+  auto* node = AddNode(type, inputs, attrs);
+  node->set_domain(domain);
+  return node->output(0);
 }
 
 std::vector<std::string> GraphBuilder::OpMulti(const std::string& type,

@@ -62,6 +62,12 @@ class GraphBuilder {
   bool float16() const { return float16_; }
   // onnx::TensorProto_DataType of the values between layers.
   int compute_type() const;
+  // Writes attention without a mask as ONNX Runtime's contrib operator
+  // com.microsoft.MultiHeadAttention (flash attention on CPU) instead of
+  // standard operators. Only ONNX Runtime runs such files. Call before
+  // building.
+  void SetOrtAttention(bool on) { ort_attention_ = on; }
+  bool ort_attention() const { return ort_attention_; }
   // Fixes symbolic dimensions of inputs and outputs: a Dim named in `dims`
   // is written with that size. Call before building.
   void SetStaticDims(std::map<std::string, std::int64_t> dims) { static_dims_ = std::move(dims); }
@@ -76,6 +82,10 @@ class GraphBuilder {
 
   std::string Op(const std::string& type, const std::vector<std::string>& inputs,
                  const std::vector<Attr>& attrs = {});
+  // A node of operator set `domain`, imported at `version` on first use.
+  std::string OpInDomain(const std::string& domain, int version, const std::string& type,
+                         const std::vector<std::string>& inputs,
+                         const std::vector<Attr>& attrs = {});
   std::vector<std::string> OpMulti(const std::string& type, const std::vector<std::string>& inputs,
                                    int num_outputs, const std::vector<Attr>& attrs = {});
 
@@ -123,6 +133,7 @@ class GraphBuilder {
   const Checkpoint& checkpoint_;
   int opset_;
   bool float16_ = false;
+  bool ort_attention_ = false;
   std::map<std::string, std::int64_t> static_dims_;
   onnx::ModelProto model_;
   onnx::GraphProto* graph_;

@@ -119,6 +119,14 @@ std::string QuickGelu(GraphBuilder& b, const std::string& x) {
 std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
                       const std::string& v, std::int64_t heads, std::int64_t dim_head,
                       const std::string& mask) {
+  if (b.ort_attention() && mask.empty()) {
+    // The contrib operator's CPU kernel runs flash attention on float32
+    // only; its default scale is 1 / sqrt(dim_head), as below.
+    const std::string out = b.OpInDomain(
+        "com.microsoft", 1, "MultiHeadAttention",
+        {b.ToFloat32(q), b.ToFloat32(k), b.ToFloat32(v)}, {{"num_heads", heads}});
+    return b.ToCompute(out);
+  }
   const std::string split = b.ConstInt64({0, 0, heads, dim_head}, {4});
   const std::vector<std::int64_t> to_heads = {0, 2, 1, 3};
   // Scores and softmax are float32 in a float16 graph: q.k over a wide

@@ -48,7 +48,8 @@ std::string ReduceMeanLast(GraphBuilder& b, const std::string& x);
 
 // Multi-head scaled dot-product attention on [B, S, heads * dim_head]
 // projections; `mask` (optional, float32) is added to the scores before
-// softmax. Scores and softmax are float32 in a float16 graph.
+// softmax. Scores and softmax are float32 in a float16 graph. Without a
+// mask, a builder with ort_attention() writes one MultiHeadAttention node.
 // Returns [B, S_q, heads * dim_head].
 std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
                       const std::string& v, std::int64_t heads, std::int64_t dim_head,

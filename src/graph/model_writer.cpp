@@ -79,12 +79,27 @@ onnx::ModelProto WeightlessCopy(const onnx::ModelProto& model) {
   return copy;
 }
 
+// Whether `model` imports an operator set besides the default one, such as
+// ONNX Runtime's com.microsoft, whose schemas the ONNX library lacks.
+bool ImportsOtherDomains(const onnx::ModelProto& model) {
+  for (const auto& import : model.opset_import()) {
+    if (!import.domain().empty() && import.domain() != "ai.onnx") return true;
+  }
+  return false;
+}
+
+// Whether ONNX Runtime, not the ONNX library, has to check `model`.
+bool NeedsOrtCheck(const onnx::ModelProto& model) {
+  return DefaultOpset(model) > kCheckerMaxOpset || ImportsOtherDomains(model);
+}
+
 // Checks the graph without weight data. Opsets up to kCheckerMaxOpset go
 // through the ONNX library's checker and strict shape inference. Later
-// ones are loaded by ONNX Runtime, which has schemas for them.
+// ones, and graphs with ONNX Runtime's contrib operators, are loaded by
+// ONNX Runtime, which has schemas for them.
 Status CheckWeightless(const onnx::ModelProto& model, const std::string& name) {
   onnx::ModelProto copy = WeightlessCopy(model);
-  if (DefaultOpset(model) > kCheckerMaxOpset) {
+  if (NeedsOrtCheck(model)) {
     return CheckLoadsInOrt(Serialize(copy), name);
   }
   try {
@@ -268,7 +283,7 @@ Status CheckModelFile(const std::string& path) {
       return Status::Error(path + ": cannot be parsed as an ONNX ModelProto");
     }
   }
-  if (DefaultOpset(model) > kCheckerMaxOpset) {
+  if (NeedsOrtCheck(model)) {
     SDONNX_RETURN_IF_ERROR(CheckExternalReferences(model, path));
     return CheckWeightless(model, path);
   }

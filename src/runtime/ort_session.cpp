@@ -1,6 +1,7 @@
 #include "runtime/ort_session.h"
 
 #include <onnxruntime_cxx_api.h>
+#include <onnxruntime_session_options_config_keys.h>
 
 #include <algorithm>
 #include <functional>
@@ -102,6 +103,20 @@ Status AppendProvider(const SessionOptions& options, Ort::SessionOptions& sessio
   });
 }
 
+GraphOptimizationLevel ToOrtLevel(GraphOptimization level) {
+  switch (level) {
+    case GraphOptimization::kNone:
+      return GraphOptimizationLevel::ORT_DISABLE_ALL;
+    case GraphOptimization::kBasic:
+      return GraphOptimizationLevel::ORT_ENABLE_BASIC;
+    case GraphOptimization::kExtended:
+      return GraphOptimizationLevel::ORT_ENABLE_EXTENDED;
+    case GraphOptimization::kAll:
+      break;
+  }
+  return GraphOptimizationLevel::ORT_ENABLE_ALL;
+}
+
 }  // namespace
 
 Status CheckLoadsInOrt(const std::string& model_bytes, const std::string& name) {
@@ -123,7 +138,11 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
   SDONNX_RETURN_IF_ERROR(OrtCall(path + ": setting up the session", [&] {
     session_options = Ort::SessionOptions();
     if (options.intra_op_threads > 0) session_options.SetIntraOpNumThreads(options.intra_op_threads);
-    session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+    session_options.SetGraphOptimizationLevel(ToOrtLevel(options.optimization));
+    if (!options.prepack_weights) {
+      session_options.AddConfigEntry(kOrtSessionOptionsConfigDisablePrepacking, "1");
+    }
+    if (!options.profile_prefix.empty()) session_options.EnableProfiling(options.profile_prefix.c_str());
   }));
   SDONNX_RETURN_IF_ERROR(AppendProvider(options, session_options));
   SDONNX_RETURN_IF_ERROR(OrtCall(path + ": loading", [&] {

@@ -42,12 +42,23 @@ struct TensorRtProfile {
   std::string max_shapes;
 };
 
+enum class GraphOptimization { kNone, kBasic, kExtended, kAll };
+
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 lets ONNX Runtime choose.
   Provider provider = Provider::kCpu;
   // With Provider::kTensorRt: the profile of this model. When it is empty,
   // the provider builds an engine for the shapes of the first run.
   TensorRtProfile tensorrt_profile;
+  // ONNX Runtime's graph optimization level. kAll adds the CPU layout
+  // transforms (NCHWc convolutions), which copy every convolution weight.
+  GraphOptimization optimization = GraphOptimization::kAll;
+  // Whether CPU kernels may repack constant weights at load time (faster
+  // runs, a second copy of those weights in memory).
+  bool prepack_weights = true;
+  // When not empty, ONNX Runtime writes a JSON trace of every node's run
+  // time to a file starting with this prefix.
+  std::string profile_prefix;
 };
 
 // The TensorRT provider options (V2 API keys) for `profile`; empty when the
