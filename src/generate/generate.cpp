@@ -671,7 +671,7 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
                           DecodeImages(*models, std::move(latents), options, plan, images));
 
   // Every image is encoded and written to its temporary before any of them
-  // is renamed into place.
+  // is renamed into place, and the renames succeed or fail together.
   for (std::size_t i = 0; i < decoded.size(); ++i) {
     const std::string parameters = Parameters(options, plan, options.seed + i);
     if (i == 0) result.parameters = parameters;
@@ -679,10 +679,8 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
     SDONNX_RETURN_IF_ERROR(files[i].Write(png));
     SDONNX_RETURN_IF_ERROR(files[i].Close());
   }
-  for (AtomicFile& file : files) {
-    SDONNX_RETURN_IF_ERROR(file.Commit());
-    result.files.push_back(file.path());
-  }
+  SDONNX_RETURN_IF_ERROR(AtomicFile::CommitAll(files));
+  for (const AtomicFile& file : files) result.files.push_back(file.path());
   return result;
 }
 
