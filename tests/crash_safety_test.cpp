@@ -1,6 +1,8 @@
 // Crash-safe output of convert: a full disk, a file size limit, SIGINT and
 // SIGTERM in the middle of a run, and output paths that would replace the
-// input. After each failure the output folder must be as it was before.
+// input. After each failure the output folder must be as it was before. A
+// signal while convert or generate moves its finished files into place must
+// leave all of them.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -8,8 +10,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
+#include "convert/convert.h"
 #include "formats/mapped_file.h"
 #include "model/synthesize.h"
 #include "test_support.h"
@@ -101,6 +106,33 @@ TEST(CrashSafety, EveryOutputNameIsCheckedWithoutForce) {
   EXPECT_EQ(ListFiles(out.path()), (std::vector<std::string>{"vae_encoder_tiny-sd1.onnx"}));
 }
 
+TEST(CrashSafety, FailedMoveKeepsOldOutputsWithForce) {
+  // convert moves the extras file, then unet, vae_encoder, vae_decoder and
+  // clip_text. A folder in clip_text's place makes the last rename fail
+  // after four old files have been replaced.
+  TempDir out;
+  const std::vector<std::string> replaced = {
+      "extras_tiny-sd1.safetensors", "unet_tiny-sd1.onnx", "vae_decoder_tiny-sd1.onnx",
+      "vae_encoder_tiny-sd1.onnx"};
+  for (const std::string& name : replaced) testing::WriteBytes(out / name, "old " + name);
+  fs::create_directories(out / "clip_text_tiny-sd1.onnx");
+  testing::WriteBytes(out / "clip_text_tiny-sd1.onnx" / "keep", "keep");
+  const std::vector<std::string> before = ListFiles(out.path());
+
+  CommandResult r =
+      RunSdonnx(ConvertArguments(Fixture("tiny/tiny-sd1.safetensors"), out.path()) + " --force");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "clip_text_tiny-sd1.onnx: cannot move the finished file"))
+      << r.output;
+  EXPECT_TRUE(Contains(r.output, "every output was left as it was before")) << r.output;
+  EXPECT_EQ(ListFiles(out.path()), before);
+  for (const std::string& name : replaced) {
+    std::ifstream in(out / name, std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "old " + name);
+  }
+  EXPECT_EQ(ListFiles(out / "clip_text_tiny-sd1.onnx"), (std::vector<std::string>{"keep"}));
+}
+
 // Starts `sdonnx convert MODEL OUT` as a child process and returns its pid.
 pid_t StartConvert(const fs::path& model, const fs::path& out) {
   const pid_t pid = ::fork();
@@ -166,6 +198,119 @@ TEST_P(CrashSafetySignal, RemovesStagingFolder) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetySignal, ::testing::Values(SIGINT, SIGTERM),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == SIGINT ? std::string("Sigint")
+                                                       : std::string("Sigterm");
+                         });
+
+// Starts sdonnx with `arguments` as a child process and returns its pid.
+// SDONNX_TEST_MOVE_PAUSE_MS=`pause_ms` makes it sleep after each file it
+// moves into place, so that a signal can arrive in the middle of the moves.
+pid_t StartSdonnxWithMovePause(const std::vector<std::string>& arguments, int pause_ms) {
+  std::vector<std::string> argv_text = {SDONNX_BINARY};
+  argv_text.insert(argv_text.end(), arguments.begin(), arguments.end());
+  std::vector<std::string> env_text = {"SDONNX_TEST_MOVE_PAUSE_MS=" + std::to_string(pause_ms)};
+  for (char** entry = environ; *entry != nullptr; ++entry) env_text.emplace_back(*entry);
+  // Built before fork(): the child may only call async-signal-safe functions.
+  std::vector<char*> argv;
+  for (std::string& text : argv_text) argv.push_back(text.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (std::string& text : env_text) envp.push_back(text.data());
+  envp.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execve(SDONNX_BINARY, argv.data(), envp.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits up to 60 s for a file in `dir` whose name does not start with '.',
+// that is, one that has been moved into place.
+bool WaitForVisibleFile(const fs::path& dir) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (const std::string& name : ListFiles(dir)) {
+      if (!name.starts_with(".")) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+std::string ReadText(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A signal while finished files are moved into place. The tiny SD 1.x model
+// is converted once: its files are what an uninterrupted convert writes,
+// and generate reads them.
+class CrashSafetyMove : public ::testing::TestWithParam<int> {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    ConvertOptions options;
+    options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+    options.output_dir = (dir_->path() / "model").string();
+    Result<ConvertReport> report = ConvertCheckpoint(options);
+    ASSERT_TRUE(report.ok()) << report.status().message();
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  // Sends the test's signal once `out` has a file in place, waits for the
+  // run and checks that it exited through the signal watcher.
+  static void SignalOnFirstFile(pid_t pid, const fs::path& out) {
+    ASSERT_GT(pid, 0);
+    const bool visible = WaitForVisibleFile(out);
+    ::kill(pid, GetParam());
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(visible) << "no output file appeared within 60 s";
+    ASSERT_TRUE(WIFEXITED(status)) << "the run ended by a signal, not through its handler";
+    EXPECT_EQ(WEXITSTATUS(status), 128 + GetParam());
+  }
+
+  static TempDir* dir_;
+};
+
+TempDir* CrashSafetyMove::dir_ = nullptr;
+
+TEST_P(CrashSafetyMove, ConvertKeepsEveryFile) {
+  const fs::path out = dir_->path() / ("convert-" + std::to_string(GetParam()));
+  fs::create_directories(out);
+  SignalOnFirstFile(
+      StartSdonnxWithMovePause(
+          {"convert", Fixture("tiny/tiny-sd1.safetensors").string(), out.string()}, 200),
+      out);
+  const fs::path reference = dir_->path() / "model";
+  ASSERT_EQ(ListFiles(out), ListFiles(reference));
+  for (const std::string& name : ListFiles(reference)) {
+    EXPECT_EQ(ReadText(out / name), ReadText(reference / name)) << name;
+  }
+}
+
+TEST_P(CrashSafetyMove, GenerateKeepsEveryImage) {
+  const fs::path out = dir_->path() / ("generate-" + std::to_string(GetParam()));
+  fs::create_directories(out);
+  SignalOnFirstFile(
+      StartSdonnxWithMovePause(
+          {"generate", "--model", (dir_->path() / "model").string(), "--prompt", "fox", "--steps",
+           "1", "--width", "32", "--height", "32", "--threads", "1", "--batch-size", "3",
+           "--tokenizer", Fixture("clip/bpe_simple_vocab_16e6.txt.gz").string(), "--output",
+           (out / "fox.png").string()},
+          200),
+      out);
+  const std::vector<std::string> names = ListFiles(out);
+  ASSERT_EQ(names.size(), 3u);
+  for (const std::string& name : names) {
+    EXPECT_FALSE(name.starts_with(".")) << name;
+    EXPECT_TRUE(ReadText(out / name).starts_with("\x89PNG")) << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetyMove, ::testing::Values(SIGINT, SIGTERM),
                          [](const ::testing::TestParamInfo<int>& info) {
                            return info.param == SIGINT ? std::string("Sigint")
                                                        : std::string("Sigterm");

@@ -167,13 +167,21 @@ TEST(PromptParse, InvalidUtf8BecomesReplacementCharacter) {
   EXPECT_EQ(ParsePromptAttention("(caf\xC3:1.2)"), (Pieces{Piece("caf\xEF\xBF\xBD", 1.2)}));
 }
 
+// Checks that every weight of `pieces` is finite and within the limit.
+void ExpectWeightsInRange(const Pieces& pieces) {
+  for (const auto& [text, weight] : pieces) {
+    EXPECT_TRUE(std::isfinite(weight)) << text;
+    EXPECT_LE(std::abs(weight), kMaxPromptWeight) << text;
+  }
+}
+
 TEST(PromptParse, DeepNestingDoesNotOverflowStack) {
   const std::size_t depth = 20000;
   const Pieces closed =
       ParsePromptAttention(std::string(depth, '(') + "a" + std::string(depth, ')'));
   ASSERT_EQ(closed.size(), 1u);
   EXPECT_EQ(closed[0].first, "a");
-  EXPECT_TRUE(std::isinf(closed[0].second));
+  EXPECT_EQ(closed[0].second, kMaxPromptWeight);
 
   const Pieces unclosed = ParsePromptAttention(std::string(depth, '[') + "a");
   ASSERT_EQ(unclosed.size(), 1u);
@@ -185,17 +193,96 @@ TEST(PromptParse, DeepNestingDoesNotOverflowStack) {
   EXPECT_NEAR(balanced[0].second, 1.0f, 1e-4);
 }
 
+TEST(PromptParse, DeepNestingClampsWeight) {
+  // 1.1^48 is about 97.0, which is below the limit, and 1.1^49 is above it.
+  EXPECT_EQ(ParsePromptAttention(std::string(48, '(') + "a"),
+            (Pieces{Piece("a", std::pow(1.1, 48))}));
+  EXPECT_EQ(ParsePromptAttention(std::string(49, '(') + "a"),
+            (Pieces{Piece("a", kMaxPromptWeight)}));
+  // A square bracket around the overflow divides the running weight, which
+  // stays far above the limit.
+  const Pieces outer = ParsePromptAttention("[" + std::string(20000, '(') + "a");
+  ASSERT_EQ(outer.size(), 1u);
+  EXPECT_EQ(outer[0].second, static_cast<float>(kMaxPromptWeight));
+  // 20 000 brackets closed by a weight of 0 would be inf x 0 = NaN without
+  // the running limit.
+  const Pieces zero =
+      ParsePromptAttention("(" + std::string(20000, '(') + "a" + std::string(20000, ')') + ":0)");
+  ASSERT_EQ(zero.size(), 1u);
+  EXPECT_EQ(zero[0].second, 0.0f);
+  // Weights far beyond the limit, divided back down, give the exact result.
+  const Pieces back = ParsePromptAttention(RepeatText("[", 100) + RepeatText("(", 100) + "a" +
+                                           RepeatText(")", 100) + RepeatText("]", 100));
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_NEAR(back[0].second, 1.0f, 1e-6);
+  // A negative weight inside deep nesting is clamped to the lower limit.
+  EXPECT_EQ(ParsePromptAttention(std::string(20000, '(') + "a:-1)"),
+            (Pieces{Piece("a", -kMaxPromptWeight)}));
+}
+
+TEST(PromptParse, HugeExplicitWeightIsClamped) {
+  EXPECT_EQ(ParsePromptAttention("(a:1000)"), (Pieces{Piece("a", kMaxPromptWeight)}));
+  EXPECT_EQ(ParsePromptAttention("(a:-1000)"), (Pieces{Piece("a", -kMaxPromptWeight)}));
+  // 1e39 written out: finite as a double, infinite as a float.
+  EXPECT_EQ(ParsePromptAttention("(a:1" + std::string(39, '0') + ")"),
+            (Pieces{Piece("a", kMaxPromptWeight)}));
+  // 400 digits overflow a double, and from_chars reports that as out of range.
+  EXPECT_EQ(ParsePromptAttention("(a:" + std::string(400, '9') + ")"),
+            (Pieces{Piece("a", kMaxPromptWeight)}));
+  EXPECT_EQ(ParsePromptAttention("(a:-" + std::string(400, '9') + ".5)"),
+            (Pieces{Piece("a", -kMaxPromptWeight)}));
+  // Weights that multiply past the limit, and one that underflows.
+  EXPECT_EQ(ParsePromptAttention("((((a:1000):1000):1000):1000)"),
+            (Pieces{Piece("a", kMaxPromptWeight)}));
+  EXPECT_EQ(ParsePromptAttention("(a:0." + std::string(400, '0') + "1)"),
+            (Pieces{Piece("a", 0.0)}));
+  // A weight over the limit divided back into range is not cut early.
+  double divided = 150;
+  for (int i = 0; i < 5; ++i) divided *= 1 / 1.1;
+  EXPECT_EQ(ParsePromptAttention("[[[[[(a:150)]]]]]"), (Pieces{Piece("a", divided)}));
+}
+
+TEST(PromptParse, NanAndInfWeightsAreText) {
+  // AUTOMATIC1111's weight pattern is [+-]?[.\d]+, so none of these is a
+  // weight: the ':' and what follows are text, and ')' is a plain close.
+  for (const std::string weight : {"nan", "inf", "-inf", "+inf", "1e39", "infinity", "NaN"}) {
+    const Pieces pieces = ParsePromptAttention("(word:" + weight + ")");
+    EXPECT_EQ(pieces, (Pieces{Piece("word:" + weight, 1.1)})) << weight;
+    ExpectWeightsInRange(pieces);
+  }
+}
+
+TEST(PromptParse, EveryWeightIsFinite) {
+  const std::vector<std::string> prompts = {
+      std::string(20000, '(') + "a" + std::string(20000, ')'),
+      RepeatText("(a", 20000),
+      RepeatText("[a", 20000),
+      RepeatText("(a:" + std::string(400, '9') + ")", 100),
+      std::string(20000, '(') + "a" + RepeatText(":" + std::string(400, '9') + ")", 20000),
+      std::string(2000, '(') + "a" + RepeatText(":-1e39)", 2000),
+  };
+  for (const std::string& prompt : prompts) {
+    ExpectWeightsInRange(ParsePromptAttention(prompt));
+    for (const PromptChunk& chunk : TokenizePrompt(Tokenizer(), prompt, kEnd)) {
+      for (float weight : chunk.weights) {
+        ASSERT_TRUE(std::isfinite(weight));
+        ASSERT_LE(std::abs(weight), kMaxPromptWeight);
+      }
+    }
+  }
+}
+
 TEST(PromptParse, HundredKilobytesOfNestedPiecesIsFast) {
   // "(a(a(a...": the k-th "a" is inside k brackets, all closed at the end.
-  // From k = 7448 on, 1.1^k overflows and the infinite pieces join (7448
-  // pieces in AUTOMATIC1111's parser too).
+  // From k = 49 on, 1.1^k is above kMaxPromptWeight, so those pieces are
+  // clamped to it and join: 48 pieces below the limit and one at it.
   const auto start = std::chrono::steady_clock::now();
   const Pieces pieces = ParsePromptAttention(RepeatText("(a", 50000));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ASSERT_EQ(pieces.size(), 7448u);
+  ASSERT_EQ(pieces.size(), 49u);
   EXPECT_EQ(pieces.front(), Piece("a", 1.1));
-  EXPECT_TRUE(std::isinf(pieces.back().second));
+  EXPECT_EQ(pieces.back().second, kMaxPromptWeight);
   std::size_t letters = 0;
   for (const auto& piece : pieces) letters += piece.first.size();
   EXPECT_EQ(letters, 50000u);

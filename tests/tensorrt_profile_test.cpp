@@ -83,6 +83,63 @@ TEST_F(TensorRt, StaticFilesHaveOneShape) {
   EXPECT_EQ(p.max_shapes, p.min_shapes);
 }
 
+// The UNet inputs of the sdonnx contract, with `channels` in 'sample'.
+GraphHeader UNetHeader(std::int64_t channels) {
+  using Dim = std::variant<std::int64_t, std::string>;
+  GraphHeader header;
+  header.inputs = {
+      {"sample", {Dim("batch"), Dim(channels), Dim("height"), Dim("width")}},
+      {"timestep", {Dim("timestep_count")}},
+      {"encoder_hidden_states", {Dim("batch"), Dim("sequence"), Dim(std::int64_t{16})}},
+  };
+  header.metadata["sdonnx.latent_channels"] = "4";
+  return header;
+}
+
+TEST_F(TensorRt, Pix2PixUNetIsRecognised) {
+  EXPECT_TRUE(IsInstructPix2PixUNet(UNetHeader(8)));
+  EXPECT_FALSE(IsInstructPix2PixUNet(UNetHeader(4)));
+  EXPECT_FALSE(IsInstructPix2PixUNet(UNetHeader(9)));  // inpainting
+  GraphHeader sixteen = UNetHeader(8);
+  sixteen.metadata["sdonnx.latent_channels"] = "16";
+  EXPECT_FALSE(IsInstructPix2PixUNet(sixteen));
+  auto converted = ReadGraphHeader((dir_->path() / "dynamic" / "unet_tiny-sd1.onnx").string());
+  ASSERT_TRUE(converted.ok()) << converted.status().message();
+  EXPECT_FALSE(IsInstructPix2PixUNet(*converted));
+}
+
+TEST_F(TensorRt, Pix2PixUNetThreeRowsPerImage) {
+  ProfileRequest request = Request();
+  request.pix2pix = true;
+  request.batch = 2;
+  auto ranges = ProfileFor("unet", UNetHeader(8).inputs, request);
+  ASSERT_TRUE(ranges.ok()) << ranges.status().message();
+  TensorRtProfile p = FormatProfile(*ranges);
+  EXPECT_EQ(p.min_shapes, "encoder_hidden_states:1x77x16,sample:1x8x128x128,timestep:1");
+  EXPECT_EQ(p.opt_shapes, "encoder_hidden_states:6x77x16,sample:6x8x256x256,timestep:1");
+  EXPECT_EQ(p.max_shapes, "encoder_hidden_states:12x231x16,sample:12x8x512x512,timestep:12");
+
+  // Image guidance alone still runs all three rows.
+  request.guidance = false;
+  request.image_guidance = true;
+  EXPECT_EQ(UNetRowsPerImage(request), 3);
+  request.image_guidance = false;
+  EXPECT_EQ(UNetRowsPerImage(request), 1);
+  ranges = ProfileFor("unet", UNetHeader(8).inputs, request);
+  ASSERT_TRUE(ranges.ok()) << ranges.status().message();
+  EXPECT_EQ(FormatProfile(*ranges).opt_shapes,
+            "encoder_hidden_states:2x77x16,sample:2x8x256x256,timestep:1");
+}
+
+TEST_F(TensorRt, ImageGuidanceDoesNotChangeOtherUNets) {
+  ProfileRequest request = Request();
+  request.guidance = false;
+  request.image_guidance = true;
+  EXPECT_EQ(UNetRowsPerImage(request), 1);
+  request.guidance = true;
+  EXPECT_EQ(UNetRowsPerImage(request), 2);
+}
+
 TEST_F(TensorRt, ProviderOptionKeys) {
   const auto options = TensorRtProviderOptions({"a:1", "a:2", "a:3"});
   ASSERT_EQ(options.size(), 3u);

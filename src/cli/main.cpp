@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "util/log.h"
+#include "util/output_move.h"
 #include "util/temporaries.h"
 #include "version.h"
 
@@ -88,6 +89,10 @@ void StartSignalWatcher() {
   std::thread([signals] {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) return;
+    // Finished files that are being moved into place are all moved (or all
+    // put back) first, so the run leaves a complete set of outputs or none.
+    // The lock is kept until the exit, so no later move starts.
+    const std::unique_lock<std::mutex> moves = sdonnx::LockOutputMoves();
     sdonnx::RemoveRegisteredTemporaries();
     ::_exit(128 + signal_number);
   }).detach();

@@ -19,6 +19,7 @@
 #include "rebuild/source_record.h"
 #include "runtime/ort_session.h"
 #include "util/log.h"
+#include "util/output_move.h"
 #include "util/sha256.h"
 #include "util/temporaries.h"
 #include "version.h"
@@ -154,22 +155,19 @@ Status CheckAllUNetWeightsUsed(const GraphBuilder& builder, const ModelSpec& spe
                        "has an unknown layout");
 }
 
-// Moves every staged file into the output folder.
+// Moves every staged file into the output folder, all or none
+// (MoveFilesIntoPlace).
 Status MoveIntoPlace(const fs::path& out_dir, ConvertReport* report) {
   std::vector<WrittenFile*> files = {&report->extras};
   for (ConvertedComponent& c : report->components) {
     for (WrittenFile& f : c.files) files.push_back(&f);
   }
-  for (WrittenFile* f : files) {
-    const fs::path target = out_dir / fs::path(f->path).filename();
-    std::error_code ec;
-    fs::rename(f->path, target, ec);
-    if (ec) {
-      return Status::Error(target.string() + ": cannot move the finished file into place: " +
-                           ec.message());
-    }
-    f->path = target.string();
+  std::vector<FileMove> moves;
+  for (const WrittenFile* f : files) {
+    moves.push_back({f->path, (out_dir / fs::path(f->path).filename()).string()});
   }
+  SDONNX_RETURN_IF_ERROR(MoveFilesIntoPlace(moves));
+  for (std::size_t i = 0; i < files.size(); ++i) files[i]->path = moves[i].to;
   return Status::Ok();
 }
 

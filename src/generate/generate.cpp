@@ -645,9 +645,10 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
   run.width = options.width;
   run.height = options.height;
   run.batch = options.batch_size;
-  // NOTE: instruct-pix2pix runs 3 UNet rows per image, but its TensorRT opt
-  // shape is still 2 x batch. The profile's range covers that up to 2 images.
+  // Whether the UNet is instruct-pix2pix is read from its file when the
+  // profile is made, so both guidance scales are passed on.
   run.guidance = options.cfg_scale != 1.0f;
+  run.image_guidance = options.image_cfg_scale.value_or(kImageCfgScale) != 1.0f;
   SDONNX_ASSIGN_OR_RETURN(
       std::unique_ptr<ModelSet> models,
       ModelSet::Load(options.model_dir, options.init_image.has_value(), options.session, run));
@@ -671,7 +672,7 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
                           DecodeImages(*models, std::move(latents), options, plan, images));
 
   // Every image is encoded and written to its temporary before any of them
-  // is renamed into place.
+  // is renamed into place, and the renames succeed or fail together.
   for (std::size_t i = 0; i < decoded.size(); ++i) {
     const std::string parameters = Parameters(options, plan, options.seed + i);
     if (i == 0) result.parameters = parameters;
@@ -679,10 +680,8 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
     SDONNX_RETURN_IF_ERROR(files[i].Write(png));
     SDONNX_RETURN_IF_ERROR(files[i].Close());
   }
-  for (AtomicFile& file : files) {
-    SDONNX_RETURN_IF_ERROR(file.Commit());
-    result.files.push_back(file.path());
-  }
+  SDONNX_RETURN_IF_ERROR(AtomicFile::CommitAll(files));
+  for (const AtomicFile& file : files) result.files.push_back(file.path());
   return result;
 }
 

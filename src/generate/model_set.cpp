@@ -64,6 +64,8 @@ Result<TensorRtProfile> ProfileForFile(const std::string& path, const std::strin
   request.height = run.height;
   request.batch = run.batch;
   request.guidance = run.guidance;
+  request.image_guidance = run.image_guidance;
+  request.pix2pix = component == "unet" && IsInstructPix2PixUNet(header);
   const std::string& factor = header.metadata["sdonnx.vae_downsample_factor"];
   if (!factor.empty()) {
     SDONNX_ASSIGN_OR_RETURN(const float f,

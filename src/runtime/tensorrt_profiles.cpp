@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstring>
 
@@ -56,14 +57,16 @@ Result<std::array<std::int64_t, 3>> SymbolRange(const std::string& component,
                                                 const std::string& symbol,
                                                 const ProfileRequest& r) {
   const std::int64_t f = r.downsample_factor;
-  const std::int64_t unet_rows = r.guidance ? 2 * r.batch : r.batch;
+  const std::int64_t unet_rows = UNetRowsPerImage(r) * r.batch;
+  // The max allows every run up to max_batch images, with guidance.
+  const std::int64_t max_unet_rows = (r.pix2pix ? 3 : 2) * r.max_batch;
   if (component == "unet") {
-    if (symbol == "batch") return std::array{std::int64_t{1}, unet_rows, 2 * r.max_batch};
+    if (symbol == "batch") return std::array{std::int64_t{1}, unet_rows, max_unet_rows};
     if (symbol == "height") return std::array{r.min_side / f, r.height / f, r.max_side / f};
     if (symbol == "width") return std::array{r.min_side / f, r.width / f, r.max_side / f};
     if (symbol == "sequence") return std::array{kTokens, kTokens, kTokens * r.max_chunks};
     if (symbol == "timestep_count")
-      return std::array{std::int64_t{1}, std::int64_t{1}, 2 * r.max_batch};
+      return std::array{std::int64_t{1}, std::int64_t{1}, max_unet_rows};
   } else if (component == "vae_encoder") {
     if (symbol == "batch") return std::array{std::int64_t{1}, std::int64_t{1}, r.max_batch};
     if (symbol == "height") return std::array{r.min_side, r.height, r.max_side};
@@ -130,6 +133,28 @@ Result<GraphHeader> ReadGraphHeader(const std::string& path) {
     return Status::Error(path + ": cannot read the graph inputs; is it an ONNX model?");
   }
   return header;
+}
+
+std::int64_t UNetRowsPerImage(const ProfileRequest& request) {
+  if (request.pix2pix) return request.guidance || request.image_guidance ? 3 : 1;
+  return request.guidance ? 2 : 1;
+}
+
+bool IsInstructPix2PixUNet(const GraphHeader& header) {
+  std::int64_t latent_channels = 4;
+  const auto recorded = header.metadata.find("sdonnx.latent_channels");
+  if (recorded != header.metadata.end()) {
+    const std::string& text = recorded->second;
+    const auto [end, error] =
+        std::from_chars(text.data(), text.data() + text.size(), latent_channels);
+    if (error != std::errc()) return false;
+  }
+  for (const GraphInput& input : header.inputs) {
+    if (input.name != "sample" || input.dims.size() != 4) continue;
+    const auto* channels = std::get_if<std::int64_t>(&input.dims[1]);
+    return channels != nullptr && *channels == 2 * latent_channels;
+  }
+  return false;
 }
 
 ProfileRequest DefaultProfileRequest(const std::string& family) {

@@ -39,13 +39,28 @@ struct ProfileRequest {
   std::int64_t width = 512;  // image pixels of the run: the opt shape
   std::int64_t height = 512;
   std::int64_t batch = 1;  // images per run
-  bool guidance = true;    // the UNet runs 2 x batch rows
+  // --cfg-scale is not 1: the UNet also runs the negative prompt.
+  bool guidance = true;
+  // --image-cfg-scale is not 1, which adds rows for instruct-pix2pix only.
+  bool image_guidance = false;
+  // The UNet is instruct-pix2pix (see IsInstructPix2PixUNet).
+  bool pix2pix = false;
   std::int64_t downsample_factor = 8;
   std::int64_t min_side = 256;  // image side range in pixels
   std::int64_t max_side = 1024;
   std::int64_t max_batch = 4;   // images per run
   std::int64_t max_chunks = 3;  // 77-token prompt chunks
 };
+
+// Returns the UNet rows per image and step. Without guidance it is 1. With
+// guidance it is 2 (negative prompt, prompt), or 3 for instruct-pix2pix
+// (negative prompt without and with the image, prompt with it).
+std::int64_t UNetRowsPerImage(const ProfileRequest& request);
+
+// Returns whether `header` is an instruct-pix2pix UNet: its input 'sample'
+// has twice the latent channels (sdonnx.latent_channels, else 4), because
+// the init image's latent is stacked onto the noisy one.
+bool IsInstructPix2PixUNet(const GraphHeader& header);
 
 // Returns the default request for a family. SDXL ("sdxl", "sdxl-refiner")
 // runs at 1024 and allows 512 to 1536 pixels. Other families run at 512 and

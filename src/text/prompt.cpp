@@ -19,14 +19,26 @@ struct Segment {
 
 constexpr double kRoundMultiplier = 1.1;
 constexpr double kSquareMultiplier = 1 / 1.1;
+// Bound on an explicit weight and on a weight while brackets still multiply
+// it. The product of two such values stays below 1e300, so no weight becomes
+// infinite (and then NaN, as infinity times 0 would) before the final clamp
+// to kMaxPromptWeight. Ordinary prompts stay far below it, so until that
+// clamp their weights match AUTOMATIC1111's exactly.
+constexpr double kRunningWeightLimit = 1e150;
 constexpr std::u32string_view kBreak = U"BREAK";
 
 bool IsSyntaxCharacter(char32_t c) {
   return c == U'\\' || c == U'(' || c == U')' || c == U'[' || c == U']' || c == U':';
 }
 
+double ClampRunningWeight(double weight) {
+  return std::clamp(weight, -kRunningWeightLimit, kRunningWeightLimit);
+}
+
 // Converts the sign, digits (any script's decimal digits, as Python's
-// float() accepts) and dots of a weight; nullopt unless it is a number.
+// float() accepts) and dots of a weight; nullopt unless it is a number. A
+// number too large for a double becomes kRunningWeightLimit, where Python
+// gives inf, and one too small becomes 0.
 std::optional<double> ParseWeightNumber(std::u32string_view text) {
   std::string ascii;
   bool negative = false;
@@ -43,6 +55,14 @@ std::optional<double> ParseWeightNumber(std::u32string_view text) {
   const auto [end, error] = std::from_chars(ascii.data(), ascii.data() + ascii.size(), value);
   if (error != std::errc() && error != std::errc::result_out_of_range) return std::nullopt;
   if (end != ascii.data() + ascii.size()) return std::nullopt;
+  if (error == std::errc::result_out_of_range) {
+    // from_chars leaves `value` unchanged here. Only a number with a nonzero
+    // digit before the '.' can overflow; any other one underflowed.
+    const std::string integer_part = ascii.substr(0, ascii.find('.'));
+    const bool overflow = integer_part.find_first_of("123456789") != std::string::npos;
+    value = overflow ? kRunningWeightLimit : 0.0;
+  }
+  value = ClampRunningWeight(value);
   return negative ? -value : value;
 }
 
@@ -105,6 +125,10 @@ class AttentionParser {
     for (std::size_t start : round_) MultiplyFrom(start, kRoundMultiplier);
     for (std::size_t start : square_) MultiplyFrom(start, kSquareMultiplier);
     if (segments_.empty()) segments_.push_back({U"", 1.0});
+    // Clamped before the join, so pieces that both reach the limit join.
+    for (Segment& segment : segments_) {
+      segment.weight = std::clamp(segment.weight, -kMaxPromptWeight, kMaxPromptWeight);
+    }
     return JoinEqualWeights();
   }
 
@@ -189,12 +213,15 @@ class AttentionParser {
     }
   }
 
-  // Multiplies the weight of every piece from `start` on. A piece inside n
-  // brackets is visited n times, so the work grows with depth times length.
-  // For 100 KB of "(a" that takes about 0.5 s on a 2-core x86-64 machine
+  // Multiplies the weight of every piece from `start` on, within
+  // kRunningWeightLimit. A piece inside n brackets is visited n times, so the
+  // work grows with depth times length. For 100 KB of "(a" that takes about
+  // 0.5 s on a 2-core x86-64 machine
   // (PromptParse.HundredKilobytesOfNestedPiecesIsFast, Release build).
   void MultiplyFrom(std::size_t start, double factor) {
-    for (std::size_t p = start; p < segments_.size(); ++p) segments_[p].weight *= factor;
+    for (std::size_t p = start; p < segments_.size(); ++p) {
+      segments_[p].weight = ClampRunningWeight(segments_[p].weight * factor);
+    }
   }
 
   std::vector<Segment> JoinEqualWeights() {

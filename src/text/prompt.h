@@ -32,6 +32,12 @@ struct PromptChunk {
   std::vector<float> weights;
 };
 
+// Every weight ParsePromptAttention and TokenizePrompt return lies in
+// [-kMaxPromptWeight, kMaxPromptWeight]. The limit keeps weights finite and
+// lies far above the usual weights between 0 and 2. 1.1^49 is about 107, so
+// 49 or more nested '(' reach it.
+inline constexpr double kMaxPromptWeight = 100.0;
+
 // The text marker and weight that stand for a BREAK in ParsePromptAttention's
 // result.
 inline constexpr std::string_view kBreakText = "BREAK";
@@ -45,12 +51,14 @@ inline constexpr float kBreakWeight = -1.0f;
 //   \( \) \[ \] \\  are the literal characters; any other '\' is dropped
 //   BREAK       (uppercase, a separate word) becomes the piece
 //               {kBreakText, kBreakWeight}
-// Brackets nest and their factors multiply. A ')' or ']' with no open
+// Brackets nest and their factors multiply, in double as in Python. Each
+// final weight is clamped to [-kMaxPromptWeight, kMaxPromptWeight], so it is
+// always finite, where AUTOMATIC1111 has no limit. A ')' or ']' with no open
 // bracket is literal text, and brackets still open at the end are closed
-// there. A weight that is not a number, such as "(a:1.2.3)", leaves the ':'
-// and what follows as text and the ')' as a plain close. Adjacent pieces of
-// equal weight are joined. Any input is accepted, and invalid UTF-8 is read
-// as U+FFFD.
+// there. A weight that is not a number, such as "(a:1.2.3)" or "(a:inf)",
+// leaves the ':' and what follows as text and the ')' as a plain close.
+// Adjacent pieces of equal weight, after the clamp, are joined. Any input is
+// accepted, and invalid UTF-8 is read as U+FFFD.
 std::vector<std::pair<std::string, float>> ParsePromptAttention(std::string_view prompt);
 
 // Tokenizes `prompt` into chunks as AUTOMATIC1111 does: each parsed piece is

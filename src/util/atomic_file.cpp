@@ -1,5 +1,6 @@
 #include "util/atomic_file.h"
 
+#include "util/output_move.h"
 #include "util/temporaries.h"
 
 #include <fcntl.h>
@@ -160,14 +161,19 @@ Status AtomicFile::Close() {
   return Status::Ok();
 }
 
-Status AtomicFile::Commit() {
-  SDONNX_RETURN_IF_ERROR(Close());
-  if (::rename(temp_path_.c_str(), path_.c_str()) != 0) {
-    return Status::Error(path_ + ": cannot rename the finished temporary " + temp_path_ +
-                         " into place: " + std::strerror(errno));
+Status AtomicFile::Commit() { return CommitAll(std::span<AtomicFile>(this, 1)); }
+
+Status AtomicFile::CommitAll(std::span<AtomicFile> files) {
+  std::vector<FileMove> moves;
+  for (AtomicFile& file : files) {
+    SDONNX_RETURN_IF_ERROR(file.Close());
+    moves.push_back({file.temp_path_, file.path_});
   }
-  committed_ = true;
-  UnregisterTemporary(temp_path_);
+  SDONNX_RETURN_IF_ERROR(MoveFilesIntoPlace(moves));
+  for (AtomicFile& file : files) {
+    file.committed_ = true;
+    UnregisterTemporary(file.temp_path_);
+  }
   return Status::Ok();
 }
 

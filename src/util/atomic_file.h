@@ -44,8 +44,12 @@ class AtomicFile {
   // Flushes and closes the temporary without renaming it yet, so that several
   // files can be checked before any of them becomes visible.
   Status Close();
-  // Closes (if needed) and renames the temporary to the final path.
+  // Closes (if needed) and renames the temporary to the final path, with
+  // MoveFilesIntoPlace.
   Status Commit();
+  // Closes each of `files` and renames them all into place as one unit
+  // (MoveFilesIntoPlace): after an error none of them was renamed.
+  static Status CommitAll(std::span<AtomicFile> files);
 
  private:
   AtomicFile(std::string path, std::string temp_path, int fd)
