@@ -5,7 +5,7 @@
 //   sdonnx_run_unet UNET.onnx [THREADS] [LATENT_SIZE] [RUNS] [OPTION ...]
 //
 // Options:
-//   --opt=none|basic|extended|all   ONNX Runtime's graph optimization level
+//   --opt=disabled|basic|extended|all  ONNX Runtime's graph optimization level
 //                                   (default all, as generate uses)
 //   --no-prepack                    disable the CPU kernels' weight prepacking
 //   --profile=PREFIX                write ONNX Runtime's per-node trace to
@@ -56,14 +56,13 @@ bool ParseOptions(int argc, char** argv, Options* o) {
     const std::string arg = argv[i];
     if (arg == "--no-prepack") {
       o->session.prepack_weights = false;
-    } else if (arg == "--opt=none") {
-      o->session.optimization = sdonnx::GraphOptimization::kNone;
-    } else if (arg == "--opt=basic") {
-      o->session.optimization = sdonnx::GraphOptimization::kBasic;
-    } else if (arg == "--opt=extended") {
-      o->session.optimization = sdonnx::GraphOptimization::kExtended;
-    } else if (arg == "--opt=all") {
-      o->session.optimization = sdonnx::GraphOptimization::kAll;
+    } else if (arg.rfind("--opt=", 0) == 0) {
+      auto level = sdonnx::ParseGraphOptimization(arg.substr(6));
+      if (!level.ok()) {
+        std::fprintf(stderr, "error: %s\n", level.status().message().c_str());
+        return false;
+      }
+      o->session.optimization = *level;
     } else if (arg.rfind("--profile=", 0) == 0) {
       o->session.profile_prefix = arg.substr(10);
     } else if (arg.rfind("--gemm=", 0) == 0) {

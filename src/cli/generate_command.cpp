@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <random>
 
@@ -20,6 +21,8 @@ struct GenerateArgs {
   std::string init_image;
   std::string mask;
   std::string tokenizer;
+  bool no_prepack = false;
+  std::string graph_optimization = "all";
 };
 
 // A one-line progress bar on stderr, redrawn after each step.
@@ -52,6 +55,10 @@ int RunGenerate(GenerateArgs& args) {
   Result<Provider> provider = ParseProvider(args.provider);
   if (!provider.ok()) return ReportError(provider.status().message());
   options.session.provider = *provider;
+  options.session.prepack_weights = !args.no_prepack;
+  Result<GraphOptimization> optimization = ParseGraphOptimization(args.graph_optimization);
+  if (!optimization.ok()) return ReportError(optimization.status().message());
+  options.session.optimization = *optimization;
 
   StepCallback on_step;
   if (::isatty(STDERR_FILENO)) on_step = DrawProgress;
@@ -109,6 +116,15 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
                   "choose")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
+  cmd->add_option("--graph-optimization", args->graph_optimization,
+                  "ONNX Runtime's graph optimizations: all (CPU layouts that copy the "
+                  "convolution weights at load), extended, basic or disabled")
+      ->check(CLI::IsMember({"all", "extended", "basic", "disabled"}))
+      ->capture_default_str();
+  cmd->add_flag("--no-prepack", args->no_prepack,
+                "Do not let ONNX Runtime repack weights at load: the weights stay memory-mapped "
+                "from the .onnx.data files instead of being copied (less memory, faster load, "
+                "slower steps)");
   cmd->add_option("--provider", args->provider, "cpu, cuda or tensorrt")->capture_default_str();
   cmd->add_option("--output", o.output, "Output PNG")->required();
   cmd->add_flag("--force", o.overwrite, "Overwrite existing output files");

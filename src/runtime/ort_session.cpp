@@ -119,6 +119,15 @@ GraphOptimizationLevel ToOrtLevel(GraphOptimization level) {
 
 }  // namespace
 
+Result<GraphOptimization> ParseGraphOptimization(const std::string& name) {
+  if (name == "all") return GraphOptimization::kAll;
+  if (name == "extended") return GraphOptimization::kExtended;
+  if (name == "basic") return GraphOptimization::kBasic;
+  if (name == "disabled") return GraphOptimization::kNone;
+  return Status::Error("graph optimization level '" + name +
+                       "' is invalid: use all, extended, basic or disabled");
+}
+
 Status CheckLoadsInOrt(const std::string& model_bytes, const std::string& name) {
   return OrtCall(name + ": ONNX Runtime rejects the graph", [&] {
     Ort::SessionOptions options;

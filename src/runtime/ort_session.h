@@ -44,6 +44,9 @@ struct TensorRtProfile {
 
 enum class GraphOptimization { kNone, kBasic, kExtended, kAll };
 
+// Parses "all", "extended", "basic" or "disabled".
+Result<GraphOptimization> ParseGraphOptimization(const std::string& name);
+
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 lets ONNX Runtime choose.
   Provider provider = Provider::kCpu;
