@@ -31,6 +31,10 @@ struct VerifyProblem {
 
 struct VerifyReport {
   CheckpointSummary summary;
+  // "sdonnx-extras" or "sdonnx-extract" for the files sdonnx writes that
+  // are not checkpoints (then `problems` has one entry, of component
+  // "file", that says what the file is); empty for other files.
+  std::string file_kind;
   // A one-line reading of the problems as a whole, such as "only the UNet
   // is present"; empty when there is none.
   std::string diagnosis;
