@@ -356,6 +356,7 @@ Result<std::uint64_t> CheckHeaderEntry(const nlohmann::json& header, const Tenso
 // the source's size. Every number the rewrite uses comes from here.
 Result<HeaderLayout> CheckHeaderLayout(const nlohmann::json& header, const SourceRecord& record,
                                        const std::vector<TensorToWrite>& tensors) {
+  if (header.is_discarded()) return Status::Error("it is not valid JSON");
   if (!header.is_object()) return Status::Error("it is not a JSON object");
   const std::uint64_t header_bytes = record.source_header.size();
   const std::uint64_t source_bytes = record.source_bytes;
