@@ -22,11 +22,11 @@ void AddRebuildCommand(CLI::App& app, std::function<int()>* run);
 
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);
-// Returns `text` with terminal control characters (all of C0, newline and
-// tab included, DEL, and the UTF-8 encoded C1 range) written as \xNN, so
-// that names read from a hostile file can neither send escape sequences to
-// the terminal nor start a forged line. Apply it to each output line built
-// from file contents, then add the line's own newline.
+// Returns `text` with terminal control characters written as \xNN: all of
+// C0 (newline and tab included), DEL, and the UTF-8 encoded C1 range. Names
+// read from a hostile file then can neither send escape sequences to the
+// terminal nor start a forged line. Apply it to each output line built from
+// file contents, then add the line's own newline.
 std::string EscapeControlCharacters(const std::string& text);
 // Prints `line`, escaped as above, and a newline to stdout.
 void PrintLine(const std::string& line);

@@ -307,8 +307,8 @@ std::vector<TensorToWrite> Streamed(const VerifiedTensors& verified) {
   return streamed;
 }
 
-// Where the source's header puts each tensor: (begin, index into the
-// tensors) sorted by begin, and the end of the data section.
+// The tensor positions that the source's header gives: (begin, index into
+// the tensors) sorted by begin, and the end of the data section.
 struct HeaderLayout {
   std::vector<std::pair<std::uint64_t, std::size_t>> order;
   std::uint64_t data_end = 0;
@@ -321,6 +321,7 @@ Result<std::uint64_t> CheckHeaderEntry(const nlohmann::json& header, const Tenso
   if (it == header.end() || !it->is_object()) {
     return Status::Error("it has no entry for tensor '" + t.name + "'");
   }
+
   const std::string where = "its entry for tensor '" + t.name + "' ";
   const auto& dtype = it->value("dtype", nlohmann::json());
   const auto& shape = it->value("shape", nlohmann::json());
@@ -336,6 +337,7 @@ Result<std::uint64_t> CheckHeaderEntry(const nlohmann::json& header, const Tenso
     return Status::Error(where + "has shape " + shape.dump() + ", but the tensor is " +
                          ShapeText(t.shape));
   }
+
   if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
       !offsets[1].is_number_unsigned()) {
     return Status::Error(where + "has data_offsets " + offsets.dump() +
@@ -486,9 +488,8 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   }
   SDONNX_ASSIGN_OR_RETURN(std::vector<std::string> files, ListExportFiles(options.inputs));
   ExportSet set;
-  // NOTE: inline models are parsed whole, so their weights stay in memory
-  // until the output is written (about 0.8 GB for SD 1.5's VAE and text
-  // encoder). External data is memory-mapped instead.
+  // Weights are read from memory maps of the models and their external
+  // data, and each tensor's pages are dropped once it is written.
   for (const std::string& file : files) SDONNX_RETURN_IF_ERROR(AddFile(file, &set));
   SDONNX_RETURN_IF_ERROR(RequireExtras(set));
   SDONNX_RETURN_IF_ERROR(CheckExportSet(set));
