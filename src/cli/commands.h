@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <string>
@@ -21,10 +22,17 @@ void AddRebuildCommand(CLI::App& app, std::function<int()>* run);
 
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);
-// Returns `text` with terminal control characters (C0 except newline and
-// tab, DEL, and the UTF-8 encoded C1 range) written as \xNN, so that names
-// read from a hostile file cannot send escape sequences to the terminal.
+// Returns `text` with terminal control characters written as \xNN: all of
+// C0 (newline and tab included), DEL, and the UTF-8 encoded C1 range. Names
+// read from a hostile file then can neither send escape sequences to the
+// terminal nor start a forged line. Apply it to each output line built from
+// file contents, then add the line's own newline.
 std::string EscapeControlCharacters(const std::string& text);
+// Prints `line`, escaped as above, and a newline to stdout.
+void PrintLine(const std::string& line);
+// Dumps `json` to stdout, indented by 2. Invalid UTF-8 in a string becomes
+// U+FFFD instead of an exception.
+void PrintJson(const nlohmann::json& json);
 // "12.3 MB" style sizes for people.
 std::string HumanBytes(std::uint64_t bytes);
 // "859.52 M" style counts (of parameters) for people.

@@ -1,4 +1,3 @@
-#include <iostream>
 #include <memory>
 
 #include "cli/commands.h"
@@ -20,17 +19,16 @@ int RunExtract(const ExtractArgs& args) {
   options.overwrite = args.force;
   Result<ExtractReport> report = ExtractInitializers(options);
   if (!report.ok()) return ReportError(report.status().message());
-  std::cout << "wrote " << args.output_path << " (" << report->tensors << " tensors of "
-            << report->component << ", " << HumanBytes(report->bytes) << ")\n";
-  std::cout << "note: this file holds the weights of one ONNX component only; it is not a "
-               "checkpoint that Stable Diffusion tools can load.\n";
+  PrintLine("wrote " + args.output_path + " (" + std::to_string(report->tensors) +
+            " tensors of " + report->component + ", " + HumanBytes(report->bytes) + ")");
+  PrintLine("note: this file holds the weights of one ONNX component only; it is not a "
+            "checkpoint that Stable Diffusion tools can load.");
   if (report->made_by_sdonnx) {
-    std::cout << "note: sdonnx wrote the model, so the tensor names are the original "
-                 "checkpoint keys; `sdonnx rebuild` restores the whole checkpoint from a "
-                 "complete export.\n";
+    PrintLine("note: sdonnx wrote the model, so the tensor names are the original checkpoint "
+              "keys; `sdonnx rebuild` restores the whole checkpoint from a complete export.");
   } else {
-    std::cout << "note: another tool wrote the model; the tensor names are its initializer "
-                 "names, not checkpoint keys.\n";
+    PrintLine("note: another tool wrote the model; the tensor names are its initializer names, "
+              "not checkpoint keys.");
   }
   return 0;
 }

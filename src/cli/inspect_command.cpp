@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -17,6 +18,7 @@ constexpr std::size_t kExtraKeysShown = 5;
 struct InspectArgs {
   std::string path;
   bool json = false;
+  bool no_probe = false;
 };
 
 std::string DTypeCounts(const std::map<std::string, std::size_t>& dtypes) {
@@ -27,138 +29,187 @@ std::string DTypeCounts(const std::map<std::string, std::size_t>& dtypes) {
   return out;
 }
 
-void PrintCheckpoint(const CheckpointSummary& s) {
-  std::cout << "file: " << s.path << " (" << HumanBytes(s.file_bytes) << ", "
-            << FileFormatName(s.format) << ")\n";
+std::string Shortened(const std::string& value) {
+  return value.size() > kMetadataValueShown ? value.substr(0, kMetadataValueShown) + "..." : value;
+}
+
+void PrintPrediction(const ModelSpec& spec, bool probe_skipped) {
+  if (!spec.needs_prediction_probe()) {
+    PrintLine("prediction type: " + spec.prediction_type + " (" + spec.prediction_basis + ")");
+  } else if (probe_skipped) {
+    PrintLine("prediction type: epsilon or v_prediction, undecided (--no-probe; SD 2.x without "
+              "a config is decided by a UNet probe)");
+  } else {
+    PrintLine("prediction type: epsilon or v_prediction, undecided (the UNet probe failed; see "
+              "the warnings)");
+  }
+}
+
+// Every line goes through PrintLine, which escapes the control characters
+// of keys, metadata and file names read from the file.
+void PrintCheckpoint(const CheckpointSummary& s, bool probe_skipped) {
+  PrintLine("file: " + s.path + " (" + HumanBytes(s.file_bytes) + ", " +
+            FileFormatName(s.format) + ")");
   if (s.spec) {
     const ModelSpec& spec = *s.spec;
-    std::cout << "family: " << FamilyName(spec.family) << " (" << FamilyTitle(spec.family)
-              << "; " << spec.family_basis << ")\n";
-    std::cout << "variant: " << spec.variant << "\n";
-    if (spec.needs_prediction_probe()) {
-      std::cout << "prediction type: epsilon or v_prediction, decided by a UNet probe when "
-                   "converting (no config beside the file)\n";
-    } else {
-      std::cout << "prediction type: " << spec.prediction_type << " (" << spec.prediction_basis
-                << ")\n";
-    }
-    std::cout << "config: " << (spec.config_path ? *spec.config_path : "none") << "\n";
+    PrintLine("family: " + FamilyName(spec.family) + " (" + FamilyTitle(spec.family) + "; " +
+              spec.family_basis + ")");
+    PrintLine("variant: " + spec.variant);
+    PrintPrediction(spec, probe_skipped);
+    PrintLine("config: " + (spec.config_path ? *spec.config_path : "none"));
   } else {
-    std::cout << "family: not detected: " << s.detection_error << "\n";
+    PrintLine("family: not detected: " + s.detection_error);
   }
-  std::cout << "components:\n";
+  PrintLine("components:");
   for (const ComponentSummary& c : s.components) {
     char line[160];
     std::snprintf(line, sizeof(line), "  %-36s %6zu tensors %14s parameters  ", c.title.c_str(),
                   c.tensors, HumanCount(c.parameters).c_str());
-    std::cout << line << DTypeCounts(c.dtypes) << "\n";
+    PrintLine(line + DTypeCounts(c.dtypes));
   }
-  std::cout << "  total: " << s.tensors << " tensors, " << HumanCount(s.parameters)
-            << " parameters\n";
+  PrintLine("  total: " + std::to_string(s.tensors) + " tensors, " + HumanCount(s.parameters) +
+            " parameters");
   for (const ExpectedComponent& c : s.expected) {
-    if (!c.present) std::cout << "missing: " << c.title << " (no " << c.prefix << "* keys)\n";
+    if (!c.present) PrintLine("missing: " + c.title + " (no " + c.prefix + "* keys)");
   }
-  std::cout << "EMA weights: "
-            << (s.checkpoint->HasPrefix("model_ema.diffusion_model") ? "yes" : "no") << "\n";
+  PrintLine(std::string("EMA weights: ") +
+            (s.checkpoint->HasPrefix("model_ema.diffusion_model") ? "yes" : "no"));
   if (!s.extra_keys.empty()) {
-    std::cout << "extra keys: " << s.extra_keys.size() << ":";
+    std::string line = "extra keys: " + std::to_string(s.extra_keys.size()) + ":";
     for (std::size_t i = 0; i < std::min(s.extra_keys.size(), kExtraKeysShown); ++i) {
-      std::cout << " " << s.extra_keys[i];
+      line += " " + s.extra_keys[i];
     }
-    std::cout << (s.extra_keys.size() > kExtraKeysShown ? " ...\n" : "\n");
+    PrintLine(line + (s.extra_keys.size() > kExtraKeysShown ? " ..." : ""));
   }
   for (const auto& [key, value] : s.checkpoint->metadata()) {
-    std::cout << "metadata: " << key << " = " << value.substr(0, kMetadataValueShown)
-              << (value.size() > kMetadataValueShown ? "..." : "") << "\n";
+    PrintLine("metadata: " + key + " = " + Shortened(value));
   }
-  for (const std::string& warning : s.warnings) std::cout << "warning: " << warning << "\n";
+  for (const std::string& warning : s.warnings) PrintLine("warning: " + warning);
 }
 
-std::string Values(const std::vector<OnnxValueSummary>& values) {
-  std::string out;
+void PrintValues(const char* title, const std::vector<OnnxValueSummary>& values) {
+  PrintLine(std::string("  ") + title + ":");
   for (const OnnxValueSummary& v : values) {
     std::string shape;
     for (const std::string& dim : v.shape) shape += (shape.empty() ? "" : ", ") + dim;
-    out += "\n    " + v.name + " " + v.dtype + " [" + shape + "]";
+    PrintLine("    " + v.name + " " + v.dtype + " [" + shape + "]");
   }
-  return out;
+}
+
+bool Contains(const std::vector<std::string>& list, const std::string& item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
+void PrintExternalData(const OnnxFileSummary& s) {
+  for (const std::string& data : s.external_data_files) {
+    const bool truncated =
+        std::any_of(s.truncated_external_data_files.begin(), s.truncated_external_data_files.end(),
+                    [&data](const TruncatedDataFile& t) { return t.location == data; });
+    PrintLine("  external data: " + data +
+              (Contains(s.missing_external_data_files, data) ? " (missing)" : "") +
+              (truncated ? " (truncated)" : "") +
+              (Contains(s.unsafe_external_data_files, data)
+                   ? " (unsafe: it points outside the model's folder)"
+                   : ""));
+  }
 }
 
 void PrintOnnxFile(const OnnxFileSummary& s) {
-  std::cout << "file: " << s.path << " (" << HumanBytes(s.file_bytes) << ", ONNX)\n";
-  std::cout << "  component: " << s.component << " (" << s.component_basis << ")\n";
-  std::cout << "  producer: " << (s.producer.empty() ? "unknown" : s.producer)
-            << ", IR version " << s.ir_version << ", opsets:";
+  PrintLine("file: " + s.path + " (" + HumanBytes(s.file_bytes) + ", ONNX)");
+  PrintLine("  component: " + s.component + " (" + s.component_basis + ")");
+  if (!s.family.empty()) PrintLine("  family: " + s.family + " (" + s.family_basis + ")");
+  std::string line = "  producer: " + (s.producer.empty() ? "unknown" : s.producer) +
+                     ", IR version " + std::to_string(s.ir_version) + ", opsets:";
   for (const auto& [domain, version] : s.opsets) {
-    std::cout << " " << (domain.empty() ? "ai.onnx" : domain) << " " << version;
+    line += " " + (domain.empty() ? "ai.onnx" : domain) + " " + std::to_string(version);
   }
-  std::cout << "\n  inputs:" << Values(s.inputs) << "\n  outputs:" << Values(s.outputs) << "\n";
-  std::cout << "  " << s.nodes << " nodes, " << s.initializers << " initializers, "
-            << HumanCount(s.parameters) << " parameters (" << DTypeCounts(s.dtypes) << ")\n";
-  for (const std::string& data : s.external_data_files) {
-    const bool missing = std::find(s.missing_external_data_files.begin(),
-                                   s.missing_external_data_files.end(),
-                                   data) != s.missing_external_data_files.end();
-    const bool unsafe = std::find(s.unsafe_external_data_files.begin(),
-                                  s.unsafe_external_data_files.end(),
-                                  data) != s.unsafe_external_data_files.end();
-    std::cout << "  external data: " << data << (missing ? " (missing)" : "")
-              << (unsafe ? " (unsafe: it points outside the model's folder)" : "")
-              << "\n";
-  }
+  PrintLine(line);
+  PrintValues("inputs", s.inputs);
+  PrintValues("outputs", s.outputs);
+  PrintLine("  " + std::to_string(s.nodes) + " nodes, " + std::to_string(s.initializers) +
+            " initializers, " + HumanCount(s.parameters) + " parameters (" +
+            DTypeCounts(s.dtypes) + ")");
+  PrintExternalData(s);
   for (const auto& [key, value] : s.metadata) {
-    std::cout << "  metadata: " << key << " = " << value.substr(0, kMetadataValueShown) << "\n";
+    PrintLine("  metadata: " + key + " = " + Shortened(value));
   }
+  for (const std::string& warning : s.warnings) PrintLine("  warning: " + warning);
 }
 
 void PrintOnnxFolder(const OnnxFolderSummary& s) {
-  std::cout << "folder: " << s.path << " (" << s.files.size() << " ONNX files)\n";
-  std::cout << "family: " << (s.family.empty() ? "unknown" : s.family) << "\n";
+  PrintLine("folder: " + s.path + " (" + std::to_string(s.files.size()) + " ONNX files)");
+  PrintLine("family: " + (s.family.empty() ? "unknown" : s.family + " (" + s.family_basis + ")"));
   std::string present;
   for (const std::string& c : s.present_components) present += " " + c;
   std::string missing;
   for (const std::string& c : s.missing_components) missing += " " + c;
-  std::cout << "pipeline components present:" << (present.empty() ? " none" : present) << "\n";
-  std::cout << "pipeline components missing:" << (missing.empty() ? " none" : missing) << "\n";
-  for (const std::string& warning : s.warnings) std::cout << "warning: " << warning << "\n";
+  PrintLine("pipeline components present:" + (present.empty() ? " none" : present));
+  PrintLine("pipeline components missing:" + (missing.empty() ? " none" : missing));
+  for (const std::string& warning : s.warnings) PrintLine("warning: " + warning);
   for (const OnnxFileSummary& file : s.files) PrintOnnxFile(file);
+}
+
+// Reports an input that cannot be inspected: with --json, one object that
+// names the format sniffed and the error, and the error on stderr either way.
+int Reject(const InspectArgs& args, const std::string& format, const std::string& message,
+           const std::string& advice = "") {
+  if (args.json) {
+    nlohmann::json out = {{"kind", advice.empty() ? "error" : "not-a-model"},
+                          {"path", args.path},
+                          {"format", format.empty() ? nlohmann::json(nullptr)
+                                                    : nlohmann::json(format)},
+                          {"error", message}};
+    if (!advice.empty()) out["advice"] = advice;
+    PrintJson(out);
+  }
+  return ReportError(message);
 }
 
 // Prints `json` or the text form; returns the exit code.
 template <typename Summary, typename Text, typename Json>
-int Emit(const Result<Summary>& summary, bool json, Text text, Json to_json) {
-  if (!summary.ok()) return ReportError(summary.status().message());
-  if (json) {
-    std::cout << to_json(*summary).dump(2) << "\n";
+int Emit(const InspectArgs& args, const std::string& format, const Result<Summary>& summary,
+         Text text, Json to_json) {
+  if (!summary.ok()) return Reject(args, format, summary.status().message());
+  if (args.json) {
+    PrintJson(to_json(*summary));
   } else {
     text(*summary);
   }
   return 0;
 }
 
+int InspectCheckpointFile(const InspectArgs& args, FileFormat format) {
+  Result<CheckpointSummary> summary = InspectCheckpoint(args.path);
+  if (summary.ok() && !args.no_probe) {
+    if (Status probe = RunPredictionProbe(&*summary); !probe.ok()) {
+      summary->warnings.push_back("the SD 2.x prediction type probe failed: " + probe.message());
+    }
+  }
+  const bool skipped = args.no_probe;
+  return Emit(args, FileFormatId(format), summary,
+              [skipped](const CheckpointSummary& s) { PrintCheckpoint(s, skipped); },
+              CheckpointSummaryJson);
+}
+
 int RunInspect(const InspectArgs& args) {
   std::error_code ec;
   if (std::filesystem::is_directory(args.path, ec)) {
-    return Emit(InspectOnnxFolder(args.path), args.json, PrintOnnxFolder, OnnxFolderSummaryJson);
+    return Emit(args, "folder", InspectOnnxFolder(args.path), PrintOnnxFolder,
+                OnnxFolderSummaryJson);
   }
   Result<FileFormat> format = SniffFile(args.path);
-  if (!format.ok()) return ReportError(format.status().message());
+  if (!format.ok()) return Reject(args, "", format.status().message());
   if (*format == FileFormat::kOnnx) {
-    return Emit(InspectOnnxFile(args.path), args.json, PrintOnnxFile, OnnxFileSummaryJson);
+    return Emit(args, FileFormatId(*format), InspectOnnxFile(args.path), PrintOnnxFile,
+                OnnxFileSummaryJson);
   }
   // A zip may still be a checkpoint whose data.pkl is not the first record.
   const std::string advice = NotACheckpointAdvice(*format);
   if (!advice.empty() && *format != FileFormat::kZip) {
-    if (args.json) {
-      const nlohmann::json out = {{"kind", "not-a-model"},
-                                  {"path", args.path},
-                                  {"format", FileFormatId(*format)},
-                                  {"advice", advice}};
-      std::cout << out.dump(2) << "\n";
-    }
-    return ReportError(args.path + ": " + FileFormatName(*format) + ": " + advice);
+    return Reject(args, FileFormatId(*format),
+                  args.path + ": " + FileFormatName(*format) + ": " + advice, advice);
   }
-  return Emit(InspectCheckpoint(args.path), args.json, PrintCheckpoint, CheckpointSummaryJson);
+  return InspectCheckpointFile(args, *format);
 }
 
 }  // namespace
@@ -172,6 +223,10 @@ void AddInspectCommand(CLI::App& app, std::function<int()>* run) {
                   "(the format is read from the bytes, not the extension)")
       ->required();
   cmd->add_flag("--json", args->json, "Print one JSON object (fields: docs/inspect-verify.md)");
+  cmd->add_flag("--no-probe", args->no_probe,
+                "For SD 2.x checkpoints without a config, leave the prediction type undecided "
+                "instead of running the UNet probe (which writes the UNet to a temporary "
+                "folder)");
   cmd->callback([run, args] { *run = [args] { return RunInspect(*args); }; });
 }
 

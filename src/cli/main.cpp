@@ -27,7 +27,7 @@ std::string EscapeControlCharacters(const std::string& text) {
   out.reserve(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto byte = static_cast<unsigned char>(text[i]);
-    const bool c0 = byte < 0x20 && byte != '\n' && byte != '\t';
+    const bool c0 = byte < 0x20;
     const bool c1 = byte == 0xC2 && i + 1 < text.size() &&
                     static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
                     static_cast<unsigned char>(text[i + 1]) <= 0x9F;
@@ -45,6 +45,14 @@ std::string EscapeControlCharacters(const std::string& text) {
     out += escaped;
   }
   return out;
+}
+
+void PrintLine(const std::string& line) { std::cout << EscapeControlCharacters(line) << "\n"; }
+
+void PrintJson(const nlohmann::json& json) {
+  // nlohmann's dump escapes control characters; `replace` keeps invalid
+  // UTF-8 from an ONNX or pickle string from throwing.
+  std::cout << json.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
 namespace {

@@ -1,4 +1,3 @@
-#include <iostream>
 #include <memory>
 
 #include "cli/commands.h"
@@ -14,48 +13,49 @@ struct RebuildArgs {
   bool force = false;
 };
 
+// Every line goes through PrintLine, which escapes the control characters
+// of keys and file names read from the inputs.
 void PrintForeignReport(const RebuildReport& report, const std::string& output_path) {
-  std::cout << "diffusers ONNX export: " << report.source_file << "\n";
+  PrintLine("diffusers ONNX export: " + report.source_file);
   for (const RebuiltComponent& c : report.components) {
-    std::cout << "  " << c.component << ": "
-              << (c.file.empty() ? "missing" : std::to_string(c.tensors) + " weights mapped from " + c.file)
-              << "\n";
+    PrintLine("  " + c.component + ": " +
+              (c.file.empty() ? "missing"
+                              : std::to_string(c.tensors) + " weights mapped from " + c.file));
   }
-  for (const std::string& u : report.unmapped) std::cout << "not mapped, left out: " << u << "\n";
-  std::cout << "wrote " << output_path << " (" << report.tensors_written << " tensors, "
-            << HumanBytes(report.bytes) << ")" << (report.partial ? ": a PARTIAL checkpoint" : "")
-            << "\nnote: the export holds only the weights its graphs use; EMA copies and "
-               "buffers such as alphas_cumprod or position_ids cannot be recovered from it, and "
-               "each weight keeps the export's dtype. There is no recorded hash to check the "
-               "weights against.\n";
+  for (const std::string& u : report.unmapped) PrintLine("not mapped, left out: " + u);
+  PrintLine("wrote " + output_path + " (" + std::to_string(report.tensors_written) +
+            " tensors, " + HumanBytes(report.bytes) + ")" +
+            (report.partial ? ": a PARTIAL checkpoint" : ""));
+  PrintLine("note: the export holds only the weights its graphs use; EMA copies and buffers such "
+            "as alphas_cumprod or position_ids cannot be recovered from it, and each weight "
+            "keeps the export's dtype. There is no recorded hash to check the weights against.");
 }
 
 void PrintReport(const RebuildReport& report, const std::string& output_path) {
   if (report.foreign) return PrintForeignReport(report, output_path);
-  std::cout << "source: " << report.source_file << " (sha256 " << report.source_sha256 << ")\n";
+  PrintLine("source: " + report.source_file + " (sha256 " + report.source_sha256 + ")");
   for (const RebuiltComponent& c : report.components) {
-    if (c.file.empty()) {
-      std::cout << "  " << c.component << ": missing\n";
-    } else {
-      std::cout << "  " << c.component << ": " << c.tensors << " tensors from " << c.file << "\n";
-    }
+    PrintLine("  " + c.component + ": " +
+              (c.file.empty() ? "missing"
+                              : std::to_string(c.tensors) + " tensors from " + c.file));
   }
   for (const std::string& key : report.differing_keys) {
-    std::cout << "differs from the source, left out: " << key << "\n";
+    PrintLine("differs from the source, left out: " + key);
   }
-  for (const std::string& key : report.missing_keys) {
-    std::cout << "missing, left out: " << key << "\n";
-  }
-  std::cout << "wrote " << output_path << " (" << report.tensors_written << " tensors, "
-            << HumanBytes(report.bytes) << ")";
+  for (const std::string& key : report.missing_keys) PrintLine("missing, left out: " + key);
+  const std::string wrote = "wrote " + output_path + " (" +
+                            std::to_string(report.tensors_written) + " tensors, " +
+                            HumanBytes(report.bytes) + ")";
   if (report.partial) {
-    std::cout << ": a PARTIAL checkpoint, marked so in its metadata (sdonnx.rebuild = partial)\n";
+    PrintLine(wrote + ": a PARTIAL checkpoint, marked so in its metadata (sdonnx.rebuild = "
+                      "partial)");
     return;
   }
-  std::cout << "\nevery tensor matches the SHA-256 recorded at export";
-  std::cout << (report.file_identical ? "; the whole file is byte-identical to the source\n"
-                                      : "; the file's header layout differs from the "
-                                        "source's, so the file hash does not match it\n");
+  PrintLine(wrote);
+  PrintLine(std::string("every tensor matches the SHA-256 recorded at export") +
+            (report.file_identical ? "; the whole file is byte-identical to the source"
+                                   : "; the file's header layout differs from the source's, so "
+                                     "the file hash does not match it"));
 }
 
 int RunRebuild(const RebuildArgs& args) {
@@ -79,8 +79,9 @@ void AddRebuildCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("inputs", args->inputs,
                   "The output folder of convert, or its .onnx and extras_*.safetensors files")
       ->required();
-  cmd->add_option("-o,--output", args->output_path, "Checkpoint to write (.safetensors)")
-      ->required();
+  // Checked in RebuildCheckpoint rather than by CLI11, so that a missing -o
+  // gets a plain message and exit code 1 like other usage errors.
+  cmd->add_option("-o,--output", args->output_path, "Checkpoint to write (.safetensors)");
   cmd->add_flag("--allow-partial", args->allow_partial,
                 "Write the verified tensors even when components are missing or tensors "
                 "differ; the file's metadata marks it partial");

@@ -1,4 +1,3 @@
-#include <iostream>
 #include <memory>
 
 #include "cli/commands.h"
@@ -12,55 +11,52 @@ struct VerifyArgs {
   bool json = false;
 };
 
+// Every line goes through PrintLine, which escapes the control characters
+// of keys and file names read from the file.
 void PrintProblem(const VerifyProblem& problem) {
-  const bool wrong_shapes = problem.wrong_shape_count > 0;
-  std::cout << (wrong_shapes ? "wrong shape: " : "missing: ") << problem.title << ": "
-            << problem.what << "\n";
-  for (const std::string& key : problem.missing_keys) std::cout << "    " << key << "\n";
+  const char* label = problem.wrong_shape_count > 0  ? "wrong shape: "
+                      : problem.component == "file" ? "not a checkpoint: "
+                                                    : "missing: ";
+  PrintLine(label + problem.title + ": " + problem.what);
+  for (const std::string& key : problem.missing_keys) PrintLine("    " + key);
   for (const ShapeMismatch& m : problem.wrong_shapes) {
-    std::cout << "    " << m.key << ": " << ShapeText(m.found) << " instead of "
-              << ShapeText(m.expected) << "\n";
+    PrintLine("    " + m.key + ": " + ShapeText(m.found) + " instead of " + ShapeText(m.expected));
   }
   const std::size_t listed = problem.missing_keys.size() + problem.wrong_shapes.size();
   if (problem.missing_count + problem.wrong_shape_count > listed) {
-    std::cout << "    ... and " << problem.missing_count + problem.wrong_shape_count - listed
-              << " more\n";
+    PrintLine("    ... and " +
+              std::to_string(problem.missing_count + problem.wrong_shape_count - listed) +
+              " more");
   }
-  for (const std::string& message : problem.loader_messages) {
-    std::cout << "  " << message << "\n";
-  }
-  std::cout << "  what to do: " << problem.advice << "\n";
+  for (const std::string& message : problem.loader_messages) PrintLine("  " + message);
+  PrintLine("  what to do: " + problem.advice);
 }
 
 int RunVerify(const VerifyArgs& args) {
   Result<VerifyReport> report = VerifyCheckpoint(args.path);
   if (!report.ok()) return ReportError(report.status().message());
   if (args.json) {
-    std::cout << VerifyReportJson(*report).dump(2) << "\n";
+    PrintJson(VerifyReportJson(*report));
     return report->ok() ? 0 : 1;
   }
   const CheckpointSummary& summary = report->summary;
-  std::cout << "file: " << summary.path << " (" << FileFormatName(summary.format) << ")\n";
+  PrintLine("file: " + summary.path + " (" + FileFormatName(summary.format) + ")");
   if (summary.spec) {
     const std::string& variant = summary.spec->variant;
-    std::cout << "family: " << FamilyName(summary.spec->family) << " ("
-              << FamilyTitle(summary.spec->family) << (variant == "base" ? "" : ", " + variant)
-              << ")\n";
+    PrintLine("family: " + FamilyName(summary.spec->family) + " (" +
+              FamilyTitle(summary.spec->family) + (variant == "base" ? "" : ", " + variant) + ")");
   }
   for (const VerifyProblem& problem : report->problems) PrintProblem(problem);
-  if (!report->diagnosis.empty()) std::cout << "diagnosis: " << report->diagnosis << "\n";
-  for (const std::string& warning : report->warnings) {
-    std::cout << "warning: " << warning << "\n";
-  }
+  if (!report->diagnosis.empty()) PrintLine("diagnosis: " + report->diagnosis);
+  for (const std::string& warning : report->warnings) PrintLine("warning: " + warning);
   if (!report->ok()) {
-    std::cout << "FAILED: AUTOMATIC1111 and ComfyUI cannot load this file as a complete "
-                 "checkpoint ("
-              << report->problems.size()
-              << (report->problems.size() == 1 ? " problem" : " problems") << ")\n";
+    const std::size_t count = report->problems.size();
+    PrintLine("FAILED: AUTOMATIC1111 and ComfyUI cannot load this file as a complete checkpoint (" +
+              std::to_string(count) + (count == 1 ? " problem" : " problems") + ")");
     return 1;
   }
-  std::cout << "OK: every weight that AUTOMATIC1111 and ComfyUI load is present"
-            << (report->warnings.empty() ? "" : " (see the warnings)") << "\n";
+  PrintLine(std::string("OK: every weight that AUTOMATIC1111 and ComfyUI load is present") +
+            (report->warnings.empty() ? "" : " (see the warnings)"));
   return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "convert/component_settings.h"
+#include "convert/prediction_probe.h"
 #include "formats/checkpoint.h"
 #include "formats/diffusers_vae_keys.h"
 #include "model/shape_check.h"
@@ -225,47 +226,6 @@ void WarnAboutPositionIds(const Checkpoint& checkpoint) {
   }
 }
 
-// Decides epsilon or v-prediction for an SD 2.x checkpoint without a config
-// the way AUTOMATIC1111 does: run the UNet once with every input element at
-// 0.5 and t = 999, and call it v-prediction when mean(out - x) < -1. The
-// probe UNet is written to the staging folder and removed afterwards.
-Status ProbePredictionType(const Checkpoint& checkpoint, const fs::path& staging,
-                           ModelSpec* spec) {
-  const fs::path dir = staging / "probe";
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  GraphBuilder builder(checkpoint, kDefaultOpset, "unet_probe");
-  SDONNX_RETURN_IF_ERROR(BuildUNet(builder, spec->unet).WithContext("building the probe UNet"));
-  ModelWriteOptions options;
-  options.external_data = ExternalData::kAlways;
-  SDONNX_ASSIGN_OR_RETURN(auto files,
-                          WriteModel(builder, checkpoint, dir.string(), "unet.onnx", options));
-  double mean = 0;
-  {
-    SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OrtModel> unet, OrtModel::Load(files.front().path));
-    const std::int64_t c = spec->unet.in_channels;
-    std::vector<float> x(static_cast<std::size_t>(c * 8 * 8), 0.5f);
-    std::vector<float> context(static_cast<std::size_t>(2 * spec->unet.context_dim), 0.5f);
-    SDONNX_ASSIGN_OR_RETURN(
-        auto out, unet->Run({{"sample", HostTensor::Float({1, c, 8, 8}, x)},
-                             {"timestep", HostTensor::Float({1}, {999.0f})},
-                             {"encoder_hidden_states",
-                              HostTensor::Float({1, 2, spec->unet.context_dim}, context)}},
-                            {"out_sample"}));
-    const std::vector<float>& values = out["out_sample"].f32;
-    for (float v : values) mean += v - 0.5;
-    mean /= static_cast<double>(values.size());
-  }
-  fs::remove_all(dir, ec);
-  spec->prediction_type = mean < -1.0 ? "v_prediction" : "epsilon";
-  char basis[160];
-  std::snprintf(basis, sizeof(basis),
-                "UNet probe: mean(out - x) = %.3f at x = 0.5, t = 999 (v-prediction below -1)",
-                mean);
-  spec->prediction_basis = basis;
-  return Status::Ok();
-}
-
 // Writes the source tensors that no graph stores, with the record that
 // rebuild needs to restore the checkpoint.
 Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std::string>& used,
@@ -282,6 +242,7 @@ Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std
   if (checkpoint.format() == "safetensors") {
     record.source_header = SafetensorsHeaderText(checkpoint.mapped().bytes());
   }
+  record.source_bytes = checkpoint.mapped().size();
   for (std::size_t i = 0; i < checkpoint.tensors().size(); ++i) {
     const TensorInfo& t = checkpoint.tensors()[i];
     record.tensors.push_back({t.name, t.dtype, t.shape, tensor_sha256[i]});
@@ -374,7 +335,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   } join_on_exit{source_sha256, tensor_sha256};
 
   if (spec.needs_prediction_probe()) {
-    SDONNX_RETURN_IF_ERROR(ProbePredictionType(*checkpoint, staging.path(), &spec));
+    SDONNX_RETURN_IF_ERROR(ProbePredictionType(*checkpoint, staging.path().string(), &spec));
   }
 
   ModelWriteOptions write_options;

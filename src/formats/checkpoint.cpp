@@ -17,9 +17,12 @@ Result<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& path) {
   if (format == FileFormat::kZip) {
     // torch.save writes data.pkl as the first record, other zip tools may
     // not, so a zip with a data.pkl elsewhere is still read.
-    if (Status torch = checkpoint->LoadTorch(); !torch.ok()) {
-      return Status::Error(torch.message() + "; " + NotACheckpointAdvice(format));
+    Result<bool> has_data_pkl = ZipHasDataPkl(path, checkpoint->file_->bytes());
+    if (!has_data_pkl.ok()) {
+      return Status::Error(has_data_pkl.status().message() + "; " + NotACheckpointAdvice(format));
     }
+    if (!*has_data_pkl) return Status::Error(path + ": " + NotACheckpointAdvice(format));
+    SDONNX_RETURN_IF_ERROR(checkpoint->LoadTorch());
   } else if (const std::string advice = NotACheckpointAdvice(format); !advice.empty()) {
     return Status::Error(path + ": not a checkpoint (" + FileFormatName(format) + "): " + advice);
   } else if (LooksLikeTorchCheckpoint(checkpoint->file_->bytes())) {

@@ -4,19 +4,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/io/zero_copy_stream_impl.h>
-
 #include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstring>
 #include <filesystem>
 
+#include "formats/protobuf_wire.h"
+
 namespace sdonnx {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Field numbers in onnx.proto: ModelProto.graph, GraphProto.initializer and
+// TensorProto.raw_data.
+constexpr std::uint32_t kModelGraphField = 7;
+constexpr std::uint32_t kGraphInitializerField = 5;
+constexpr std::uint32_t kTensorRawDataField = 9;
 
 std::string DimsText(const std::vector<std::int64_t>& dims) {
   std::string text = "[";
@@ -133,18 +138,15 @@ Result<std::unique_ptr<OnnxFile>> OnnxFile::Open(const std::string& path) {
                          "must store its weights as external data");
   }
 
+  ::close(fd);
+
   auto file = std::unique_ptr<OnnxFile>(new OnnxFile());
   file->path_ = path;
   file->dir_ = fs::path(path).parent_path().string();
-  bool parsed = false;
-  {
-    google::protobuf::io::FileInputStream raw(fd);
-    google::protobuf::io::CodedInputStream coded(&raw);
-    coded.SetTotalBytesLimit(INT_MAX);
-    parsed = file->model_.ParseFromCodedStream(&coded) && coded.ConsumedEntireMessage();
-  }
-  ::close(fd);
-
+  SDONNX_ASSIGN_OR_RETURN(file->model_file_, MappedFile::Open(path));
+  std::string without_raw_data;
+  const bool parsed = file->CopyWithoutRawData(&without_raw_data) &&
+                      file->model_.ParseFromString(without_raw_data);
   if (!parsed) {
     return Status::Error(path + ": not a valid ONNX ModelProto (the protobuf is truncated or "
                          "damaged); re-export or re-copy the file");
@@ -167,6 +169,57 @@ Result<std::unique_ptr<OnnxFile>> OnnxFile::Open(const std::string& path) {
   return file;
 }
 
+bool OnnxFile::CopyWithoutRawData(std::string* out) {
+  const std::span<const std::uint8_t> bytes = model_file_->bytes();
+  wire::Reader model(bytes);
+  wire::Field field;
+  while (!model.done()) {
+    if (!model.Next(&field)) return false;
+    if (field.number != kModelGraphField || field.type != wire::kLengthDelimited) {
+      out->append(reinterpret_cast<const char*>(field.encoded.data()), field.encoded.size());
+      continue;
+    }
+    std::string graph;
+    wire::Reader graph_reader(field.payload);
+    wire::Field graph_field;
+    while (!graph_reader.done()) {
+      if (!graph_reader.Next(&graph_field)) return false;
+      if (graph_field.number != kGraphInitializerField ||
+          graph_field.type != wire::kLengthDelimited) {
+        graph.append(reinterpret_cast<const char*>(graph_field.encoded.data()),
+                     graph_field.encoded.size());
+        continue;
+      }
+      // The tensor without raw_data; as protobuf does, the last raw_data
+      // field of a tensor wins.
+      std::string tensor;
+      std::optional<RawDataSpan> raw_data;
+      wire::Reader tensor_reader(graph_field.payload);
+      wire::Field tensor_field;
+      while (!tensor_reader.done()) {
+        if (!tensor_reader.Next(&tensor_field)) return false;
+        if (tensor_field.number == kTensorRawDataField &&
+            tensor_field.type == wire::kLengthDelimited) {
+          raw_data = RawDataSpan{static_cast<std::uint64_t>(tensor_field.payload.data() -
+                                                            bytes.data()),
+                                 tensor_field.payload.size()};
+          continue;
+        }
+        tensor.append(reinterpret_cast<const char*>(tensor_field.encoded.data()),
+                      tensor_field.encoded.size());
+      }
+      raw_data_.push_back(raw_data);
+      wire::AppendLengthDelimited(
+          kGraphInitializerField,
+          {reinterpret_cast<const std::uint8_t*>(tensor.data()), tensor.size()}, &graph);
+    }
+    wire::AppendLengthDelimited(
+        kModelGraphField, {reinterpret_cast<const std::uint8_t*>(graph.data()), graph.size()},
+        out);
+  }
+  return true;
+}
+
 Status OnnxFile::LoadInitializer(const onnx::TensorProto& tensor, std::size_t index) {
   OnnxInitializer init;
   init.name = tensor.name();
@@ -187,10 +240,11 @@ Status OnnxFile::LoadInitializer(const onnx::TensorProto& tensor, std::size_t in
   if (tensor.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
     init.storage = InitializerStorage::kExternal;
     SDONNX_RETURN_IF_ERROR(LoadExternal(tensor, &init));
-  } else if (tensor.has_raw_data()) {
+  } else if (index < raw_data_.size() && raw_data_[index]) {
     init.storage = InitializerStorage::kRawData;
-    if (tensor.raw_data().size() != init.nbytes) {
-      return Status::Error(label + " has " + std::to_string(tensor.raw_data().size()) +
+    init.offset = raw_data_[index]->offset;
+    if (raw_data_[index]->size != init.nbytes) {
+      return Status::Error(label + " has " + std::to_string(raw_data_[index]->size) +
                            " bytes of raw_data, but dims " + DimsText(init.dims) + " of " +
                            std::string(DTypeName(init.dtype)) + " need " +
                            std::to_string(init.nbytes));
@@ -258,10 +312,8 @@ const OnnxInitializer* OnnxFile::Find(const std::string& name) const {
 std::span<const std::uint8_t> OnnxFile::Data(const OnnxInitializer& init) const {
   const std::size_t index = index_.at(init.name);
   switch (init.storage) {
-    case InitializerStorage::kRawData: {
-      const std::string& raw = model_.graph().initializer(static_cast<int>(index)).raw_data();
-      return {reinterpret_cast<const std::uint8_t*>(raw.data()), raw.size()};
-    }
+    case InitializerStorage::kRawData:
+      return model_file_->bytes().subspan(init.offset, init.nbytes);
     case InitializerStorage::kTypedFields:
       return converted_.at(index);
     case InitializerStorage::kExternal:
@@ -271,6 +323,7 @@ std::span<const std::uint8_t> OnnxFile::Data(const OnnxInitializer& init) const 
 }
 
 void OnnxFile::ReleasePages(const OnnxInitializer& init) const {
+  if (init.storage == InitializerStorage::kRawData) model_file_->DontNeed(init.offset, init.nbytes);
   if (init.storage != InitializerStorage::kExternal) return;
   data_files_.at(init.location)->DontNeed(init.offset, init.nbytes);
 }

@@ -9,7 +9,10 @@
 //    no symlink in any component below the model's folder, names a regular
 //    file, and that file contains [offset, offset + length).
 // The model itself is parsed with protobuf, which limits one message to
-// 2 GiB; larger models store their weights as external data.
+// 2 GiB; larger models store their weights as external data. The parse
+// leaves out the initializers' raw_data, which Data() reads from a memory
+// map of the model file, so weights stored inside the model are not copied
+// into memory. model() therefore has no raw_data in its initializers.
 #pragma once
 
 #include <onnx/onnx_pb.h>
@@ -17,6 +20,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -38,9 +42,10 @@ struct OnnxInitializer {
   std::vector<std::int64_t> dims;
   std::uint64_t nbytes = 0;
   InitializerStorage storage = InitializerStorage::kRawData;
-  // External data only: the data file relative to the model's folder, and
-  // the byte offset of the tensor in it.
+  // External data only: the data file relative to the model's folder.
   std::string location;
+  // The byte offset of the tensor in its external data file, or for
+  // raw_data in the model file.
   std::uint64_t offset = 0;
 };
 
@@ -55,8 +60,9 @@ class OnnxFile {
   const OnnxInitializer* Find(const std::string& name) const;
   // The initializer's bytes, little-endian, in its stored dtype.
   std::span<const std::uint8_t> Data(const OnnxInitializer& init) const;
-  // Drops the pages of an external initializer's data file from this
-  // process, after its bytes were read; a no-op for data in the model.
+  // Drops the pages of the initializer's bytes from this process after
+  // they were read, in its external data file or, for raw_data, in the
+  // model file. Weights in the typed fields are in memory, so they stay.
   void ReleasePages(const OnnxInitializer& init) const;
   // metadata_props as a map.
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -68,13 +74,26 @@ class OnnxFile {
   std::uint64_t weight_bytes() const;
 
  private:
+  // The position of a tensor's raw_data in the model file.
+  struct RawDataSpan {
+    std::uint64_t offset = 0;
+    std::uint64_t size = 0;
+  };
+
   OnnxFile() = default;
+  // Copies the model file's bytes without the raw_data of its initializers
+  // and records where each one's raw_data is, in initializer order. Returns
+  // false on malformed protobuf bytes.
+  bool CopyWithoutRawData(std::string* out);
   Status LoadInitializer(const onnx::TensorProto& tensor, std::size_t index);
   Status LoadExternal(const onnx::TensorProto& tensor, OnnxInitializer* init);
   Result<const MappedFile*> MapDataFile(const std::string& location);
 
   std::string path_;
   std::string dir_;
+  std::unique_ptr<MappedFile> model_file_;
+  // By initializer index; empty when a tensor has no raw_data field.
+  std::vector<std::optional<RawDataSpan>> raw_data_;
   onnx::ModelProto model_;
   std::vector<OnnxInitializer> initializers_;
   std::map<std::string, std::size_t> index_;

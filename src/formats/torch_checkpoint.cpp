@@ -474,6 +474,12 @@ Result<TorchCheckpoint> ConvertObject(const std::string& path, const Value& top,
   return checkpoint;
 }
 
+// torch.save's pickled object: data.pkl at the top or one folder down.
+bool IsDataPklRecord(const std::string& name) {
+  const bool top_level = name.find('/') == name.rfind('/');
+  return top_level && (name == "data.pkl" || name.ends_with("/data.pkl"));
+}
+
 Result<TorchCheckpoint> ReadZipCheckpoint(const std::string& path,
                                           std::span<const std::uint8_t> bytes) {
   SDONNX_ASSIGN_OR_RETURN(std::vector<ZipRecord> records, ReadZipDirectory(path, bytes));
@@ -481,8 +487,7 @@ Result<TorchCheckpoint> ReadZipCheckpoint(const std::string& path,
   std::unordered_map<std::string, const ZipRecord*> by_name;
   for (const ZipRecord& record : records) {
     by_name[record.name] = &record;
-    const bool top_level = record.name.find('/') == record.name.rfind('/');
-    if (top_level && (record.name == "data.pkl" || record.name.ends_with("/data.pkl"))) {
+    if (IsDataPklRecord(record.name)) {
       if (data_pkl != nullptr) {
         return Status::Error(path + ": zip has two data.pkl records, '" + data_pkl->name +
                              "' and '" + record.name + "'");
@@ -628,6 +633,12 @@ bool LooksLikeTorchCheckpoint(std::span<const std::uint8_t> bytes) {
   const std::string_view name(reinterpret_cast<const char*>(bytes.data() + kLocalHeaderSize),
                               name_length);
   return name == "data.pkl" || name.ends_with("/data.pkl");
+}
+
+Result<bool> ZipHasDataPkl(const std::string& path, std::span<const std::uint8_t> bytes) {
+  SDONNX_ASSIGN_OR_RETURN(std::vector<ZipRecord> records, ReadZipDirectory(path, bytes));
+  return std::any_of(records.begin(), records.end(),
+                     [](const ZipRecord& record) { return IsDataPklRecord(record.name); });
 }
 
 Result<TorchCheckpoint> ReadTorchCheckpoint(const MappedFile& file) {

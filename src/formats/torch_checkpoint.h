@@ -47,6 +47,10 @@ struct TorchCheckpoint {
 // True if the bytes start like a torch zip checkpoint (a zip whose first
 // record is `.../data.pkl`) or a legacy torch pickle (its magic number).
 bool LooksLikeTorchCheckpoint(std::span<const std::uint8_t> bytes);
+// Whether the zip archive in `bytes` (the file at `path`) has a data.pkl
+// record where torch.save puts it, at the top or one folder down. An
+// unreadable zip directory is an error.
+Result<bool> ZipHasDataPkl(const std::string& path, std::span<const std::uint8_t> bytes);
 
 // Reads the tensors of a checkpoint whose top-level object is a state dict
 // (a dict of tensors) or a dict with a "state_dict" entry. Top-level values

@@ -1,10 +1,19 @@
 #include "inspect/checkpoint_inspect.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <set>
+
+#include "convert/prediction_probe.h"
+#include "util/temporaries.h"
 
 namespace sdonnx {
 namespace {
+
+namespace fs = std::filesystem;
 
 constexpr std::size_t kExtraKeysKept = 20;
 
@@ -143,6 +152,27 @@ Result<CheckpointSummary> InspectCheckpoint(const std::string& path) {
   CheckPositionIds(&summary);
   if (summary.spec) AddSpecWarnings(&summary);
   return summary;
+}
+
+Status RunPredictionProbe(CheckpointSummary* summary) {
+  if (!summary->spec || !summary->spec->needs_prediction_probe()) return Status::Ok();
+  std::error_code ec;
+  const fs::path temp = fs::temp_directory_path(ec);
+  std::string pattern = ((ec ? fs::path("/tmp") : temp) / "sdonnx-probe-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return Status::Error(pattern + ": cannot create a temporary folder for the UNet probe: " +
+                         std::strerror(errno));
+  }
+  RegisterTemporary(pattern);
+  // A file with only EMA weights is probed with them, as convert does.
+  Checkpoint& checkpoint = *summary->checkpoint;
+  const bool ema_only = !checkpoint.HasPrefix(kUNetPrefix) && checkpoint.HasPrefix("model_ema.");
+  checkpoint.UseEmaUNet(ema_only);
+  Status status = ProbePredictionType(checkpoint, pattern, &*summary->spec);
+  checkpoint.UseEmaUNet(false);
+  fs::remove_all(pattern, ec);
+  UnregisterTemporary(pattern);
+  return status;
 }
 
 nlohmann::json CheckpointSummaryJson(const CheckpointSummary& summary) {

@@ -53,6 +53,13 @@ struct CheckpointSummary {
 // an error; a failed family detection is recorded in the summary.
 Result<CheckpointSummary> InspectCheckpoint(const std::string& path);
 
+// Decides the prediction type of an SD 2.x summary without a config by
+// running convert's UNet probe (convert/prediction_probe.h). The probe
+// writes about the size of the UNet's weights to a temporary folder under
+// the system's temporary folder and removes it. A no-op for other
+// summaries.
+Status RunPredictionProbe(CheckpointSummary* summary);
+
 // The summary as a JSON object; docs/inspect-verify.md lists its fields.
 nlohmann::json CheckpointSummaryJson(const CheckpointSummary& summary);
 

@@ -3,11 +3,15 @@
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
+#include <charconv>
 #include <climits>
+#include <optional>
 #include <filesystem>
 #include <set>
 
+#include "formats/dtype.h"
 #include "formats/mapped_file.h"
+#include "inspect/onnx_family.h"
 
 namespace sdonnx {
 namespace {
@@ -68,21 +72,43 @@ std::string ComponentFromName(const fs::path& path) {
   return "unknown";
 }
 
-void ReadInitializers(const onnx::GraphProto& graph, const fs::path& model_path,
-                      OnnxFileSummary* out) {
-  std::set<std::string> locations;
-  for (const onnx::TensorProto& t : graph.initializer()) {
-    ++out->initializers;
-    std::int64_t elements = 1;
-    for (std::int64_t dim : t.dims()) elements *= dim;
-    out->parameters += elements;
-    ++out->dtypes[OnnxDTypeName(t.data_type())];
-    if (t.data_location() != onnx::TensorProto_DataLocation_EXTERNAL) continue;
-    for (const onnx::StringStringEntryProto& entry : t.external_data()) {
-      if (entry.key() == "location") locations.insert(entry.value());
+// The byte count that dims and dtype give, or 0 when a dimension is
+// negative, the dtype unknown or the product overflows.
+std::uint64_t InitializerBytes(const onnx::TensorProto& t) {
+  const std::optional<DType> dtype = DTypeFromOnnx(t.data_type());
+  std::uint64_t bytes = dtype ? DTypeSize(*dtype) : 0;
+  for (std::int64_t dim : t.dims()) {
+    if (dim < 0 || __builtin_mul_overflow(bytes, static_cast<std::uint64_t>(dim), &bytes)) {
+      return 0;
     }
   }
-  for (const std::string& location : locations) {
+  return bytes;
+}
+
+std::optional<std::uint64_t> ParseUnsigned(const std::string& text) {
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// The end of the initializer's bytes in its external data file: offset plus
+// length, the length defaulting to what dims and dtype need.
+std::optional<std::uint64_t> ExternalEnd(const onnx::TensorProto& t) {
+  std::optional<std::uint64_t> offset = 0;
+  std::optional<std::uint64_t> length = InitializerBytes(t);
+  for (const onnx::StringStringEntryProto& entry : t.external_data()) {
+    if (entry.key() == "offset") offset = ParseUnsigned(entry.value());
+    if (entry.key() == "length") length = ParseUnsigned(entry.value());
+  }
+  std::uint64_t end = 0;
+  if (!offset || !length || __builtin_add_overflow(*offset, *length, &end)) return std::nullopt;
+  return end;
+}
+
+void CheckExternalFiles(const std::map<std::string, std::uint64_t>& needed,
+                        const fs::path& model_path, OnnxFileSummary* out) {
+  for (const auto& [location, end] : needed) {
     out->external_data_files.push_back(location);
     const fs::path relative(location);
     const bool escapes = relative.is_absolute() ||
@@ -92,10 +118,63 @@ void ReadInitializers(const onnx::GraphProto& graph, const fs::path& model_path,
       out->unsafe_external_data_files.push_back(location);
       continue;
     }
+    const fs::path data = model_path.parent_path() / location;
     std::error_code ec;
-    if (!fs::is_regular_file(model_path.parent_path() / location, ec)) {
+    if (!fs::is_regular_file(data, ec)) {
       out->missing_external_data_files.push_back(location);
+      continue;
     }
+    const std::uint64_t size = fs::file_size(data, ec);
+    if (ec || size >= end) continue;
+    out->truncated_external_data_files.push_back({location, end, size});
+    out->warnings.push_back("external data file " + data.string() + " is truncated: the "
+                            "initializers need " + std::to_string(end) + " bytes, but it has " +
+                            std::to_string(size) + "; copy or download it again");
+  }
+}
+
+void ReadInitializers(const onnx::GraphProto& graph, const fs::path& model_path,
+                      OnnxFileSummary* out) {
+  // The end of the last initializer in each external data file.
+  std::map<std::string, std::uint64_t> needed;
+  for (const onnx::TensorProto& t : graph.initializer()) {
+    ++out->initializers;
+    std::int64_t elements = 1;
+    for (std::int64_t dim : t.dims()) {
+      if (__builtin_mul_overflow(elements, dim, &elements)) elements = 0;
+    }
+    out->parameters += elements;
+    ++out->dtypes[OnnxDTypeName(t.data_type())];
+    if (t.data_location() != onnx::TensorProto_DataLocation_EXTERNAL) continue;
+    for (const onnx::StringStringEntryProto& entry : t.external_data()) {
+      if (entry.key() != "location") continue;
+      // An unreadable offset or length counts as 0 here; loaders reject it.
+      const std::uint64_t end = ExternalEnd(t).value_or(0);
+      needed[entry.value()] = std::max(needed[entry.value()], end);
+    }
+  }
+  CheckExternalFiles(needed, model_path, out);
+}
+
+// The family of a folder without sdonnx metadata, from its UNet's shapes or
+// from which text encoders it has.
+void InferFolderFamily(const std::set<std::string>& present, const OnnxFileSummary* unet,
+                       OnnxFolderSummary* out) {
+  const bool text_1 = present.contains("clip_text");
+  const bool text_2 = present.contains("clip_text_2");
+  if (unet != nullptr) {
+    out->family = unet->family;
+    out->family_basis = unet->family_basis;
+    // The layout alone does not tell the SDXL refiner from the base model.
+    if (out->family == "sdxl" && unet->family_basis.starts_with("UNet layout") && text_2 &&
+        !text_1) {
+      out->family = "sdxl-refiner";
+      out->family_basis += "; only the second text encoder is present, as in the SDXL refiner";
+    }
+  } else if (text_2) {
+    out->family = text_1 ? "sdxl" : "sdxl-refiner";
+    out->family_basis = text_1 ? "both text encoders are present"
+                               : "only the second text encoder is present";
   }
 }
 
@@ -150,6 +229,14 @@ Result<OnnxFileSummary> InspectOnnxFile(const std::string& path) {
     out.component_basis = out.component == "unknown" ? "no metadata, unrecognised name"
                                                      : "file or folder name";
   }
+  if (auto family = out.metadata.find("sdonnx.family"); family != out.metadata.end()) {
+    out.family = family->second;
+    out.family_basis = "metadata sdonnx.family";
+  } else if (out.component == "unet") {
+    const UNetFamilyHint hint = InferUNetFamily(graph);
+    out.family = hint.family;
+    out.family_basis = hint.basis;
+  }
   return out;
 }
 
@@ -198,12 +285,15 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
     out.warnings.push_back("files converted from " + std::to_string(sources.size()) +
                            " different checkpoints (sdonnx.source_sha256 differs)");
   }
+  const OnnxFileSummary* unet = nullptr;
+  for (const OnnxFileSummary& file : out.files) {
+    if (file.component == "unet" && !file.family.empty()) unet = &file;
+  }
   if (families.size() == 1) {
     out.family = *families.begin();
+    out.family_basis = "metadata sdonnx.family";
   } else if (families.empty()) {
-    out.family = present.contains("clip_text_2") ? (present.contains("clip_text") ? "sdxl"
-                                                                                  : "sdxl-refiner")
-                                                 : "";
+    InferFolderFamily(present, unet, &out);
   }
   std::vector<std::string> pipeline = {"unet", "vae_encoder", "vae_decoder"};
   if (out.family != "sdxl-refiner") pipeline.push_back("clip_text");
@@ -224,6 +314,12 @@ nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& s) {
     }
     return out;
   };
+  json truncated = json::array();
+  for (const TruncatedDataFile& t : s.truncated_external_data_files) {
+    truncated.push_back({{"location", t.location},
+                         {"expected_bytes", t.expected_bytes},
+                         {"actual_bytes", t.actual_bytes}});
+  }
   return {{"kind", "onnx"},
           {"path", s.path},
           {"file_bytes", s.file_bytes},
@@ -242,7 +338,11 @@ nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& s) {
           {"dtypes", s.dtypes},
           {"external_data_files", s.external_data_files},
           {"missing_external_data_files", s.missing_external_data_files},
-          {"unsafe_external_data_files", s.unsafe_external_data_files}};
+          {"unsafe_external_data_files", s.unsafe_external_data_files},
+          {"truncated_external_data_files", truncated},
+          {"family", s.family.empty() ? json(nullptr) : json(s.family)},
+          {"family_basis", s.family_basis},
+          {"warnings", s.warnings}};
 }
 
 nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& s) {
@@ -252,6 +352,7 @@ nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& s) {
   return {{"kind", "onnx-folder"},
           {"path", s.path},
           {"family", s.family.empty() ? json(nullptr) : json(s.family)},
+          {"family_basis", s.family_basis},
           {"present_components", s.present_components},
           {"missing_components", s.missing_components},
           {"warnings", s.warnings},

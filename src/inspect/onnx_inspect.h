@@ -1,6 +1,6 @@
 // Summaries of ONNX files and folders of them, for `sdonnx inspect`.
 // Files are parsed with onnx::ModelProto. External data files are checked
-// for existence but never read.
+// for existence and size but never read.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,12 @@ struct OnnxValueSummary {
   std::string name;
   std::string dtype;               // "F32", "I32", ...
   std::vector<std::string> shape;  // a number, a dimension name, or "?"
+};
+
+struct TruncatedDataFile {
+  std::string location;  // as named in the model
+  std::uint64_t expected_bytes = 0;  // the end of the last initializer in it
+  std::uint64_t actual_bytes = 0;
 };
 
 struct OnnxFileSummary {
@@ -43,12 +49,20 @@ struct OnnxFileSummary {
   // External data locations that are absolute or contain "..": they point
   // outside the model's folder, so they are reported and not looked up.
   std::vector<std::string> unsafe_external_data_files;
+  // External data files shorter than the initializers that point into them.
+  std::vector<TruncatedDataFile> truncated_external_data_files;
+  // sd1, sd2, sdxl, sdxl-refiner: from sdonnx.family, or for a UNet without
+  // that metadata from its initializer shapes; empty when unknown.
+  std::string family;
+  std::string family_basis;
+  std::vector<std::string> warnings;
 };
 
 struct OnnxFolderSummary {
   std::string path;
   std::vector<OnnxFileSummary> files;
   std::string family;  // from sdonnx metadata, or inferred; may be empty
+  std::string family_basis;
   std::vector<std::string> present_components;
   std::vector<std::string> missing_components;  // of a full pipeline of `family`
   std::vector<std::string> warnings;

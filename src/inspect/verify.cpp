@@ -1,11 +1,13 @@
 #include "inspect/verify.h"
 
 #include <algorithm>
+#include <map>
 
 #include "networks/clip_text.h"
 #include "networks/open_clip_text.h"
 #include "networks/unet.h"
 #include "networks/vae.h"
+#include "rebuild/source_record.h"
 
 namespace sdonnx {
 namespace {
@@ -81,19 +83,31 @@ VerifyProblem RenamedComponent(const ExpectedComponent& component) {
   return problem;
 }
 
-VerifyProblem PartialComponent(const ExpectedComponent& component,
+// Whether the EMA shadow of every UNet key in `keys` is stored.
+bool EmaHasAll(const Checkpoint& checkpoint, const std::vector<std::string>& keys) {
+  return std::all_of(keys.begin(), keys.end(), [&checkpoint](const std::string& key) {
+    return checkpoint.FindStored(Checkpoint::EmaKey(key)) != nullptr;
+  });
+}
+
+VerifyProblem PartialComponent(const Checkpoint& checkpoint, const ExpectedComponent& component,
                                std::vector<std::string> missing) {
   VerifyProblem problem;
   problem.component = component.name;
   problem.title = component.title;
   problem.missing_count = missing.size();
   problem.what = std::to_string(missing.size()) + " of " +
-                 std::to_string(component.required.size()) + " weights missing";
-  missing.resize(std::min(missing.size(), kMissingKeysKept));
-  problem.missing_keys = std::move(missing);
+                 std::to_string(component.required.size()) + " weights missing (first: '" +
+                 missing.front() + "')";
   problem.loader_messages = {kComfyPartial, kA1111EmptyLayers};
   problem.advice = "the file is truncated or was pruned too far: download it again, or get the "
                    "original checkpoint";
+  if (component.name == "unet" && EmaHasAll(checkpoint, missing)) {
+    problem.advice += "; the EMA weights (model_ema.*) include the missing ones, so `sdonnx "
+                      "convert --ema` can still convert a complete UNet";
+  }
+  missing.resize(std::min(missing.size(), kMissingKeysKept));
+  problem.missing_keys = std::move(missing);
   return problem;
 }
 
@@ -137,11 +151,13 @@ VerifyProblem Unreadable(const std::string& component, const std::string& title,
 VerifyProblem NoUNet(const Checkpoint& checkpoint, const std::string& error) {
   VerifyProblem problem = Unreadable("unet", "UNet", error);
   problem.loader_messages = {kComfyNoModelType, kA1111EmptyLayers};
-  if (checkpoint.HasPrefix("model_ema.diffusion_model")) {
-    problem.what = "only the EMA shadows (model_ema.*) are present, which neither program reads";
-    problem.advice = "use a checkpoint with the UNet under model.diffusion_model.*; sdonnx "
-                     "convert reads the EMA weights as they are";
-  } else if (!checkpoint.HasPrefix(kUNetPrefix)) {
+  const bool has_unet = checkpoint.HasPrefix(kUNetPrefix);
+  if (!has_unet && checkpoint.HasPrefix("model_ema.diffusion_model")) {
+    problem.what = "only EMA weights (model_ema.*) are present, and neither program reads them; "
+                   "the file has no model.diffusion_model.* keys";
+    problem.advice = "use a checkpoint with the UNet under model.diffusion_model.*, or convert "
+                     "the EMA weights with `sdonnx convert --ema`";
+  } else if (!has_unet) {
     problem.what = "absent (no model.diffusion_model.* keys)";
     problem.advice = "if this is a VAE or a text encoder on its own, load it with the matching "
                      "loader; otherwise get the complete checkpoint";
@@ -199,7 +215,9 @@ void CheckComponents(VerifyReport* report) {
     for (const std::string& key : component.required) {
       if (checkpoint.FindStored(key) == nullptr) missing.push_back(key);
     }
-    if (!missing.empty()) report->problems.push_back(PartialComponent(component, std::move(missing)));
+    if (!missing.empty()) {
+      report->problems.push_back(PartialComponent(checkpoint, component, std::move(missing)));
+    }
     std::vector<ShapeMismatch> wrong = FindShapeMismatches(checkpoint, component);
     if (!wrong.empty()) report->problems.push_back(WrongShapes(component, std::move(wrong)));
   }
@@ -212,11 +230,69 @@ void CheckComponents(VerifyReport* report) {
   }
 }
 
+// Recognises the files that sdonnx writes and that are not checkpoints:
+// the extras file of convert and the output of extract, by their metadata.
+// Returns false for other files.
+bool RecognizeSdonnxFile(VerifyReport* report) {
+  const std::map<std::string, std::string>& metadata = report->summary.checkpoint->metadata();
+  auto value = [&metadata](const std::string& key) {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? std::string() : it->second;
+  };
+  VerifyProblem problem;
+  problem.component = "file";
+  if (value("sdonnx.component") == kExtrasComponent) {
+    const std::string source = value("sdonnx.source_file");
+    report->file_kind = "sdonnx-extras";
+    problem.title = "sdonnx extras file";
+    problem.what = "the extras file that `sdonnx convert` writes beside the ONNX files of " +
+                   (source.empty() ? std::string("a checkpoint") : "'" + source + "'") +
+                   ": the tensors no graph uses and the record of the source, not a checkpoint";
+    problem.advice = "run `sdonnx rebuild FOLDER -o OUT.safetensors` on the folder that holds "
+                     "this file and the export's .onnx files to restore the checkpoint";
+  } else if (metadata.contains("sdonnx.extract")) {
+    const std::string component = value("sdonnx.extract_component");
+    report->file_kind = "sdonnx-extract";
+    problem.title = "sdonnx extract";
+    problem.what = "the weights of one ONNX component (" +
+                   (component.empty() ? std::string("unknown") : component) + ", from '" +
+                   value("sdonnx.extract_source_file") +
+                   "') that `sdonnx extract` wrote, not a checkpoint";
+    problem.advice = "run `sdonnx rebuild FOLDER -o OUT.safetensors` on the complete export "
+                     "(every component's .onnx file, and for sdonnx's files the extras file) "
+                     "to restore the checkpoint";
+  } else {
+    return false;
+  }
+  report->problems.push_back(std::move(problem));
+  return true;
+}
+
+// Reads the architecture from the EMA weights when the regular UNet keys
+// are too incomplete to detect it, so that the missing keys can be listed
+// one by one instead of the whole UNet being reported unreadable.
+void DetectFromEmaWeights(CheckpointSummary* summary) {
+  Checkpoint& checkpoint = *summary->checkpoint;
+  if (!checkpoint.HasPrefix(kUNetPrefix) || !checkpoint.HasPrefix("model_ema.diffusion_model")) {
+    return;
+  }
+  checkpoint.UseEmaUNet(true);
+  Result<ModelSpec> spec = DetectModel(checkpoint, std::nullopt);
+  checkpoint.UseEmaUNet(false);
+  if (!spec.ok()) return;
+  summary->spec = std::move(spec).value();
+  summary->spec->family_basis += " (read from the EMA weights, since the UNet is incomplete)";
+  summary->expected = ExpectedComponents(checkpoint, *summary->spec);
+  summary->detection_error.clear();
+}
+
 }  // namespace
 
 Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
   VerifyReport report;
   SDONNX_ASSIGN_OR_RETURN(report.summary, InspectCheckpoint(path));
+  if (RecognizeSdonnxFile(&report)) return report;
+  if (!report.summary.spec) DetectFromEmaWeights(&report.summary);
   const CheckpointSummary& summary = report.summary;
   if (!summary.spec) {
     report.problems.push_back(UndetectedModel(*summary.checkpoint, summary.detection_error));
@@ -253,6 +329,7 @@ nlohmann::json VerifyReportJson(const VerifyReport& report) {
   }
   return {{"path", report.summary.path},
           {"ok", report.ok()},
+          {"file_kind", report.file_kind.empty() ? json("checkpoint") : json(report.file_kind)},
           {"family", report.summary.spec ? json(FamilyName(report.summary.spec->family))
                                          : json(nullptr)},
           {"diagnosis", report.diagnosis},

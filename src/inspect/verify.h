@@ -31,6 +31,10 @@ struct VerifyProblem {
 
 struct VerifyReport {
   CheckpointSummary summary;
+  // "sdonnx-extras" or "sdonnx-extract" for the files sdonnx writes that
+  // are not checkpoints, empty for other files. For those two, `problems`
+  // has one entry, of component "file", that describes the file.
+  std::string file_kind;
   // A one-line reading of the problems as a whole, such as "only the UNet
   // is present"; empty when there is none.
   std::string diagnosis;

@@ -27,6 +27,11 @@ std::string GuessComponent(const OnnxFile& file) {
 
 Result<ExtractReport> ExtractInitializers(const ExtractOptions& options) {
   std::error_code ec;
+  if (fs::is_directory(options.output_path, ec)) {
+    return Status::Error(options.output_path + ": is a folder; give the path of the "
+                         ".safetensors file to write, such as " +
+                         (fs::path(options.output_path) / "weights.safetensors").string());
+  }
   if (!options.overwrite && fs::exists(fs::symlink_status(options.output_path, ec))) {
     return Status::Error(options.output_path + ": already exists; pass --force to overwrite it");
   }
@@ -63,8 +68,8 @@ Result<ExtractReport> ExtractInitializers(const ExtractOptions& options) {
       {"sdonnx.extract_source_file", fs::path(options.onnx_path).filename().string()},
       {"sdonnx.extract_made_by_sdonnx", report.made_by_sdonnx ? "true" : "false"},
   };
-  SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata)
-                             .WithContext("writing " + options.output_path));
+  // The writer's messages already name the output file.
+  SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata));
   report.bytes = fs::file_size(options.output_path, ec);
   return report;
 }

@@ -1,6 +1,7 @@
 #include "rebuild/rebuild.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <filesystem>
@@ -80,7 +81,19 @@ Result<std::vector<std::string>> ListExportFiles(const std::vector<std::string>&
     }
     return files;
   }
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (fs::equivalent(inputs[j], inputs[i], ec)) {
+        return Status::Error(inputs[i] + ": given twice (also as " + inputs[j] +
+                             "); give the export's folder, or each of its files, once");
+      }
+    }
+  }
   for (const std::string& input : inputs) {
+    if (fs::is_directory(input, ec)) {
+      return Status::Error(input + ": is a folder given with other inputs; give either the "
+                           "export's folder alone or its .onnx and extras_*.safetensors files");
+    }
     if (!fs::is_regular_file(input, ec)) {
       return Status::Error(input + ": not found or not a file; give one folder or the "
                            "export's .onnx and extras_*.safetensors files");
@@ -294,47 +307,133 @@ std::vector<TensorToWrite> Streamed(const VerifiedTensors& verified) {
   return streamed;
 }
 
-// Lays `tensors` out as the source's own header describes them. Returns
-// false, writing nothing, when the header does not describe exactly these
-// tensors with these dtypes, shapes and sizes.
-bool LayoutMatchesHeader(const nlohmann::json& header, const std::vector<TensorToWrite>& tensors,
-                         std::vector<std::pair<std::uint64_t, std::size_t>>* layout) {
-  if (!header.is_object()) return false;
-  const std::size_t entries = header.size() - (header.contains("__metadata__") ? 1 : 0);
-  if (entries != tensors.size()) return false;
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    const TensorToWrite& t = tensors[i];
-    auto it = header.find(t.name);
-    if (it == header.end() || !it->is_object()) return false;
-    const auto& dtype = it->value("dtype", nlohmann::json());
-    const auto& shape = it->value("shape", nlohmann::json());
-    const auto& offsets = it->value("data_offsets", nlohmann::json());
-    if (!dtype.is_string() || dtype.get<std::string>() != DTypeName(t.dtype)) return false;
-    if (!shape.is_array() || shape.get<std::vector<std::int64_t>>() != t.shape) return false;
-    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
-        !offsets[1].is_number_unsigned()) {
-      return false;
+// The tensor positions that the source's header gives: (begin, index into
+// the tensors) sorted by begin, and the end of the data section.
+struct HeaderLayout {
+  std::vector<std::pair<std::uint64_t, std::size_t>> order;
+  std::uint64_t data_end = 0;
+};
+
+// Checks one tensor's entry of the source header against the verified
+// tensor and returns where its bytes begin.
+Result<std::uint64_t> CheckHeaderEntry(const nlohmann::json& header, const TensorToWrite& t) {
+  auto it = header.find(t.name);
+  if (it == header.end() || !it->is_object()) {
+    return Status::Error("it has no entry for tensor '" + t.name + "'");
+  }
+
+  const std::string where = "its entry for tensor '" + t.name + "' ";
+  const auto& dtype = it->value("dtype", nlohmann::json());
+  const auto& shape = it->value("shape", nlohmann::json());
+  const auto& offsets = it->value("data_offsets", nlohmann::json());
+  if (!dtype.is_string() || dtype.get<std::string>() != DTypeName(t.dtype)) {
+    return Status::Error(where + "has dtype " + dtype.dump() + ", but the tensor is " +
+                         std::string(DTypeName(t.dtype)));
+  }
+  const bool integers = shape.is_array() &&
+                        std::all_of(shape.begin(), shape.end(),
+                                    [](const nlohmann::json& d) { return d.is_number_integer(); });
+  if (!integers || shape.get<std::vector<std::int64_t>>() != t.shape) {
+    return Status::Error(where + "has shape " + shape.dump() + ", but the tensor is " +
+                         ShapeText(t.shape));
+  }
+
+  if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+      !offsets[1].is_number_unsigned()) {
+    return Status::Error(where + "has data_offsets " + offsets.dump() +
+                         "; expected [begin, end] as non-negative integers");
+  }
+  const std::uint64_t begin = offsets[0].get<std::uint64_t>();
+  const std::uint64_t end = offsets[1].get<std::uint64_t>();
+  if (end < begin || end - begin != t.data.size()) {
+    return Status::Error(where + "has data_offsets [" + std::to_string(begin) + ", " +
+                         std::to_string(end) + "], which do not span the tensor's " +
+                         std::to_string(t.data.size()) + " bytes");
+  }
+  return begin;
+}
+
+// Checks that the header describes exactly these tensors and the recorded
+// metadata, without overlaps, and that the gaps between the tensors fit
+// the source's size. Every number the rewrite uses comes from here.
+Result<HeaderLayout> CheckHeaderLayout(const nlohmann::json& header, const SourceRecord& record,
+                                       const std::vector<TensorToWrite>& tensors) {
+  if (header.is_discarded()) return Status::Error("it is not valid JSON");
+  if (!header.is_object()) return Status::Error("it is not a JSON object");
+  const std::uint64_t header_bytes = record.source_header.size();
+  const std::uint64_t source_bytes = record.source_bytes;
+  if (auto metadata = header.find("__metadata__"); metadata != header.end()) {
+    const bool same = metadata->is_object() && nlohmann::json(record.source_metadata) == *metadata;
+    if (!same) {
+      return Status::Error("its __metadata__ differs from the recorded source metadata "
+                           "(sdonnx.source_metadata)");
     }
-    const std::uint64_t begin = offsets[0].get<std::uint64_t>();
-    if (offsets[1].get<std::uint64_t>() - begin != t.data.size()) return false;
-    layout->push_back({begin, i});
   }
-  std::sort(layout->begin(), layout->end());
-  for (std::size_t i = 1; i < layout->size(); ++i) {
-    const auto& previous = (*layout)[i - 1];
-    if (previous.first + tensors[previous.second].data.size() > (*layout)[i].first) return false;
+  const std::size_t entries = header.size() - (header.contains("__metadata__") ? 1 : 0);
+  if (entries != tensors.size()) {
+    return Status::Error("it lists " + std::to_string(entries) + " tensors, but the source "
+                         "record has " + std::to_string(tensors.size()));
   }
-  return true;
+  HeaderLayout layout;
+  std::uint64_t tensor_bytes = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    SDONNX_ASSIGN_OR_RETURN(std::uint64_t begin, CheckHeaderEntry(header, tensors[i]));
+    layout.order.push_back({begin, i});
+    tensor_bytes += tensors[i].data.size();
+  }
+  std::sort(layout.order.begin(), layout.order.end());
+  for (const auto& [begin, index] : layout.order) {
+    if (begin < layout.data_end) {
+      return Status::Error("tensor '" + tensors[index].name + "' at byte " +
+                           std::to_string(begin) + " overlaps the tensor before it, which ends "
+                           "at byte " + std::to_string(layout.data_end));
+    }
+    layout.data_end = begin + tensors[index].data.size();
+  }
+  if (layout.data_end > UINT64_MAX - 8 - header_bytes) {
+    return Status::Error("its data offsets end at byte " + std::to_string(layout.data_end) +
+                         ", past any file size");
+  }
+  const std::uint64_t file_bytes = 8 + header_bytes + layout.data_end;
+  if (source_bytes > 0 && file_bytes > source_bytes) {
+    return Status::Error("its length (" + std::to_string(header_bytes) + " bytes) and data "
+                         "offsets (up to byte " + std::to_string(layout.data_end) +
+                         ") make a file of " + std::to_string(file_bytes) +
+                         " bytes, but the source had " + std::to_string(source_bytes) +
+                         " (sdonnx.source_bytes)");
+  }
+  // NOTE: extras files written before sdonnx.source_bytes existed give no
+  // size to check gaps against, so gaps larger than all tensor data
+  // together are taken as an edit.
+  if (source_bytes == 0 && layout.data_end - tensor_bytes > tensor_bytes) {
+    return Status::Error("its data offsets leave " + std::to_string(layout.data_end -
+                                                                     tensor_bytes) +
+                         " bytes of gaps between tensors, more than the " +
+                         std::to_string(tensor_bytes) + " bytes of the tensors themselves");
+  }
+  return layout;
 }
 
 // Writes the tensors under the source's header text, so a source without
-// gaps between its tensors comes back byte for byte. Returns false when the
-// header does not fit the tensors; then nothing is written.
-Result<bool> WriteWithSourceHeader(const std::string& path, const std::string& header_text,
-                                   const VerifiedTensors& verified) {
+// gaps between its tensors comes back byte for byte. A header that does not
+// fit the tensors is an error that names the extras file; nothing is
+// written then.
+Status WriteWithSourceHeader(const std::string& path, const ExportSet& set,
+                             const VerifiedTensors& verified) {
+  const std::string& header_text = set.record.source_header;
   const nlohmann::json header = nlohmann::json::parse(header_text, nullptr, false);
-  std::vector<std::pair<std::uint64_t, std::size_t>> layout;
-  if (!LayoutMatchesHeader(header, verified.tensors, &layout)) return false;
+  Result<HeaderLayout> layout = CheckHeaderLayout(header, set.record, verified.tensors);
+  if (header_text.size() > kMaxHeaderBytes) {
+    layout = Status::Error("it is " + std::to_string(header_text.size()) + " bytes, past the " +
+                           std::to_string(kMaxHeaderBytes) + "-byte limit of a safetensors "
+                           "header");
+  }
+  if (!layout.ok()) {
+    return Status::Error(set.extras->path() + ": the recorded source header (metadata "
+                         "sdonnx.source_header) does not fit the source's tensors: " +
+                         layout.status().message() + "; the extras file was edited or "
+                         "damaged, so nothing was written. Convert the checkpoint again");
+  }
   SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) {
@@ -343,7 +442,7 @@ Result<bool> WriteWithSourceHeader(const std::string& path, const std::string& h
   SDONNX_RETURN_IF_ERROR(out.Write(std::span<const std::uint8_t>(length, 8)));
   SDONNX_RETURN_IF_ERROR(out.Write(header_text));
   const std::uint64_t data_start = out.bytes_written();
-  for (const auto& [begin, index] : layout) {
+  for (const auto& [begin, index] : layout->order) {
     // NOTE: a gap in the source comes back as zeros, so only the file hash differs.
     if (data_start + begin > out.bytes_written()) {
       SDONNX_RETURN_IF_ERROR(out.ExtendTo(data_start + begin));
@@ -351,14 +450,22 @@ Result<bool> WriteWithSourceHeader(const std::string& path, const std::string& h
     SDONNX_RETURN_IF_ERROR(out.Write(verified.tensors[index].data));
     if (verified.releases[index]) verified.releases[index]();
   }
-  SDONNX_RETURN_IF_ERROR(out.Commit());
-  return true;
+  return out.Commit();
 }
 
 }  // namespace
 
 Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   std::error_code ec;
+  if (options.output_path.empty()) {
+    return Status::Error("no output file; give the checkpoint to write with -o "
+                         "OUT.safetensors");
+  }
+  if (fs::is_directory(options.output_path, ec)) {
+    return Status::Error(options.output_path + ": is a folder; give the path of the checkpoint "
+                         "file to write, such as " +
+                         (fs::path(options.output_path) / "model.safetensors").string());
+  }
   if (!options.overwrite && fs::exists(fs::symlink_status(options.output_path, ec))) {
     return Status::Error(options.output_path + ": already exists; pass --force to overwrite it");
   }
@@ -381,9 +488,8 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   }
   SDONNX_ASSIGN_OR_RETURN(std::vector<std::string> files, ListExportFiles(options.inputs));
   ExportSet set;
-  // NOTE: inline models are parsed whole, so their weights stay in memory
-  // until the output is written (about 0.8 GB for SD 1.5's VAE and text
-  // encoder). External data is memory-mapped instead.
+  // Weights are read from memory maps of the models and their external
+  // data, and each tensor's pages are dropped once it is written.
   for (const std::string& file : files) SDONNX_RETURN_IF_ERROR(AddFile(file, &set));
   SDONNX_RETURN_IF_ERROR(RequireExtras(set));
   SDONNX_RETURN_IF_ERROR(CheckExportSet(set));
@@ -408,15 +514,11 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
                metadata["sdonnx.rebuild_omitted_tensors"] + " source tensors");
   }
   report.tensors_written = verified.tensors.size();
-  bool written = false;
   if (!report.partial && !set.record.source_header.empty()) {
-    SDONNX_ASSIGN_OR_RETURN(written, WriteWithSourceHeader(options.output_path,
-                                                           set.record.source_header, verified));
-    if (!written) LogDebug("the recorded source header does not fit the tensors; writing a new one");
-  }
-  if (!written) {
-    SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, Streamed(verified), metadata)
-                               .WithContext("writing " + options.output_path));
+    SDONNX_RETURN_IF_ERROR(WriteWithSourceHeader(options.output_path, set, verified));
+  } else {
+    // The writer's messages already name the output file.
+    SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, Streamed(verified), metadata));
   }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> output,
                           MappedFile::Open(options.output_path));

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 
@@ -16,6 +17,7 @@ using json = nlohmann::json;
 constexpr char kTensorsKey[] = "sdonnx.source_tensors";
 constexpr char kMetadataKey[] = "sdonnx.source_metadata";
 constexpr char kHeaderKey[] = "sdonnx.source_header";
+constexpr char kBytesKey[] = "sdonnx.source_bytes";
 
 // The value of `key`, or "" with *missing set.
 const std::string& Required(const std::map<std::string, std::string>& metadata,
@@ -136,6 +138,7 @@ Result<WrittenFile> WriteExtrasFile(const std::string& path, const Checkpoint& c
   metadata[kTensorsKey] = tensors.dump();
   metadata[kMetadataKey] = json(record.source_metadata).dump();
   if (!record.source_header.empty()) metadata[kHeaderKey] = record.source_header;
+  if (record.source_bytes > 0) metadata[kBytesKey] = std::to_string(record.source_bytes);
   SDONNX_RETURN_IF_ERROR(WriteSafetensors(path, extras, metadata));
   std::error_code ec;
   const std::uint64_t size = std::filesystem::file_size(path, ec);
@@ -161,6 +164,16 @@ Result<SourceRecord> ParseSourceRecord(const std::string& path,
   SDONNX_ASSIGN_OR_RETURN(record.tensors, ParseTensors(path, tensors));
   if (auto header = metadata.find(kHeaderKey); header != metadata.end()) {
     record.source_header = header->second;
+  }
+  if (auto bytes = metadata.find(kBytesKey); bytes != metadata.end()) {
+    const std::string& text = bytes->second;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(),
+                                           record.source_bytes);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+      return Status::Error(path + ": metadata '" + kBytesKey + "' is '" + text +
+                           "', expected the source file's size in bytes; the extras file was "
+                           "edited or damaged, so convert the checkpoint again");
+    }
   }
   const json parsed = json::parse(source_metadata, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_object()) {

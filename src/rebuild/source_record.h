@@ -48,6 +48,9 @@ struct SourceRecord {
   // A safetensors source's JSON header, verbatim, so that rebuild can
   // restore the file byte for byte; empty for other formats.
   std::string source_header;
+  // The source file's size (sdonnx.source_bytes); 0 in extras files written
+  // before sdonnx recorded it.
+  std::uint64_t source_bytes = 0;
 };
 
 // The JSON header of the safetensors file in `bytes` (already validated).
