@@ -21,8 +21,8 @@ struct GenerateArgs {
   std::string init_image;
   std::string mask;
   std::string tokenizer;
-  bool no_prepack = false;
-  std::string graph_optimization = "all";
+  bool prepack = false;
+  std::string graph_optimization = "extended";
 };
 
 // A one-line progress bar on stderr, redrawn after each step.
@@ -55,7 +55,7 @@ int RunGenerate(GenerateArgs& args) {
   Result<Provider> provider = ParseProvider(args.provider);
   if (!provider.ok()) return ReportError(provider.status().message());
   options.session.provider = *provider;
-  options.session.prepack_weights = !args.no_prepack;
+  options.session.prepack_weights = args.prepack;
   Result<GraphOptimization> optimization = ParseGraphOptimization(args.graph_optimization);
   if (!optimization.ok()) return ReportError(optimization.status().message());
   options.session.optimization = *optimization;
@@ -117,14 +117,13 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   cmd->add_option("--graph-optimization", args->graph_optimization,
-                  "ONNX Runtime's graph optimizations: all (CPU layouts that copy the "
-                  "convolution weights at load), extended, basic or disabled")
+                  "ONNX Runtime's graph optimizations: extended, all (adds CPU convolution "
+                  "layouts that copy every convolution weight at load), basic or disabled")
       ->check(CLI::IsMember({"all", "extended", "basic", "disabled"}))
       ->capture_default_str();
-  cmd->add_flag("--no-prepack", args->no_prepack,
-                "Do not let ONNX Runtime repack weights at load: the weights stay memory-mapped "
-                "from the .onnx.data files instead of being copied (less memory, faster load, "
-                "slower steps)");
+  cmd->add_flag("--prepack", args->prepack,
+                "Let ONNX Runtime repack weights at load: copies of the weights in memory "
+                "instead of the memory-mapped .onnx.data files");
   cmd->add_option("--provider", args->provider, "cpu, cuda or tensorrt")->capture_default_str();
   cmd->add_option("--output", o.output, "Output PNG")->required();
   cmd->add_flag("--force", o.overwrite, "Overwrite existing output files");
