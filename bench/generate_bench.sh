@@ -3,10 +3,11 @@
 # at batch 2) from a full-size SD 1.5 conversion, and reports seconds per
 # UNet step, model load time and the peak RSS of the whole run.
 #
-#   bench/generate_bench.sh [WORK_DIR] [STEPS]
+#   bench/generate_bench.sh [WORK_DIR] [STEPS] [CONVERT_OPTION ...]
 #
-# WORK_DIR is the folder of bench/convert_vs_cp.sh; its onnx/ folder is
-# converted first if it is missing.
+# WORK_DIR is the folder of bench/convert_vs_cp.sh. The checkpoint there is
+# converted first if it is missing: into onnx/, or with options such as
+# --ort-attention into onnx-ort-attention/.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,15 +16,21 @@ steps="${2:-3}"
 build="$repo_root/build"
 fixtures="${SDONNX_FIXTURES:-$repo_root/../shared/fixtures}"
 
-if [[ ! -f "$work/onnx/unet_sd15.onnx" ]]; then
+shift $(($# < 2 ? $# : 2))
+convert_options=("$@")
+models="$work/onnx"
+for option in "${convert_options[@]}"; do models+="-${option#--}"; done
+
+if [[ ! -f "$models/unet_sd15.onnx" ]]; then
   mkdir -p "$work"
   [[ -f "$work/sd15.safetensors" ]] ||
     "$build/bench/sdonnx_synthesize" "$fixtures/manifests/sd15.tsv" "$work/sd15.safetensors" random 1
-  "$build/sdonnx" convert "$work/sd15.safetensors" "$work/onnx" --force >/dev/null
+  "$build/sdonnx" convert "$work/sd15.safetensors" "$models" --force "${convert_options[@]}" \
+    >/dev/null
 fi
 
 /usr/bin/time -o "$work/generate-time.log" -f "%e %M" \
-  "$build/sdonnx" generate --model "$work/onnx" --prompt "a lighthouse at dusk" \
+  "$build/sdonnx" generate --model "$models" --prompt "a lighthouse at dusk" \
   --negative-prompt "blurry" --steps "$steps" --cfg-scale 7 --width 512 --height 512 \
   --threads 2 --seed 1 --tokenizer "$fixtures/clip/bpe_simple_vocab_16e6.txt.gz" \
   --output "$work/generate.png" --force

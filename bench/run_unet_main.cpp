@@ -10,6 +10,10 @@
 //   --prepack                       let the CPU kernels repack the weights
 //   --profile=PREFIX                write ONNX Runtime's per-node trace to
 //                                   PREFIX_<date>.json
+//   --compare=OTHER.onnx            run the UNet OTHER.onnx (such as the float32
+//                                   conversion of a --fp16 one) on the same
+//                                   inputs and print the largest difference
+//                                   relative to OTHER's largest magnitude
 //   --gemm=N                        first time an N x N x N float32 MatMul with
 //                                   a constant right-hand side, with every
 //                                   optimization and prepacking (MLAS's best
@@ -19,8 +23,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +55,7 @@ struct Options {
   int runs = 1;
   sdonnx::SessionOptions session;
   std::int64_t gemm = 0;
+  std::string compare;
 };
 
 bool ParseOptions(int argc, char** argv, Options* o) {
@@ -66,6 +73,8 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       o->session.optimization = *level;
     } else if (arg.rfind("--profile=", 0) == 0) {
       o->session.profile_prefix = arg.substr(10);
+    } else if (arg.rfind("--compare=", 0) == 0) {
+      o->compare = arg.substr(10);
     } else if (arg.rfind("--gemm=", 0) == 0) {
       o->gemm = std::stoll(arg.substr(7));
     } else if (arg.rfind("--", 0) == 0) {
@@ -145,6 +154,22 @@ double MeasureGemmRate(std::int64_t n, int threads) {
   return 2.0 * n * n * n / best / 1e9;
 }
 
+// Prints max |a - b| / max |b| and the count of values of `a` that are
+// not finite.
+void PrintDifference(const sdonnx::HostTensor& a, const sdonnx::HostTensor& b) {
+  double worst = 0;
+  double scale = 0;
+  std::size_t not_finite = 0;
+  for (std::size_t i = 0; i < a.f32.size() && i < b.f32.size(); ++i) {
+    if (!std::isfinite(a.f32[i])) ++not_finite;
+    worst = std::max(worst, std::fabs(static_cast<double>(a.f32[i]) - b.f32[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(b.f32[i])));
+  }
+  std::printf("difference: max abs %.6g, relative to the largest magnitude %.6g, "
+              "%zu values not finite\n",
+              worst, scale > 0 ? worst / scale : worst, not_finite);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -183,18 +208,31 @@ int main(int argc, char** argv) {
   std::vector<float> context(static_cast<std::size_t>(2 * 77 * context_dim), 0.1f);
   std::printf("load: %.2f s, peak RSS %.0f MB, RSS %.0f MB\n", load_seconds,
               ProcStatusMb("VmHWM"), ProcStatusMb("VmRSS"));
-  for (int r = 0; r < o.runs; ++r) {
+  const std::map<std::string, sdonnx::HostTensor> inputs = {
+      {"sample", sdonnx::HostTensor::Float({2, channels, size, size}, sample)},
+      {"timestep", sdonnx::HostTensor::Float({1}, {999.0f})},
+      {"encoder_hidden_states", sdonnx::HostTensor::Float({2, 77, context_dim}, context)}};
+  sdonnx::HostTensor last;
+  for (int r = 0; r < o.runs || (r == 0 && !o.compare.empty()); ++r) {
     const auto run_start = std::chrono::steady_clock::now();
-    auto out = (*model)->Run(
-        {{"sample", sdonnx::HostTensor::Float({2, channels, size, size}, sample)},
-         {"timestep", sdonnx::HostTensor::Float({1}, {999.0f})},
-         {"encoder_hidden_states", sdonnx::HostTensor::Float({2, 77, context_dim}, context)}});
+    auto out = (*model)->Run(inputs);
     if (!out.ok()) {
       std::fprintf(stderr, "error: %s\n", out.status().message().c_str());
       return 1;
     }
     std::printf("run %d: %.2f s\n", r + 1, SecondsSince(run_start));
+    last = (*out)["out_sample"];
   }
   std::printf("end: peak RSS %.0f MB\n", ProcStatusMb("VmHWM"));
+  if (o.compare.empty()) return 0;
+
+  model->reset();
+  auto other = sdonnx::OrtModel::Load(o.compare, o.session);
+  auto expected = other.ok() ? (*other)->Run(inputs) : other.status();
+  if (!expected.ok()) {
+    std::fprintf(stderr, "error: %s\n", expected.status().message().c_str());
+    return 1;
+  }
+  PrintDifference(last, (*expected)["out_sample"]);
   return 0;
 }
