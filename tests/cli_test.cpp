@@ -175,3 +175,28 @@ TEST(Cli, DemoRunsTheWholePipeline) {
 
 }  // namespace
 }  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// ONNX Runtime parses the process's command line when sdonnx first loads a
+// model; a long prompt there once overflowed the stack.
+TEST(Cli, LongPromptOnCommandLineGenerates) {
+  TempDir dir;
+  const fs::path models = dir / "models";
+  CommandResult converted = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) +
+                                      " " + Quote(models));
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  std::string prompt;
+  for (int i = 0; i < 15000; ++i) prompt += "(x ";  // 45 KB; both stay under 128 KB
+  const fs::path image = dir / "long.png";
+  CommandResult r = RunSdonnx(
+      "generate --model " + Quote(models) + " --steps 1 --width 32 --height 32 --tokenizer " +
+      Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --prompt '" + prompt +
+      "' --negative-prompt '" + prompt + "' --output " + Quote(image));
+  ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 2000);
+  EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"long.png", "models"}));
+}
+
+}  // namespace
+}  // namespace sdonnx

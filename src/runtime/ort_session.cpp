@@ -3,17 +3,70 @@
 #include <onnxruntime_cxx_api.h>
 #include <onnxruntime_session_options_config_keys.h>
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <exception>
+#include <fstream>
 #include <functional>
 #include <unordered_map>
 
 namespace sdonnx {
 namespace {
 
+// Bytes of /proc/self/cmdline, or 0 when it cannot be read.
+std::size_t CommandLineBytes() {
+  std::ifstream cmdline("/proc/self/cmdline", std::ios::binary);
+  std::size_t bytes = 0;
+  char buffer[4096];
+  while (cmdline.read(buffer, sizeof buffer) || cmdline.gcount() > 0) {
+    bytes += static_cast<std::size_t>(cmdline.gcount());
+  }
+  return bytes;
+}
+
+struct EnvironmentSlot {
+  Ort::Env* env = nullptr;
+  std::exception_ptr error;  // An Ort::Exception, rethrown on the caller's thread.
+};
+
+void* CreateEnvironment(void* slot_pointer) {
+  auto* slot = static_cast<EnvironmentSlot*>(slot_pointer);
+  try {
+    // Errors reach the caller as Status values, so the runtime's own log stays quiet.
+    slot->env = new Ort::Env(ORT_LOGGING_LEVEL_FATAL, "sdonnx");
+  } catch (...) {
+    slot->error = std::current_exception();
+  }
+  return nullptr;
+}
+
+// ONNX Runtime 1.29 parses /proc/self/cmdline when it creates its
+// environment, recursing about 2.4 frames deep per byte, so a 40 KB prompt
+// on the command line overflows an 8 MiB stack. The environment is created
+// on a thread whose stack grows by 512 bytes per command-line byte (64 MiB
+// held 120 KB in a test). Linux caps the command line near 2 MiB, so the
+// reservation stays under about 1.1 GiB of address space, and only the
+// pages the recursion reaches are touched.
 Ort::Env& Environment() {
-  // Errors reach the caller as Status values, so the runtime's own log stays quiet.
-  static Ort::Env env(ORT_LOGGING_LEVEL_FATAL, "sdonnx");
-  return env;
+  static Ort::Env* env = [] {
+    EnvironmentSlot slot;
+    const std::size_t stack_bytes = (64u << 20) + 512 * CommandLineBytes();
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_t thread;
+    const bool started = pthread_attr_setstacksize(&attributes, stack_bytes) == 0 &&
+                         pthread_create(&thread, &attributes, CreateEnvironment, &slot) == 0;
+    pthread_attr_destroy(&attributes);
+    if (started) {
+      pthread_join(thread, nullptr);
+    } else {
+      CreateEnvironment(&slot);  // Without a thread, on the caller's stack.
+    }
+    if (slot.error) std::rethrow_exception(slot.error);
+    return slot.env;
+  }();
+  return *env;
 }
 
 // Runs `body`, turning an Ort::Exception into an error Status that names
