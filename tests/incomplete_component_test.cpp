@@ -175,7 +175,7 @@ TEST(IncompleteComponentVerify, PartialRebuildIsNamed) {
   }
 }
 
-// inspect names the extras file of an export and tells whether rebuild can
+// inspect names the extras file of an export and whether rebuild can
 // restore the checkpoint from the folder.
 TEST(IncompleteComponentInspect, ExtrasFileAndExportFolderAreDescribed) {
   TempDir dir;
@@ -201,8 +201,8 @@ TEST(IncompleteComponentInspect, ExtrasFileAndExportFolderAreDescribed) {
   EXPECT_NE(folder->rebuild.find("vae_decoder"), std::string::npos) << folder->rebuild;
 }
 
-// The SD 2.x head count is not in the weights: without a config, the
-// message says to pass one.
+// The SD 2.x head count is not in the weights, so without a config the
+// error asks for one.
 TEST(IncompleteComponentConvert, Sd2WithoutConfigAsksForOne) {
   TempDir dir;
   fs::copy_file(Fixture("tiny/tiny-sd2.safetensors"), dir / "m.safetensors");

@@ -157,8 +157,8 @@ Status CheckAllUNetWeightsUsed(const GraphBuilder& builder, const ModelSpec& spe
                        "has an unknown layout");
 }
 
-// A UNet that fails to build for want of a tensor may still be complete in
-// the EMA shadows (model_ema.*); `status` then says so, as verify does.
+// Adds to a failed UNet build whether the EMA shadows (model_ema.*) hold
+// the missing tensors, as verify does.
 Status WithEmaAdvice(const Checkpoint& checkpoint, const ModelSpec& spec, Status status) {
   if (status.ok() || spec.ema_unet || !checkpoint.HasPrefix("model_ema.diffusion_model")) {
     return status;

@@ -250,12 +250,14 @@ void DescribeRebuild(const std::string& path, OnnxFolderSummary* out) {
     if (file.made_by_sdonnx && file.metadata.contains("sdonnx.components")) first = &file;
   }
   if (first == nullptr) return;
+
   const std::string& component = first->component;
   std::string stem = fs::path(first->path).stem().string();
   if (stem.starts_with(component + "_")) stem = stem.substr(component.size() + 1);
   const std::string extras = ExtrasFileName(stem);
   std::error_code ec;
   if (fs::is_regular_file(fs::path(path) / extras, ec)) out->extras_file = extras;
+
   std::vector<std::string> missing;
   for (const std::string& c : SplitComponents(first->metadata.at("sdonnx.components"))) {
     if (c == kExtrasComponent) continue;
@@ -263,6 +265,7 @@ void DescribeRebuild(const std::string& path, OnnxFolderSummary* out) {
                                    [&c](const OnnxFileSummary& f) { return f.component == c; });
     if (!found) missing.push_back(c);
   }
+
   std::string fp16;
   for (const OnnxFileSummary& file : out->files) {
     const auto precision = file.metadata.find("sdonnx.weight_precision");
@@ -270,6 +273,7 @@ void DescribeRebuild(const std::string& path, OnnxFolderSummary* out) {
       fp16 = fs::path(file.path).filename().string() + " has " + precision->second + " weights";
     }
   }
+
   if (out->extras_file.empty()) {
     out->rebuild = "cannot restore the checkpoint: the extras file " + extras + " is missing";
   } else if (!missing.empty()) {

@@ -72,10 +72,13 @@ Result<TextShapes> ReadTextShapes(const Checkpoint& checkpoint, const std::strin
   TextShapes shapes;
   shapes.vocab_size = tokens != nullptr ? tokens->shape[0] : 49408;
   shapes.context_length = positions != nullptr ? positions->shape[0] : 77;
-  shapes.width = tokens != nullptr ? tokens->shape[1]
-                 : positions != nullptr
-                     ? positions->shape[1]
-                     : FirstDim(checkpoint, {layer_prefix + "0" + layer_probe}, 1, 0);
+  if (tokens != nullptr) {
+    shapes.width = tokens->shape[1];
+  } else if (positions != nullptr) {
+    shapes.width = positions->shape[1];
+  } else {
+    shapes.width = FirstDim(checkpoint, {layer_prefix + "0" + layer_probe}, 1, 0);
+  }
   shapes.layers = CountLayers(checkpoint, layer_prefix);
   if (shapes.width == 0) {
     return Status::Error(checkpoint.path() + ": the text encoder's width cannot be read: '" +

@@ -240,10 +240,10 @@ const TensorInfo* ResBlockOutput(const Checkpoint& checkpoint, const std::string
 
 Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
   const std::string& p = spec->prefix;
-  // The input and output convolutions give the widths; without them the
-  // time embedding and the output norm do, and the channel counts default
-  // to the 4 latent channels of every SD family, so that a UNet missing one
-  // of them is reported as incomplete rather than absent.
+  // The input and output convolutions give the widths. Without them, the
+  // time embedding or the output norm gives the model width, and the
+  // channel counts default to the 4 latent channels of every SD family. So
+  // a UNet missing one of them is reported as incomplete, not absent.
   spec->model_channels = LeadingDim(checkpoint, p, {"input_blocks.0.0.weight"}, 4);
   spec->in_channels = LeadingDim(checkpoint, p, {"input_blocks.0.0.weight"}, 4, 1);
   if (spec->model_channels == 0) {

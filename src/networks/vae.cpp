@@ -100,9 +100,8 @@ bool HasLevel(const Checkpoint& checkpoint, const std::string& p, std::int64_t l
 Status ReadVaeShapes(const Checkpoint& checkpoint, VaeSpec* spec) {
   const std::string& p = spec->prefix;
   // Each size has a first source and fallbacks in the other half of the
-  // VAE, so that a VAE missing a tensor, or its whole encoder, is still
-  // read, and the missing tensors are reported by name where they are
-  // needed.
+  // VAE. So a VAE missing a tensor, or its whole encoder, is still read,
+  // and the missing tensors are reported by name where they are needed.
   spec->base_channels = ConvDim(checkpoint, p, {"encoder.conv_in.weight"}, 0);
   if (spec->base_channels == 0) {
     spec->base_channels =
