@@ -57,6 +57,9 @@ void PrintCheckpoint(const CheckpointSummary& s, bool probe_skipped) {
     PrintLine("variant: " + spec.variant);
     PrintPrediction(spec, probe_skipped);
     PrintLine("config: " + (spec.config_path ? *spec.config_path : "none"));
+  } else if (!s.file_kind.empty()) {
+    PrintLine("file kind: " + s.file_title + ": " + s.file_description);
+    PrintLine("what to do: " + s.file_advice);
   } else {
     PrintLine("family: not detected: " + s.detection_error);
   }
@@ -145,6 +148,10 @@ void PrintOnnxFolder(const OnnxFolderSummary& s) {
   for (const std::string& c : s.missing_components) missing += " " + c;
   PrintLine("pipeline components present:" + (present.empty() ? " none" : present));
   PrintLine("pipeline components missing:" + (missing.empty() ? " none" : missing));
+  if (!s.rebuild.empty()) {
+    PrintLine("extras file: " + (s.extras_file.empty() ? "missing" : s.extras_file));
+    PrintLine("rebuild: " + s.rebuild);
+  }
   for (const std::string& warning : s.warnings) PrintLine("warning: " + warning);
   for (const OnnxFileSummary& file : s.files) PrintOnnxFile(file);
 }

@@ -12,6 +12,7 @@
 #include "convert/prediction_probe.h"
 #include "formats/checkpoint.h"
 #include "formats/diffusers_vae_keys.h"
+#include "model/expected_keys.h"
 #include "model/shape_check.h"
 #include "networks/clip_text.h"
 #include "networks/open_clip_text.h"
@@ -156,6 +157,30 @@ Status CheckAllUNetWeightsUsed(const GraphBuilder& builder, const ModelSpec& spe
                        "has an unknown layout");
 }
 
+// Adds to a failed UNet build whether the EMA shadows (model_ema.*) hold
+// the missing tensors, as verify does.
+Status WithEmaAdvice(const Checkpoint& checkpoint, const ModelSpec& spec, Status status) {
+  if (status.ok() || spec.ema_unet || !checkpoint.HasPrefix("model_ema.diffusion_model")) {
+    return status;
+  }
+  const ExpectedComponent unet = ExpectedComponents(checkpoint, spec).front();
+  bool ema_has_missing = true;
+  for (const std::string& key : unet.required) {
+    if (checkpoint.FindStored(key) == nullptr &&
+        checkpoint.FindStored(Checkpoint::EmaKey(key)) == nullptr) {
+      ema_has_missing = false;
+      break;
+    }
+  }
+  return Status::Error(
+      status.message() +
+      (ema_has_missing ? "; the file also has EMA weights (model_ema.*), which include the "
+                         "missing tensors: `sdonnx convert --ema` converts those"
+                       : "; the file also has EMA weights (model_ema.*), but they lack some of "
+                         "the missing tensors too, so `--ema` cannot help: get the original "
+                         "checkpoint"));
+}
+
 // Moves every staged file into the output folder, all or none
 // (MoveFilesIntoPlace).
 Status MoveIntoPlace(const fs::path& out_dir, ConvertReport* report) {
@@ -266,9 +291,17 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   checkpoint->UseEmaUNet(ema);
 
   ConvertReport report;
-  SDONNX_ASSIGN_OR_RETURN(report.spec, DetectModel(*checkpoint, options.config_path,
-                                                    options.prediction_type));
+  Result<ModelSpec> detected =
+      DetectModel(*checkpoint, options.config_path, options.prediction_type);
+  if (!detected.ok() && !ema && checkpoint->HasPrefix("model_ema.diffusion_model") &&
+      detected.status().message().find("UNet") != std::string::npos) {
+    return Status::Error(detected.status().message() +
+                         "; the file also has EMA weights (model_ema.*): `sdonnx convert --ema` "
+                         "converts those");
+  }
+  SDONNX_ASSIGN_OR_RETURN(report.spec, std::move(detected));
   ModelSpec& spec = report.spec;
+  SDONNX_RETURN_IF_ERROR(CheckUNetHeads(spec).WithContext(options.model_path));
   if (options.static_shape) {
     SDONNX_RETURN_IF_ERROR(ValidateStaticShape(*options.static_shape, DownsampleFactor(spec)));
   }
@@ -358,8 +391,10 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     builder.SetFloat16(settings.float16);
     builder.SetOrtAttention(settings.ort_attention);
     builder.SetStaticDims(settings.static_dims);
-    SDONNX_RETURN_IF_ERROR(p.build(builder).WithContext("building " + p.component));
-    if (p.component == "unet") SDONNX_RETURN_IF_ERROR(CheckAllUNetWeightsUsed(builder, spec));
+    Status built = p.build(builder).WithContext("building " + p.component);
+    if (built.ok() && p.component == "unet") built = CheckAllUNetWeightsUsed(builder, spec);
+    if (p.component == "unet") built = WithEmaAdvice(*checkpoint, spec, std::move(built));
+    SDONNX_RETURN_IF_ERROR(built);
     ModelWriteOptions component_options = write_options;
     component_options.metadata.insert(settings.metadata.begin(), settings.metadata.end());
     component_options.metadata["sdonnx.component"] = p.component;

@@ -19,6 +19,7 @@ Status ProbePredictionType(const Checkpoint& checkpoint, const std::string& work
   const fs::path dir = fs::path(work_dir) / "probe";
   std::error_code ec;
   fs::create_directories(dir, ec);
+  SDONNX_RETURN_IF_ERROR(CheckUNetHeads(*spec).WithContext("building the probe UNet"));
   GraphBuilder builder(checkpoint, kDefaultOpset, "unet_probe");
   SDONNX_RETURN_IF_ERROR(BuildUNet(builder, spec->unet).WithContext("building the probe UNet"));
   ModelWriteOptions options;

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "convert/prediction_probe.h"
+#include "rebuild/source_record.h"
 #include "util/temporaries.h"
 
 namespace sdonnx {
@@ -119,6 +120,39 @@ void AddSpecWarnings(CheckpointSummary* summary) {
   }
 }
 
+// Recognises the extras file of convert and the output of extract by their
+// metadata.
+void DescribeSdonnxFile(CheckpointSummary* summary) {
+  const std::map<std::string, std::string>& metadata = summary->checkpoint->metadata();
+  auto value = [&metadata](const std::string& key) {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? std::string() : it->second;
+  };
+  if (value("sdonnx.component") == kExtrasComponent) {
+    const std::string source = value("sdonnx.source_file");
+    summary->file_kind = "sdonnx-extras";
+    summary->file_title = "sdonnx extras file";
+    summary->file_description =
+        "the extras file that `sdonnx convert` writes beside the ONNX files of " +
+        (source.empty() ? std::string("a checkpoint") : "'" + source + "'") +
+        ": the tensors no graph uses and the record of the source, not a checkpoint";
+    summary->file_advice = "run `sdonnx rebuild FOLDER -o OUT.safetensors` on the folder that "
+                           "holds this file and the export's .onnx files to restore the "
+                           "checkpoint";
+  } else if (metadata.contains("sdonnx.extract")) {
+    const std::string component = value("sdonnx.extract_component");
+    summary->file_kind = "sdonnx-extract";
+    summary->file_title = "sdonnx extract";
+    summary->file_description =
+        "the weights of one ONNX component (" +
+        (component.empty() ? std::string("unknown") : component) + ", from '" +
+        value("sdonnx.extract_source_file") + "') that `sdonnx extract` wrote, not a checkpoint";
+    summary->file_advice = "run `sdonnx rebuild FOLDER -o OUT.safetensors` on the complete "
+                           "export (every component's .onnx file, and for sdonnx's files the "
+                           "extras file) to restore the checkpoint";
+  }
+}
+
 }  // namespace
 
 std::string FamilyTitle(Family family) {
@@ -146,6 +180,7 @@ Result<CheckpointSummary> InspectCheckpoint(const std::string& path) {
   } else {
     summary.detection_error = spec.status().message();
   }
+  DescribeSdonnxFile(&summary);
   CountTensors(&summary);
   FindExtraKeys(&summary);
   summary.warnings = summary.checkpoint->warnings();
@@ -195,6 +230,11 @@ nlohmann::json CheckpointSummaryJson(const CheckpointSummary& summary) {
   } else {
     out["family"] = nullptr;
     out["detection_error"] = summary.detection_error;
+  }
+  out["file_kind"] = summary.file_kind.empty() ? "checkpoint" : summary.file_kind;
+  if (!summary.file_kind.empty()) {
+    out["file_description"] = summary.file_description;
+    out["advice"] = summary.file_advice;
   }
 
   json components = json::object();

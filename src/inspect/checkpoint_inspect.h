@@ -47,6 +47,14 @@ struct CheckpointSummary {
   // optional key (extras such as a vision tower, embeddings, LoRA weights).
   std::vector<std::string> extra_keys;
   std::vector<std::string> warnings;
+  // For the files sdonnx writes that are not checkpoints, recognised by
+  // their metadata: "sdonnx-extras" (convert's extras file) or
+  // "sdonnx-extract" (extract's output), what the file is and how to get
+  // the checkpoint back. All empty for other files.
+  std::string file_kind;
+  std::string file_title;
+  std::string file_description;
+  std::string file_advice;
 };
 
 // Opens and summarises the checkpoint at `path`. Only an unreadable file is

@@ -12,6 +12,7 @@
 #include "formats/dtype.h"
 #include "formats/mapped_file.h"
 #include "inspect/onnx_family.h"
+#include "rebuild/source_record.h"
 
 namespace sdonnx {
 namespace {
@@ -240,6 +241,53 @@ Result<OnnxFileSummary> InspectOnnxFile(const std::string& path) {
   return out;
 }
 
+// Whether `sdonnx rebuild` can restore the checkpoint that an sdonnx export
+// came from: it needs the extras file, every component the export listed
+// (sdonnx.components), and weights kept at the source's precision.
+void DescribeRebuild(const std::string& path, OnnxFolderSummary* out) {
+  const OnnxFileSummary* first = nullptr;
+  for (const OnnxFileSummary& file : out->files) {
+    if (file.made_by_sdonnx && file.metadata.contains("sdonnx.components")) first = &file;
+  }
+  if (first == nullptr) return;
+
+  const std::string& component = first->component;
+  std::string stem = fs::path(first->path).stem().string();
+  if (stem.starts_with(component + "_")) stem = stem.substr(component.size() + 1);
+  const std::string extras = ExtrasFileName(stem);
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(path) / extras, ec)) out->extras_file = extras;
+
+  std::vector<std::string> missing;
+  for (const std::string& c : SplitComponents(first->metadata.at("sdonnx.components"))) {
+    if (c == kExtrasComponent) continue;
+    const bool found = std::any_of(out->files.begin(), out->files.end(),
+                                   [&c](const OnnxFileSummary& f) { return f.component == c; });
+    if (!found) missing.push_back(c);
+  }
+
+  std::string fp16;
+  for (const OnnxFileSummary& file : out->files) {
+    const auto precision = file.metadata.find("sdonnx.weight_precision");
+    if (precision != file.metadata.end() && precision->second != "source" && fp16.empty()) {
+      fp16 = fs::path(file.path).filename().string() + " has " + precision->second + " weights";
+    }
+  }
+
+  if (out->extras_file.empty()) {
+    out->rebuild = "cannot restore the checkpoint: the extras file " + extras + " is missing";
+  } else if (!missing.empty()) {
+    out->rebuild = "cannot restore the checkpoint: the export lacks " + JoinComponents(missing) +
+                   "; `sdonnx rebuild --allow-partial` writes a partial file";
+  } else if (!fp16.empty()) {
+    out->rebuild = "cannot restore the checkpoint exactly: " + fp16 +
+                   " (the source bytes are lost); convert again without --fp16";
+  } else {
+    out->rebuild_possible = true;
+    out->rebuild = "can restore the checkpoint: sdonnx rebuild " + path + " -o OUT.safetensors";
+  }
+}
+
 Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
   OnnxFolderSummary out;
   out.path = path;
@@ -302,6 +350,7 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
     (present.contains(component) ? out.present_components : out.missing_components)
         .push_back(component);
   }
+  DescribeRebuild(path, &out);
   return out;
 }
 
@@ -356,6 +405,9 @@ nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& s) {
           {"present_components", s.present_components},
           {"missing_components", s.missing_components},
           {"warnings", s.warnings},
+          {"extras_file", s.extras_file.empty() ? json(nullptr) : json(s.extras_file)},
+          {"rebuild_possible", s.rebuild_possible},
+          {"rebuild", s.rebuild},
           {"files", files}};
 }
 

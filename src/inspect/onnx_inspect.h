@@ -66,6 +66,13 @@ struct OnnxFolderSummary {
   std::vector<std::string> present_components;
   std::vector<std::string> missing_components;  // of a full pipeline of `family`
   std::vector<std::string> warnings;
+  // For an export that sdonnx wrote: the extras file's name, or empty when
+  // it is missing, and whether `sdonnx rebuild` can restore the source
+  // checkpoint, with the reason when it cannot. Both empty for other
+  // folders.
+  std::string extras_file;
+  std::string rebuild;
+  bool rebuild_possible = false;
 };
 
 Result<OnnxFileSummary> InspectOnnxFile(const std::string& path);

@@ -7,7 +7,6 @@
 #include "networks/open_clip_text.h"
 #include "networks/unet.h"
 #include "networks/vae.h"
-#include "rebuild/source_record.h"
 
 namespace sdonnx {
 namespace {
@@ -230,40 +229,18 @@ void CheckComponents(VerifyReport* report) {
   }
 }
 
-// Recognises the files that sdonnx writes and that are not checkpoints:
-// the extras file of convert and the output of extract, by their metadata.
-// Returns false for other files.
+// Names the files that sdonnx writes and that are not checkpoints (the
+// extras file of convert, the output of extract), which the summary
+// recognised by their metadata. Returns false for other files.
 bool RecognizeSdonnxFile(VerifyReport* report) {
-  const std::map<std::string, std::string>& metadata = report->summary.checkpoint->metadata();
-  auto value = [&metadata](const std::string& key) {
-    auto it = metadata.find(key);
-    return it == metadata.end() ? std::string() : it->second;
-  };
+  const CheckpointSummary& summary = report->summary;
+  if (summary.file_kind.empty()) return false;
+  report->file_kind = summary.file_kind;
   VerifyProblem problem;
   problem.component = "file";
-  if (value("sdonnx.component") == kExtrasComponent) {
-    const std::string source = value("sdonnx.source_file");
-    report->file_kind = "sdonnx-extras";
-    problem.title = "sdonnx extras file";
-    problem.what = "the extras file that `sdonnx convert` writes beside the ONNX files of " +
-                   (source.empty() ? std::string("a checkpoint") : "'" + source + "'") +
-                   ": the tensors no graph uses and the record of the source, not a checkpoint";
-    problem.advice = "run `sdonnx rebuild FOLDER -o OUT.safetensors` on the folder that holds "
-                     "this file and the export's .onnx files to restore the checkpoint";
-  } else if (metadata.contains("sdonnx.extract")) {
-    const std::string component = value("sdonnx.extract_component");
-    report->file_kind = "sdonnx-extract";
-    problem.title = "sdonnx extract";
-    problem.what = "the weights of one ONNX component (" +
-                   (component.empty() ? std::string("unknown") : component) + ", from '" +
-                   value("sdonnx.extract_source_file") +
-                   "') that `sdonnx extract` wrote, not a checkpoint";
-    problem.advice = "run `sdonnx rebuild FOLDER -o OUT.safetensors` on the complete export "
-                     "(every component's .onnx file, and for sdonnx's files the extras file) "
-                     "to restore the checkpoint";
-  } else {
-    return false;
-  }
+  problem.title = summary.file_title;
+  problem.what = summary.file_description;
+  problem.advice = summary.file_advice;
   report->problems.push_back(std::move(problem));
   return true;
 }
@@ -286,6 +263,30 @@ void DetectFromEmaWeights(CheckpointSummary* summary) {
   summary->detection_error.clear();
 }
 
+// A partial rebuild (`sdonnx rebuild --allow-partial`) lacks what its
+// export lacked, so downloading it again cannot help: the problems then
+// point at the export instead.
+void NotePartialRebuild(VerifyReport* report) {
+  const std::map<std::string, std::string>& metadata = report->summary.checkpoint->metadata();
+  const auto rebuild = metadata.find("sdonnx.rebuild");
+  if (rebuild == metadata.end() || rebuild->second != "partial") return;
+  const auto missing = metadata.find("sdonnx.rebuild_missing_components");
+  std::string left_out = missing == metadata.end() || missing->second.empty()
+                             ? std::string()
+                             : " without the components " + missing->second;
+  const auto omitted = metadata.find("sdonnx.rebuild_omitted_tensors");
+  if (omitted != metadata.end() && omitted->second != "0") {
+    left_out += (left_out.empty() ? " without " : ", and without ") + omitted->second +
+                " source tensors";
+  }
+  report->diagnosis = "this file is a partial rebuild: `sdonnx rebuild --allow-partial` wrote it" +
+                      left_out + " (metadata sdonnx.rebuild = partial)";
+  for (VerifyProblem& problem : report->problems) {
+    problem.advice = "rebuild it from a complete export (every component's .onnx file and the "
+                     "extras file), or use the original checkpoint";
+  }
+}
+
 }  // namespace
 
 Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
@@ -299,6 +300,7 @@ Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
   } else {
     CheckComponents(&report);
   }
+  NotePartialRebuild(&report);
   report.warnings = summary.warnings;
   if (!summary.extra_keys.empty()) {
     report.warnings.push_back(std::to_string(summary.extra_keys.size()) +

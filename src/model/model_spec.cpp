@@ -40,12 +40,26 @@ constexpr const char* kHfBigGPrefixes[] = {
     "text_encoder_2.text_model.",
 };
 
+// Whether the file has a weight under `prefix`: any key but the buffers
+// that files keep even after the weights were stripped (position_ids,
+// logit_scale). A component is found by any of its weights, not by one
+// chosen key, so that a component missing that key is reported as
+// incomplete instead of being taken for absent.
+bool HasWeightsUnder(const Checkpoint& checkpoint, const std::string& prefix) {
+  for (const TensorInfo& t : checkpoint.tensors()) {
+    if (t.name.starts_with(prefix) && !t.name.ends_with("position_ids") &&
+        !t.name.ends_with("logit_scale")) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// The first layout with a weight under its prefix.
 template <std::size_t N>
 const ClipLayout* FindClipLayout(const Checkpoint& checkpoint, const ClipLayout (&layouts)[N]) {
   for (const ClipLayout& layout : layouts) {
-    if (checkpoint.Has(std::string(layout.prefix) + "embeddings.token_embedding.weight")) {
-      return &layout;
-    }
+    if (HasWeightsUnder(checkpoint, layout.prefix)) return &layout;
   }
   return nullptr;
 }
@@ -190,7 +204,7 @@ Status DetectFamily(const Checkpoint& checkpoint, ModelSpec* spec) {
   // SD 2.x is recognised by its OpenCLIP text encoder or, in files without a
   // text encoder, by the 1024-wide cross-attention context of OpenCLIP ViT-H.
   const UNetSpec& unet = spec->unet;
-  const bool open_clip = checkpoint.HasPrefix(kSd2TextPrefix);
+  const bool open_clip = HasWeightsUnder(checkpoint, kSd2TextPrefix);
   const ClipLayout* clip = FindClipLayout(checkpoint, kSd1ClipLayouts);
   const bool hf_clip = clip != nullptr;
   if (open_clip || (!hf_clip && unet.context_dim == 1024)) {
@@ -236,7 +250,7 @@ Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
     if (const ClipLayout* clip = FindClipLayout(checkpoint, kSd1ClipLayouts)) {
       SDONNX_ASSIGN_OR_RETURN(spec->text, ReadClip(checkpoint, clip->prefix));
       if (clip->note) spec->notes.push_back(clip->note);
-    } else if (checkpoint.HasPrefix(kSd2TextPrefix)) {
+    } else if (HasWeightsUnder(checkpoint, kSd2TextPrefix)) {
       SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, kSd2TextPrefix));
     } else {
       spec->notes.push_back("no text encoder in the checkpoint (no " +
@@ -262,7 +276,7 @@ Status ReadTextEncoders(const Checkpoint& checkpoint, ModelSpec* spec) {
                             "is written; convert a file with conditioner.embedders.1.model.* keys");
     }
   }
-  if (checkpoint.HasPrefix(big_g)) {
+  if (HasWeightsUnder(checkpoint, big_g)) {
     SDONNX_ASSIGN_OR_RETURN(spec->open_clip, ReadOpenClip(checkpoint, big_g));
     spec->open_clip_component = "clip_text_2";
     spec->text_2_pad_id = 0;
@@ -323,6 +337,40 @@ std::string VaeNote(const VaeSpec& vae) {
   return "vae: ch " + std::to_string(vae.base_channels) + ", levels " + std::to_string(vae.levels) +
          ", downsampling factor " + std::to_string(vae.downsample_factor) + ", latent channels " +
          std::to_string(vae.latent_channels);
+}
+
+Status CheckUNetHeads(const ModelSpec& spec) {
+  const UNetSpec& u = spec.unet;
+  std::vector<std::int64_t> widths;
+  for (std::size_t level = 0; level < u.channel_mult.size(); ++level) {
+    if (level < u.transformer_depth.size() && u.transformer_depth[level] > 0) {
+      widths.push_back(u.channel_mult[level] * u.model_channels);
+    }
+  }
+  if (u.middle_transformer_depth > 0 && !u.channel_mult.empty()) {
+    widths.push_back(u.channel_mult.back() * u.model_channels);
+  }
+  for (const std::int64_t width : widths) {
+    const std::int64_t heads =
+        u.num_head_channels > 0 ? width / u.num_head_channels : u.num_heads;
+    if (heads > 0 && width % heads == 0) continue;
+    const std::string rule = u.num_head_channels > 0
+                                 ? "heads of " + std::to_string(u.num_head_channels) +
+                                       " channels (num_head_channels)"
+                                 : std::to_string(u.num_heads) + " heads (num_heads)";
+    std::string message = "UNet: a transformer of " + std::to_string(width) +
+                          " channels cannot be split into " + rule + "; ";
+    if (spec.config_path) {
+      message += "check num_heads / num_head_channels in " + *spec.config_path;
+    } else {
+      message += "no config was given (--config) or found beside the checkpoint (a .yaml "
+                 "with its stem), so the " + FamilyName(spec.family) +
+                 " default is used, and the weights do not show the head count: pass "
+                 "--config FILE.yaml with the UNet's num_heads or num_head_channels";
+    }
+    return Status::Error(message);
+  }
+  return Status::Ok();
 }
 
 Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,

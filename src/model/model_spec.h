@@ -63,6 +63,11 @@ std::optional<std::string> FindConfig(const std::string& checkpoint_path,
 // converted.
 std::string VaeNote(const VaeSpec& vae);
 
+// Checks that each UNet transformer's width splits into the heads that
+// num_heads / num_head_channels give. The head count is not in the
+// weights, so the error says to pass a config when none was read.
+Status CheckUNetHeads(const ModelSpec& spec);
+
 // Detects the family and reads every component's hyperparameters. A config
 // given explicitly must exist and parse; one found beside the file is used
 // if it parses.

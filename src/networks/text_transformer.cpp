@@ -2,6 +2,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <limits>
 #include <vector>
 
@@ -9,20 +10,47 @@
 
 namespace sdonnx {
 
+namespace {
+
+// The first dimension `dim` of the first tensor in `keys` that exists with
+// `rank` dimensions; 0 when none does.
+std::int64_t FirstDim(const Checkpoint& checkpoint, const std::vector<std::string>& keys,
+                      std::size_t rank, std::size_t dim) {
+  for (const std::string& key : keys) {
+    const TensorInfo* t = checkpoint.Find(key);
+    if (t != nullptr && t->shape.size() == rank) return t->shape[dim];
+  }
+  return 0;
+}
+
+// One more than the largest N of any key "<layer_prefix>N.*", so that a
+// layer missing some or all of its tensors still counts when a later one
+// exists.
+std::int64_t CountLayers(const Checkpoint& checkpoint, const std::string& layer_prefix) {
+  std::int64_t layers = 0;
+  for (const TensorInfo& t : checkpoint.tensors()) {
+    if (!t.name.starts_with(layer_prefix)) continue;
+    const std::string rest = t.name.substr(layer_prefix.size());
+    const std::size_t dot = rest.find('.');
+    if (dot == 0 || dot == std::string::npos ||
+        rest.find_first_not_of("0123456789") != dot || dot > 6) {
+      continue;
+    }
+    layers = std::max<std::int64_t>(layers, std::stoll(rest.substr(0, dot)) + 1);
+  }
+  return layers;
+}
+
+}  // namespace
+
 Result<TextShapes> ReadTextShapes(const Checkpoint& checkpoint, const std::string& token_key,
                                   const std::string& position_key, const std::string& layer_prefix,
                                   const std::string& layer_probe) {
   const TensorInfo* tokens = checkpoint.Find(token_key);
   const TensorInfo* positions = checkpoint.Find(position_key);
-  if (tokens == nullptr || tokens->shape.size() != 2) {
-    return Status::Error(checkpoint.path() + ": text encoder tensor '" + token_key +
-                         "' is missing or not 2-D");
-  }
-  if (positions == nullptr || positions->shape.size() != 2) {
-    return Status::Error(checkpoint.path() + ": text encoder tensor '" + position_key +
-                         "' is missing or not 2-D");
-  }
-  if (positions->shape[1] != tokens->shape[1]) {
+  if (tokens != nullptr && tokens->shape.size() != 2) tokens = nullptr;
+  if (positions != nullptr && positions->shape.size() != 2) positions = nullptr;
+  if (tokens != nullptr && positions != nullptr && positions->shape[1] != tokens->shape[1]) {
     // The first layer's norm shows which of the two embeddings is wrong.
     const TensorInfo* norm = checkpoint.Find(layer_prefix + "0" + layer_probe);
     const std::int64_t width =
@@ -37,12 +65,26 @@ Result<TextShapes> ReadTextShapes(const Checkpoint& checkpoint, const std::strin
                          "; the file is damaged or was edited: download it again or use the "
                          "original checkpoint");
   }
+  // A missing embedding leaves the encoder present but incomplete: its
+  // sizes then come from the other tensors and the CLIP defaults (49408
+  // tokens, 77 positions), and the missing tensor is reported by name
+  // where it is needed.
   TextShapes shapes;
-  shapes.vocab_size = tokens->shape[0];
-  shapes.width = tokens->shape[1];
-  shapes.context_length = positions->shape[0];
-  while (checkpoint.Has(layer_prefix + std::to_string(shapes.layers) + layer_probe)) {
-    ++shapes.layers;
+  shapes.vocab_size = tokens != nullptr ? tokens->shape[0] : 49408;
+  shapes.context_length = positions != nullptr ? positions->shape[0] : 77;
+  if (tokens != nullptr) {
+    shapes.width = tokens->shape[1];
+  } else if (positions != nullptr) {
+    shapes.width = positions->shape[1];
+  } else {
+    shapes.width = FirstDim(checkpoint, {layer_prefix + "0" + layer_probe}, 1, 0);
+  }
+  shapes.layers = CountLayers(checkpoint, layer_prefix);
+  if (shapes.width == 0) {
+    return Status::Error(checkpoint.path() + ": the text encoder's width cannot be read: '" +
+                         token_key + "', '" + position_key + "' and '" + layer_prefix + "0" +
+                         layer_probe + "' are all missing or malformed; the file is damaged: "
+                         "download it again or use the original checkpoint");
   }
   if (shapes.layers == 0) {
     return Status::Error(checkpoint.path() + ": text encoder has no layers under '" + layer_prefix +

@@ -37,7 +37,10 @@ struct TextShapes {
 };
 
 // Reads the sizes from the token and position embeddings, and counts layers
-// as the indices N for which "<layer_prefix>N<layer_probe>" exists.
+// up to the largest index N of any key "<layer_prefix>N.*". A missing
+// embedding does not stop detection: the width then comes from the other
+// embedding or "<layer_prefix>0<layer_probe>", and the counts from the
+// CLIP defaults (49408 tokens, 77 positions).
 Result<TextShapes> ReadTextShapes(const Checkpoint& checkpoint, const std::string& token_key,
                                   const std::string& position_key, const std::string& layer_prefix,
                                   const std::string& layer_probe);

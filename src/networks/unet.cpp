@@ -3,6 +3,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <initializer_list>
 
 #include "graph/layers.h"
 
@@ -212,30 +213,63 @@ std::string LabelEmbedding(GraphBuilder& b, const UNetSpec& spec) {
   return Linear(b, SiLU(b, Linear(b, y, p + "label_emb.0.0")), p + "label_emb.0.2");
 }
 
+// The first dimension of the first of `keys` under `p` that has `rank`
+// dimensions; 0 when none does.
+std::int64_t LeadingDim(const Checkpoint& checkpoint, const std::string& p,
+                        std::initializer_list<const char*> keys, std::size_t rank,
+                        std::size_t dim = 0) {
+  for (const char* key : keys) {
+    const TensorInfo* t = checkpoint.Find(p + key);
+    if (t != nullptr && t->shape.size() == rank) return t->shape[dim];
+  }
+  return 0;
+}
+
+// The output channels of the ResBlock under `block`, from whichever of its
+// tensors is there.
+const TensorInfo* ResBlockOutput(const Checkpoint& checkpoint, const std::string& block) {
+  for (const char* key : {".0.out_layers.3.weight", ".0.in_layers.2.weight",
+                          ".0.emb_layers.1.weight", ".0.out_layers.0.weight"}) {
+    const TensorInfo* t = checkpoint.Find(block + key);
+    if (t != nullptr && !t->shape.empty()) return t;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
   const std::string& p = spec->prefix;
-  const TensorInfo* conv_in = checkpoint.Find(p + "input_blocks.0.0.weight");
-  const TensorInfo* conv_out = checkpoint.Find(p + "out.2.weight");
-  if (conv_in == nullptr || conv_in->shape.size() != 4) {
+  // The input and output convolutions give the widths. Without them, the
+  // time embedding or the output norm gives the model width, and the
+  // channel counts default to the 4 latent channels of every SD family. So
+  // a UNet missing one of them is reported as incomplete, not absent.
+  spec->model_channels = LeadingDim(checkpoint, p, {"input_blocks.0.0.weight"}, 4);
+  spec->in_channels = LeadingDim(checkpoint, p, {"input_blocks.0.0.weight"}, 4, 1);
+  if (spec->model_channels == 0) {
+    spec->model_channels = LeadingDim(checkpoint, p, {"time_embed.0.weight"}, 2, 1);
+  }
+  if (spec->model_channels == 0) {
+    spec->model_channels = LeadingDim(checkpoint, p, {"out.0.weight"}, 1);
+  }
+  if (spec->model_channels == 0) {
     return Status::Error(checkpoint.path() + ": no UNet: tensor '" + p +
                          "input_blocks.0.0.weight' (the input convolution) is missing or not 4-D");
   }
-  if (conv_out == nullptr || conv_out->shape.size() != 4) {
-    return Status::Error(checkpoint.path() + ": UNet is incomplete: tensor '" + p +
-                         "out.2.weight' (the output convolution) is missing or not 4-D");
+  spec->out_channels = LeadingDim(checkpoint, p, {"out.2.weight"}, 4);
+  if (spec->out_channels == 0) {
+    // Inpainting and instruct-pix2pix UNets take extra input channels.
+    const std::int64_t in = spec->in_channels;
+    spec->out_channels = in == 0 ? 4 : (in == 8 || in == 9) ? 4 : in;
   }
-  spec->model_channels = conv_in->shape[0];
-  spec->in_channels = conv_in->shape[1];
-  spec->out_channels = conv_out->shape[0];
+  if (spec->in_channels == 0) spec->in_channels = spec->out_channels;
   spec->channel_mult.clear();
   spec->transformer_depth.clear();
   std::int64_t res_in_level = 0;
   std::int64_t depth_in_level = 0;
   for (int i = 1;; ++i) {
     const std::string blk = p + "input_blocks." + std::to_string(i);
-    if (const TensorInfo* out = checkpoint.Find(blk + ".0.out_layers.3.weight")) {
+    if (const TensorInfo* out = ResBlockOutput(checkpoint, blk)) {
       if (res_in_level == 0) spec->channel_mult.push_back(out->shape[0] / spec->model_channels);
       ++res_in_level;
       const std::int64_t depth =
@@ -252,7 +286,7 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
       res_in_level = 0;
       depth_in_level = 0;
     }
-    if (!checkpoint.Has(blk + ".0.op.weight")) break;
+    if (!checkpoint.Has(blk + ".0.op.weight") && !checkpoint.Has(blk + ".0.op.bias")) break;
   }
   if (spec->channel_mult.empty()) {
     return Status::Error(checkpoint.path() + ": UNet has no residual blocks under '" + p +

@@ -2,6 +2,9 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
+#include <initializer_list>
+
 #include "graph/layers.h"
 
 namespace sdonnx {
@@ -70,37 +73,70 @@ std::string Middle(GraphBuilder& b, std::string h, const std::string& p, std::in
   return ResnetBlock(b, h, p + ".mid.block_2", groups);
 }
 
+// Dimension `dim` of the first of `keys` stored as a 4-D convolution kernel,
+// divided by `divisor`; 0 when none is.
+std::int64_t ConvDim(const Checkpoint& checkpoint, const std::string& p,
+                     std::initializer_list<const char*> keys, std::size_t dim,
+                     std::int64_t divisor = 1) {
+  for (const char* key : keys) {
+    const TensorInfo* t = checkpoint.Find(p + key);
+    if (t != nullptr && t->shape.size() == 4) return t->shape[dim] / divisor;
+  }
+  return 0;
+}
+
+// Whether level `level` of the encoder or the decoder has a first block.
+bool HasLevel(const Checkpoint& checkpoint, const std::string& p, std::int64_t level) {
+  for (const char* side : {"encoder.down.", "decoder.up."}) {
+    for (const char* tensor : {"conv1.weight", "conv2.weight", "norm1.weight", "norm2.weight"}) {
+      if (checkpoint.Has(p + side + std::to_string(level) + ".block.0." + tensor)) return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Status ReadVaeShapes(const Checkpoint& checkpoint, VaeSpec* spec) {
   const std::string& p = spec->prefix;
-  for (const char* key : {"encoder.conv_in.weight", "encoder.conv_out.weight", "quant_conv.weight",
-                          "post_quant_conv.weight", "decoder.conv_in.weight",
-                          "decoder.conv_out.weight"}) {
-    const TensorInfo* t = checkpoint.Find(p + key);
-    if (t == nullptr || t->shape.size() != 4) {
-      return Status::Error(checkpoint.path() + ": VAE tensor '" + p + key +
-                           "' is missing or not a 4-D convolution kernel");
-    }
+  // Each size has a first source and fallbacks in the other half of the
+  // VAE. So a VAE missing a tensor, or its whole encoder, is still read,
+  // and the missing tensors are reported by name where they are needed.
+  spec->base_channels = ConvDim(checkpoint, p, {"encoder.conv_in.weight"}, 0);
+  if (spec->base_channels == 0) {
+    spec->base_channels =
+        ConvDim(checkpoint, p, {"encoder.down.0.block.0.conv1.weight", "decoder.conv_out.weight"},
+                1);
   }
-  const TensorInfo* conv_in = checkpoint.Find(p + "encoder.conv_in.weight");
-  spec->base_channels = conv_in->shape[0];
-  spec->image_channels = conv_in->shape[1];
-  spec->latent_channels = checkpoint.Find(p + "post_quant_conv.weight")->shape[1];
+  const std::int64_t image_channels = ConvDim(checkpoint, p, {"encoder.conv_in.weight"}, 1);
+  spec->image_channels = image_channels != 0 ? image_channels
+                                             : ConvDim(checkpoint, p, {"decoder.conv_out.weight"}, 0);
+  if (spec->image_channels == 0) spec->image_channels = 3;
+  spec->latent_channels = ConvDim(checkpoint, p, {"post_quant_conv.weight", "decoder.conv_in.weight"}, 1);
+  if (spec->latent_channels == 0) {
+    spec->latent_channels =
+        ConvDim(checkpoint, p, {"quant_conv.weight", "encoder.conv_out.weight"}, 0, 2);
+  }
+  if (spec->base_channels == 0 || spec->latent_channels == 0) {
+    const char* what = spec->base_channels == 0 ? "base width" : "latent channel count";
+    return Status::Error(checkpoint.path() + ": the VAE's " + what + " cannot be read: its "
+                         "input and output convolutions under '" + p + "' are missing or not "
+                         "4-D convolution kernels; the file is damaged: download it again or "
+                         "use the original checkpoint");
+  }
   spec->levels = 0;
-  spec->downsample_factor = 1;
-  while (checkpoint.Has(p + "encoder.down." + std::to_string(spec->levels) +
-                        ".block.0.conv1.weight")) {
-    if (checkpoint.Has(p + "encoder.down." + std::to_string(spec->levels) +
-                       ".downsample.conv.weight")) {
-      spec->downsample_factor *= 2;
-    }
-    ++spec->levels;
+  std::int64_t downsamplers = 0;
+  std::int64_t upsamplers = 0;
+  for (; HasLevel(checkpoint, p, spec->levels); ++spec->levels) {
+    const std::string level = std::to_string(spec->levels);
+    if (checkpoint.Has(p + "encoder.down." + level + ".downsample.conv.weight")) ++downsamplers;
+    if (checkpoint.Has(p + "decoder.up." + level + ".upsample.conv.weight")) ++upsamplers;
   }
   if (spec->levels == 0) {
-    return Status::Error(checkpoint.path() + ": VAE has no encoder blocks under '" + p +
-                         "encoder.down.0.block.0'");
+    return Status::Error(checkpoint.path() + ": VAE has no blocks under '" + p +
+                         "encoder.down.0.block.0' or '" + p + "decoder.up.0.block.0'");
   }
+  spec->downsample_factor = std::int64_t{1} << std::max(downsamplers, upsamplers);
   return Status::Ok();
 }
 

@@ -29,8 +29,9 @@ struct VaeSpec {
   std::int64_t group_norm_groups = 32;
 };
 
-// Reads the architecture from keys and shapes. Returns an error naming the
-// missing tensor if the file has no complete VAE.
+// Reads the architecture from keys and shapes. A VAE missing some tensors
+// is still read when other tensors show its sizes; the error names what
+// is missing when they cannot be read at all.
 Status ReadVaeShapes(const Checkpoint& checkpoint, VaeSpec* spec);
 
 Status BuildVaeEncoder(GraphBuilder& b, const VaeSpec& spec);
