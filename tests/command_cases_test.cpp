@@ -624,6 +624,27 @@ TEST(Generate, TruncatedExternalDataIsNamed) {
   EXPECT_FALSE(fs::exists(dir / "fox.png"));
 }
 
+// rebuild --allow-partial sums up the left-out tensors per part of the
+// checkpoint instead of printing one line for each.
+TEST(Rebuild, PartialRunSummarizesLeftOutTensors) {
+  TempDir dir;
+  ASSERT_TRUE(ConvertTo(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
+  fs::remove(dir / "onnx" / "vae_decoder_tiny-sd1.onnx");
+  fs::remove(dir / "onnx" / "vae_encoder_tiny-sd1.onnx");
+  CommandResult r = RunSdonnx("rebuild --allow-partial " + Quote(dir / "onnx") + " -o " +
+                              Quote(dir / "partial.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::size_t at = r.output.find("missing, left out: vae (first_stage_model.*): ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string line = r.output.substr(at, r.output.find('\n', at) - at);
+  EXPECT_TRUE(std::regex_search(line, std::regex(R"(: [0-9]+ tensors: first_stage_model\.[^,]+, )"
+                                                 R"([^,]+, [^,]+ and [0-9]+ more$)")))
+      << line;
+  // The partial warning, the source, five components, one line for the
+  // 124 missing VAE tensors, and the written file.
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 9) << r.output;
+}
+
 // Weights stored inside the model stay in the memory map: the parsed model
 // has no raw_data, and Data() still gives every initializer's bytes.
 TEST(Rebuild, InlineWeightsAreNotCopied) {
