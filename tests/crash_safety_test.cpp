@@ -338,8 +338,8 @@ std::vector<std::string> LeftOverTemporaries(const fs::path& dir) {
 }
 
 // Signals at random moments early in a run, when rebuild and extract create
-// their temporaries. A temporary created but not yet registered when the
-// signal watcher ran, or created after it, was once left behind.
+// their temporaries. A temporary that exists but is not registered when the
+// signal watcher runs, or that is created after it, would be left behind.
 TEST(CrashSafetyEarlySignal, RebuildAndExtractLeaveNoTemporaries) {
   TempDir dir;
   const fs::path model = dir / "model";

@@ -145,8 +145,8 @@ Status GenerateImage(const fs::path& model_dir, const fs::path& output, std::uin
   return Status::Ok();
 }
 
-// Removes a registered temporary folder (an empty path: none) on every
-// return; on SIGINT or SIGTERM, the signal watcher removes it.
+// Removes a registered temporary folder on every return, unless its path
+// is empty. On SIGINT or SIGTERM the signal watcher removes it instead.
 struct TemporaryFolder {
   explicit TemporaryFolder(fs::path folder) : path(std::move(folder)) {}
   TemporaryFolder(const TemporaryFolder&) = delete;

@@ -35,9 +35,10 @@ std::string PartOf(const std::string& key) {
   return dot == std::string::npos ? "keys without a prefix" : key.substr(0, dot + 1) + "*";
 }
 
-// Prints `items` grouped by `group_of`, one line per group in order of
-// first appearance: "WHAT, left out: GROUP: N tensors: a, b, c and N more".
-// A real component has thousands of tensors, too many for a line each.
+// Prints `items` in groups, one line per group in order of first
+// appearance: "WHAT, left out: GROUP: N tensors: a, b, c and N more".
+// `split` returns an item's group and the text shown for it. A real
+// component has thousands of tensors, too many for a line each.
 void PrintLeftOut(
     const std::string& what, const std::vector<std::string>& items,
     const std::function<std::pair<std::string, std::string>(const std::string&)>& split) {

@@ -23,8 +23,8 @@ std::set<std::string>& List() {
   return paths;
 }
 
-// Set once RemoveRegisteredTemporaries has run: the process is about to
-// exit, and a temporary created now would be left behind.
+// True once RemoveRegisteredTemporaries has run. The process is then about
+// to exit, and a temporary created after that would be left behind.
 bool& Removed() {
   static bool removed = false;
   return removed;

@@ -7,7 +7,7 @@
 
 namespace sdonnx {
 
-// Create a file (mkostemp with O_CLOEXEC) or a folder (mkdtemp) from
+// Creates a file (mkostemp with O_CLOEXEC) or a folder (mkdtemp) from
 // `pattern`, which ends in XXXXXX and receives the name, and registers it.
 // Creation and registration happen under the lock that
 // RemoveRegisteredTemporaries takes, so a signal never finds a temporary
