@@ -607,7 +607,7 @@ TEST(Inspect, SymlinkedExternalDataIsFlagged) {
 // generate checks external data before ONNX Runtime loads a model, so the
 // error names the file, the initializer and the byte counts instead of
 // quoting ONNX Runtime's source.
-TEST(Generate, TruncatedExternalDataIsNamed) {
+TEST(GenerateModels, TruncatedExternalDataIsNamed) {
   TempDir dir;
   ASSERT_NO_FATAL_FAILURE(ConvertWithExternalData(dir.path()));
   const fs::path data = dir / "unet_tiny-sd1.onnx.data";
