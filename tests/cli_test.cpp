@@ -6,6 +6,8 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <regex>
+#include <utility>
 
 #include "test_support.h"
 #include "util/sha256.h"
@@ -171,6 +173,96 @@ TEST(Cli, DemoRunsTheWholePipeline) {
     EXPECT_NE(r.output.find(std::string("ran ") + component), std::string::npos) << r.output;
   }
   EXPECT_EQ(r.output.find("NON-FINITE"), std::string::npos) << r.output;
+  // Two decimals, as generate prints it.
+  EXPECT_TRUE(std::regex_search(r.output, std::regex(R"(steps, [0-9]+\.[0-9]{2} s per step\))")))
+      << r.output;
+}
+
+// Options CLI11 rejects get the same "error: " prefix and exit code as
+// every other usage error, and a hint to run --help.
+TEST(Cli, OptionErrorsExitOneWithHelpHint) {
+  const std::string model = Quote(Fixture("tiny/tiny-sd1.safetensors"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"convert " + model + " out --opset-version 13", "--opset-version"},
+      {"convert " + model + " out --ort-attention=maybe",
+       "--ort-attention is a flag and takes no value"},
+      {"generate --model m --prompt p --output g.png --prepack=yes",
+       "--prepack is a flag and takes no value"},
+      {"convert " + model + " out --no-such-option", "--no-such-option"},
+      {"convert", "--model-path is required"},
+      {"", "subcommand"}};
+  for (const auto& [arguments, message] : cases) {
+    SCOPED_TRACE(arguments);
+    TempDir dir;
+    const CommandResult r = RunSdonnx(arguments, "cd " + Quote(dir.path()) + " &&");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(r.output.starts_with("error: ")) << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(" --help' to list the options"), std::string::npos) << r.output;
+    EXPECT_TRUE(ListFiles(dir.path()).empty());
+  }
+  EXPECT_NE(RunSdonnx("convert " + model + " out --opset-version 13")
+                .output.find("run 'sdonnx convert --help'"),
+            std::string::npos);
+  for (const char* arguments : {"--help", "convert --help", "--version"}) {
+    EXPECT_EQ(RunSdonnx(arguments).exit_code, 0) << arguments;
+  }
+}
+
+}  // namespace
+}  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// A control character in a file name reaches the terminal escaped, from
+// convert, generate and tokenize as from the other commands.
+TEST(Cli, ControlCharactersInFileNamesAreEscaped) {
+  TempDir dir;
+  const std::string stem = "ok\x1b]0;x\a";
+  fs::copy_file(Fixture("tiny/tiny-sd1.safetensors"), dir / (stem + ".safetensors"));
+  fs::copy_file(Fixture("tiny/tiny-sd1.yaml"), dir / (stem + ".yaml"));
+  const CommandResult converted =
+      RunSdonnx("convert " + Quote(dir / (stem + ".safetensors")) + " " + Quote(dir / "models"));
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  EXPECT_NE(converted.output.find("unet_ok\\x1b]0;x\\x07.onnx"), std::string::npos)
+      << converted.output;
+
+  const fs::path tokenizer = dir / "vocab\x1b[1m.txt.gz";
+  fs::copy_file(Fixture("clip/bpe_simple_vocab_16e6.txt.gz"), tokenizer);
+  const CommandResult generated =
+      RunSdonnx("generate --model " + Quote(dir / "models") +
+                " --prompt fox --steps 1 --width 32 --height 32 --tokenizer " + Quote(tokenizer) +
+                " --output " + Quote(dir / "g\x1b[31m.png"));
+  ASSERT_EQ(generated.exit_code, 0) << generated.output;
+  EXPECT_NE(generated.output.find("g\\x1b[31m.png"), std::string::npos) << generated.output;
+  const CommandResult tokenized = RunSdonnx("tokenize --tokenizer " + Quote(tokenizer) + " fox");
+  ASSERT_EQ(tokenized.exit_code, 0) << tokenized.output;
+  EXPECT_NE(tokenized.output.find("vocab\\x1b[1m.txt.gz"), std::string::npos) << tokenized.output;
+  for (const CommandResult* r : {&converted, &generated, &tokenized}) {
+    EXPECT_EQ(r->output.find('\x1b'), std::string::npos) << r->output;
+    EXPECT_EQ(r->output.find('\a'), std::string::npos) << r->output;
+  }
+}
+
+// generate creates the missing folders above --output, and removes them
+// again when the run fails.
+TEST(Cli, GenerateCreatesMissingOutputFolders) {
+  TempDir dir;
+  const std::string common = " --prompt fox --steps 1 --width 32 --height 32 --tokenizer " +
+                             Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz"));
+  const CommandResult failed = RunSdonnx("generate --model " + Quote(dir / "no-models") + common +
+                                         " --output " + Quote(dir / "a" / "b" / "g.png"));
+  EXPECT_EQ(failed.exit_code, 1) << failed.output;
+  EXPECT_FALSE(fs::exists(dir / "a")) << failed.output;
+
+  const CommandResult converted = RunSdonnx(
+      "convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " + Quote(dir / "models"));
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  const CommandResult r = RunSdonnx("generate --model " + Quote(dir / "models") + common +
+                                    " --output " + Quote(dir / "a" / "b" / "g.png"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ListFiles(dir / "a" / "b"), (std::vector<std::string>{"g.png"}));
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
@@ -570,6 +571,78 @@ TEST(Inspect, TruncatedExternalDataIsFlagged) {
   EXPECT_TRUE(Contains(r.output, "needs " + std::to_string(size) + " bytes, but it has 1000") ||
               Contains(r.output, "need " + std::to_string(size) + " bytes, but it has 1000"))
       << r.output;
+}
+
+// Converts the tiny SD 1.x fixture into `dir` with every UNet weight in
+// unet_tiny-sd1.onnx.data.
+void ConvertWithExternalData(const fs::path& dir) {
+  ConvertOptions options;
+  options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  options.output_dir = dir.string();
+  options.external_data = ExternalData::kAlways;
+  ASSERT_TRUE(ConvertCheckpoint(options).ok());
+}
+
+TEST(Inspect, SymlinkedExternalDataIsFlagged) {
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(ConvertWithExternalData(dir / "models"));
+  const fs::path data = dir / "models" / "unet_tiny-sd1.onnx.data";
+  fs::rename(data, dir / "elsewhere.data");
+  fs::create_symlink(dir / "elsewhere.data", data);
+
+  auto summary = InspectOnnxFile((dir / "models" / "unet_tiny-sd1.onnx").string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  EXPECT_EQ(summary->symlinked_external_data_files,
+            std::vector<std::string>{"unet_tiny-sd1.onnx.data"});
+  ASSERT_EQ(summary->warnings.size(), 1u);
+  EXPECT_TRUE(Contains(summary->warnings[0], "passes through the symlink " + data.string()))
+      << summary->warnings[0];
+
+  CommandResult r = RunSdonnx("inspect " + Quote(dir / "models" / "unet_tiny-sd1.onnx"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "external data: unet_tiny-sd1.onnx.data (a symlink)")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "warning: ")) << r.output;
+}
+
+// generate checks external data before ONNX Runtime loads a model, so the
+// error names the file, the initializer and the byte counts instead of
+// quoting ONNX Runtime's source.
+TEST(GenerateModels, TruncatedExternalDataIsNamed) {
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(ConvertWithExternalData(dir.path()));
+  const fs::path data = dir / "unet_tiny-sd1.onnx.data";
+  fs::resize_file(data, 1000);
+  CommandResult r = RunSdonnx("generate --model " + Quote(dir.path()) +
+                              " --prompt fox --steps 1 --width 32 --height 32 --tokenizer " +
+                              Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --output " +
+                              Quote(dir / "fox.png"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "unet_tiny-sd1.onnx: initializer '")) << r.output;
+  EXPECT_TRUE(Contains(r.output, data.string() + ", which has only 1000 bytes")) << r.output;
+  EXPECT_FALSE(Contains(r.output, "onnxruntime")) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_FALSE(fs::exists(dir / "fox.png"));
+}
+
+// rebuild --allow-partial sums up the left-out tensors per part of the
+// checkpoint instead of printing one line for each.
+TEST(Rebuild, PartialRunSummarizesLeftOutTensors) {
+  TempDir dir;
+  ASSERT_TRUE(ConvertTo(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
+  fs::remove(dir / "onnx" / "vae_decoder_tiny-sd1.onnx");
+  fs::remove(dir / "onnx" / "vae_encoder_tiny-sd1.onnx");
+  CommandResult r = RunSdonnx("rebuild --allow-partial " + Quote(dir / "onnx") + " -o " +
+                              Quote(dir / "partial.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::size_t at = r.output.find("missing, left out: vae (first_stage_model.*): ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string line = r.output.substr(at, r.output.find('\n', at) - at);
+  EXPECT_TRUE(std::regex_search(line, std::regex(R"(: [0-9]+ tensors: first_stage_model\.[^,]+, )"
+                                                 R"([^,]+, [^,]+ and [0-9]+ more$)")))
+      << line;
+  // The partial warning, the source, five components, one line for the
+  // 124 missing VAE tensors, and the written file.
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 9) << r.output;
 }
 
 // Weights stored inside the model stay in the memory map: the parsed model

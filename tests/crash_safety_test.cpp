@@ -3,6 +3,7 @@
 // input. After each failure the output folder must be as it was before. A
 // signal while convert or generate moves its finished files into place must
 // leave all of them.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <thread>
 
 #include "convert/convert.h"
@@ -206,7 +208,9 @@ INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetySignal, ::testing::Values(SIGINT, S
 // Starts sdonnx with `arguments` as a child process and returns its pid.
 // SDONNX_TEST_MOVE_PAUSE_MS=`pause_ms` makes it sleep after each file it
 // moves into place, so that a signal can arrive in the middle of the moves.
-pid_t StartSdonnxWithMovePause(const std::vector<std::string>& arguments, int pause_ms) {
+// With `quiet`, its output goes to /dev/null.
+pid_t StartSdonnxWithMovePause(const std::vector<std::string>& arguments, int pause_ms,
+                               bool quiet = false) {
   std::vector<std::string> argv_text = {SDONNX_BINARY};
   argv_text.insert(argv_text.end(), arguments.begin(), arguments.end());
   std::vector<std::string> env_text = {"SDONNX_TEST_MOVE_PAUSE_MS=" + std::to_string(pause_ms)};
@@ -220,6 +224,11 @@ pid_t StartSdonnxWithMovePause(const std::vector<std::string>& arguments, int pa
   envp.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
+    const int null_fd = quiet ? ::open("/dev/null", O_WRONLY) : -1;
+    if (null_fd >= 0) {
+      ::dup2(null_fd, STDOUT_FILENO);
+      ::dup2(null_fd, STDERR_FILENO);
+    }
     ::execve(SDONNX_BINARY, argv.data(), envp.data());
     ::_exit(127);
   }
@@ -315,6 +324,61 @@ INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetyMove, ::testing::Values(SIGINT, SIG
                            return info.param == SIGINT ? std::string("Sigint")
                                                        : std::string("Sigterm");
                          });
+
+// Names in `dir` that a finished or interrupted run must not leave: its
+// temporaries and the folders that keep replaced files.
+std::vector<std::string> LeftOverTemporaries(const fs::path& dir) {
+  std::vector<std::string> left;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(".sdonnx-") != std::string::npos) left.push_back(name);
+  }
+  return left;
+}
+
+// Signals at random moments early in a run, when rebuild and extract create
+// their temporaries. A temporary that exists but is not registered when the
+// signal watcher runs, or that is created after it, would be left behind.
+TEST(CrashSafetyEarlySignal, RebuildAndExtractLeaveNoTemporaries) {
+  TempDir dir;
+  const fs::path model = dir / "model";
+  ConvertOptions options;
+  options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  options.output_dir = model.string();
+  ASSERT_TRUE(ConvertCheckpoint(options).ok());
+  // A whole run takes about 100 ms (rebuild) or 30 ms (extract) here, and
+  // the delays cover its first part, where the temporaries are created.
+  std::mt19937 random(12345);
+  std::uniform_int_distribution<int> rebuild_delay_us(0, 60000);
+  std::uniform_int_distribution<int> extract_delay_us(0, 30000);
+  int interrupted = 0;
+  for (int run = 0; run < 40; ++run) {
+    const bool rebuild = run % 2 == 0;
+    const fs::path out = dir / ("early-" + std::to_string(run));
+    fs::create_directories(out);
+    const std::vector<std::string> arguments =
+        rebuild ? std::vector<std::string>{"rebuild", model.string(), "-o",
+                                           (out / "r.safetensors").string()}
+                : std::vector<std::string>{"extract", (model / "unet_tiny-sd1.onnx").string(),
+                                           (out / "e.safetensors").string()};
+    const pid_t pid = StartSdonnxWithMovePause(arguments, 0, /*quiet=*/true);
+    ASSERT_GT(pid, 0);
+    const int delay = rebuild ? rebuild_delay_us(random) : extract_delay_us(random);
+    std::this_thread::sleep_for(std::chrono::microseconds(delay));
+    const int signal_number = run % 4 < 2 ? SIGTERM : SIGINT;
+    ::kill(pid, signal_number);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    SCOPED_TRACE(arguments.front() + " run " + std::to_string(run));
+    // Before the watcher starts, the default action ends the run; that
+    // happens before anything is created.
+    EXPECT_TRUE(WIFEXITED(status) || WIFSIGNALED(status));
+    if (WIFSIGNALED(status) || WEXITSTATUS(status) == 128 + signal_number) ++interrupted;
+    EXPECT_EQ(LeftOverTemporaries(out), std::vector<std::string>{});
+  }
+  EXPECT_GT(interrupted, 0) << "every run finished before its signal";
+}
 
 }  // namespace
 }  // namespace sdonnx

@@ -369,6 +369,7 @@ TEST_F(Generate, ModelWithoutVaeSaysHowToFixIt) {
 
 TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
   fs::create_directories(dir_->path() / "folder.png");
+  testing::WriteBytes(dir_->path() / "file.txt", "not a folder");
   struct Case {
     const char* what;
     std::function<void(GenerateOptions&)> edit;
@@ -384,8 +385,9 @@ TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
        "is a folder"},
       {"jpeg output", [](GenerateOptions& o) { o.output = (dir_->path() / "x.jpg").string(); },
        "ending in .png"},
-      {"missing folder",
-       [](GenerateOptions& o) { o.output = (dir_->path() / "no" / "such" / "x.png").string(); },
+      // Missing folders are created, but not inside a regular file.
+      {"folder that is a file",
+       [](GenerateOptions& o) { o.output = (dir_->path() / "file.txt" / "x.png").string(); },
        "cannot create a temporary file"},
   };
   for (const Case& c : cases) {

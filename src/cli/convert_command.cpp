@@ -1,5 +1,6 @@
 #include <iostream>
 #include <memory>
+#include <sstream>
 
 #include "cli/commands.h"
 #include "convert/convert.h"
@@ -44,28 +45,32 @@ Result<StaticShape> ParseStaticShape(const std::string& text, std::int64_t batch
   return shape;
 }
 
+// Every line goes through PrintLine: paths, notes and the basis of the
+// detection come from file names and file contents.
 void PrintReport(const ConvertReport& report) {
   const ModelSpec& spec = report.spec;
   const std::string variant = spec.variant == "base" ? "" : " " + spec.variant;
-  std::cout << "detected: " << FamilyName(spec.family) << variant << " ("
-            << spec.family_basis << "), prediction "
-            << spec.prediction_type << " (" << spec.prediction_basis << "), VAE scaling factor "
-            << spec.vae_scaling_factor << "\n";
-  for (const std::string& note : spec.notes) std::cout << "  " << note << "\n";
-  std::cout << "source sha256: " << report.source_sha256 << "\n";
+  std::ostringstream detected;
+  detected << "detected: " << FamilyName(spec.family) << variant << " (" << spec.family_basis
+           << "), prediction " << spec.prediction_type << " (" << spec.prediction_basis
+           << "), VAE scaling factor " << spec.vae_scaling_factor;
+  PrintLine(detected.str());
+  for (const std::string& note : spec.notes) PrintLine("  " + note);
+  PrintLine("source sha256: " + report.source_sha256);
   for (const ConvertedComponent& c : report.components) {
     for (const WrittenFile& f : c.files) {
-      std::cout << "wrote " << f.path << " (" << HumanBytes(f.bytes) << ")\n";
+      PrintLine("wrote " + f.path + " (" + HumanBytes(f.bytes) + ")");
     }
     const NarrowingCounts& total = c.conversion.total;
     if (c.conversion.converted_tensors > 0) {
-      std::cout << "  " << c.component << ": " << c.conversion.converted_tensors
-                << " tensors converted to float16; " << total.clamped
-                << " values clamped to +-65504, " << total.flushed_to_zero << " flushed to zero\n";
+      PrintLine("  " + c.component + ": " + std::to_string(c.conversion.converted_tensors) +
+                " tensors converted to float16; " + std::to_string(total.clamped) +
+                " values clamped to +-65504, " + std::to_string(total.flushed_to_zero) +
+                " flushed to zero");
     }
   }
-  std::cout << "wrote " << report.extras.path << " (" << HumanBytes(report.extras.bytes)
-            << ", the tensors no graph uses, for rebuild)\n";
+  PrintLine("wrote " + report.extras.path + " (" + HumanBytes(report.extras.bytes) +
+            ", the tensors no graph uses, for rebuild)");
 }
 
 int RunConvert(const ConvertArgs& args) {

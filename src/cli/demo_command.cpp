@@ -2,7 +2,9 @@
 // SD 1.x checkpoint with random weights in the real key layout, converts it,
 // runs the four ONNX files in ONNX Runtime, chained the way a pipeline chains
 // them, and ends by generating an image with `generate`.
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -15,6 +17,7 @@
 #include "generate/generate.h"
 #include "model/synthesize.h"
 #include "runtime/ort_session.h"
+#include "util/temporaries.h"
 
 namespace sdonnx::cli {
 namespace {
@@ -51,8 +54,8 @@ Result<HostTensor> RunOne(const std::string& path, const std::map<std::string, H
                           const std::string& output) {
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OrtModel> model, OrtModel::Load(path));
   SDONNX_ASSIGN_OR_RETURN(auto outputs, model->Run(inputs, {output}));
-  std::cout << "ran " << fs::path(path).filename().string() << ": " << output << " "
-            << Summary(outputs[output]) << "\n";
+  PrintLine("ran " + fs::path(path).filename().string() + ": " + output + " " +
+            Summary(outputs[output]));
   return std::move(outputs[output]);
 }
 
@@ -135,20 +138,39 @@ Status GenerateImage(const fs::path& model_dir, const fs::path& output, std::uin
   options.output = output.string();
   options.overwrite = true;
   SDONNX_ASSIGN_OR_RETURN(GenerateResult result, Generate(options));
-  std::cout << "generated " << output.string() << " (64x64, 8 euler_a steps, "
-            << result.seconds_per_step << " s per step)\n";
+  char per_step[32];  // Two decimals, as generate prints it.
+  std::snprintf(per_step, sizeof(per_step), "%.2f", result.seconds_per_step);
+  PrintLine("generated " + output.string() + " (64x64, 8 euler_a steps, " + per_step +
+            " s per step)");
   return Status::Ok();
 }
+
+// Removes a registered temporary folder on every return, unless its path
+// is empty. On SIGINT or SIGTERM the signal watcher removes it instead.
+struct TemporaryFolder {
+  explicit TemporaryFolder(fs::path folder) : path(std::move(folder)) {}
+  TemporaryFolder(const TemporaryFolder&) = delete;
+  ~TemporaryFolder() {
+    if (path.empty()) return;
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    UnregisterTemporary(path.string());
+  }
+  fs::path path;
+};
 
 int RunDemo(const DemoArgs& args) {
   fs::path work = args.work_dir;
   bool remove_after = false;
   if (work.empty()) {
     std::string pattern = (fs::temp_directory_path() / "sdonnx-demo-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) return ReportError("cannot create a temporary folder");
+    if (CreateRegisteredTemporaryFolder(&pattern) != 0) {
+      return ReportError(pattern + ": cannot create a temporary folder: " + std::strerror(errno));
+    }
     work = pattern;
     remove_after = true;
   }
+  const TemporaryFolder cleanup{remove_after ? work : fs::path()};
   std::error_code ec;
   fs::create_directories(work, ec);
   const fs::path checkpoint = work / "demo-sd1.safetensors";
@@ -157,9 +179,9 @@ int RunDemo(const DemoArgs& args) {
       !s.ok()) {
     return ReportError(s.message());
   }
-  std::cout << "synthesized " << checkpoint.string() << " (" << layout.size()
-            << " tensors, SD 1.x layout, random weights, "
-            << HumanBytes(fs::file_size(checkpoint, ec)) << ")\n";
+  PrintLine("synthesized " + checkpoint.string() + " (" + std::to_string(layout.size()) +
+            " tensors, SD 1.x layout, random weights, " +
+            HumanBytes(fs::file_size(checkpoint, ec)) + ")");
 
   ConvertOptions options;
   options.model_path = checkpoint.string();
@@ -171,15 +193,14 @@ int RunDemo(const DemoArgs& args) {
             << ", prediction " << report->spec.prediction_type << "\n";
   for (const auto& c : report->components) {
     for (const auto& f : c.files) {
-      std::cout << "wrote " << f.path << " (" << HumanBytes(f.bytes) << ")\n";
+      PrintLine("wrote " + f.path + " (" + HumanBytes(f.bytes) + ")");
     }
   }
   Status ran = RunPipeline(*report, options.output_dir, "demo-sd1");
   if (ran.ok()) ran = GenerateImage(options.output_dir, args.output, args.seed);
-  if (remove_after) fs::remove_all(work, ec);
   if (!ran.ok()) return ReportError(ran.message());
-  std::cout << (remove_after ? "demo finished; temporary files removed\n"
-                             : "demo finished; files kept in " + work.string() + "\n");
+  PrintLine(remove_after ? "demo finished; temporary files removed"
+                         : "demo finished; files kept in " + work.string());
   return 0;
 }
 

@@ -64,7 +64,7 @@ int RunGenerate(GenerateArgs& args) {
   if (::isatty(STDERR_FILENO)) on_step = DrawProgress;
   Result<GenerateResult> result = Generate(options, on_step);
   if (!result.ok()) return ReportError(result.status().message());
-  for (const std::string& file : result->files) std::cout << "wrote " << file << "\n";
+  for (const std::string& file : result->files) PrintLine("wrote " + file);
   std::printf("seed %llu, %.2f s per step, models loaded in %.1f s\n",
               static_cast<unsigned long long>(options.seed), result->seconds_per_step,
               result->load_seconds);

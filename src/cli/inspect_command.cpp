@@ -113,7 +113,8 @@ void PrintExternalData(const OnnxFileSummary& s) {
               (truncated ? " (truncated)" : "") +
               (Contains(s.unsafe_external_data_files, data)
                    ? " (unsafe: it points outside the model's folder)"
-                   : ""));
+                   : "") +
+              (Contains(s.symlinked_external_data_files, data) ? " (a symlink)" : ""));
   }
 }
 

@@ -106,6 +106,45 @@ void StartSignalWatcher() {
   }).detach();
 }
 
+// The "sdonnx SUBCOMMAND" of the deepest subcommand that was parsed, for
+// the --help hint.
+std::string CommandPath(CLI::App& app) {
+  std::string path = "sdonnx";
+  CLI::App* current = &app;
+  while (current != nullptr) {
+    const std::vector<CLI::App*> parsed = current->get_subcommands();
+    current = parsed.empty() ? nullptr : parsed.front();
+    if (current != nullptr) path += " " + current->get_name();
+  }
+  return path;
+}
+
+// Parses the command line. Returns -1 when the run goes on, else the exit
+// code: 0 after --help or --version, 1 after an error in the options, the
+// code every other usage error has.
+int ParseCommandLine(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    std::string message = e.what();
+    // CLI11 reports "--flag=VALUE" as "NAME was given a disallowed flag
+    // override"; flags take no value (see disable_flag_override in main).
+    const std::string override_text = " was given a disallowed flag override";
+    const std::size_t at = message.rfind(override_text);
+    if (at != std::string::npos && at + override_text.size() == message.size()) {
+      std::string name = message.substr(0, at);
+      if (name.rfind('-', 0) != 0) name = "--" + name;
+      message = name + " is a flag and takes no value; write " + name + " alone";
+    }
+    const std::string help = CommandPath(app) + " --help";
+    std::cerr << "error: " << sdonnx::cli::EscapeControlCharacters(message) << "\n"
+              << "run '" << sdonnx::cli::EscapeControlCharacters(help) << "' to list the options\n";
+    return 1;
+  }
+  return -1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,6 +158,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // Lets -v follow the subcommand too.
   bool verbose = false;
+  // A flag given a value ("--prepack=yes") is an error rather than parsed
+  // loosely; only "=true" is accepted. Subcommands copy these defaults.
+  app.option_defaults()->disable_flag_override();
   app.add_flag("-v,--verbose", verbose, "Print debug messages");
 
   std::function<int()> run;
@@ -130,7 +172,7 @@ int main(int argc, char** argv) {
   sdonnx::cli::AddVerifyCommand(app, &run);
   sdonnx::cli::AddExtractCommand(app, &run);
   sdonnx::cli::AddRebuildCommand(app, &run);
-  CLI11_PARSE(app, argc, argv);
+  if (const int code = ParseCommandLine(app, argc, argv); code >= 0) return code;
 
   const bool colour = ::isatty(STDERR_FILENO) != 0;
   sdonnx::SetLogSink([verbose, colour](sdonnx::LogLevel level, const std::string& raw) {

@@ -1,4 +1,7 @@
+#include <algorithm>
+#include <functional>
 #include <memory>
+#include <utility>
 
 #include "cli/commands.h"
 #include "rebuild/rebuild.h"
@@ -13,6 +16,55 @@ struct RebuildArgs {
   bool force = false;
 };
 
+// How many keys each line of left-out tensors names before "and N more".
+constexpr std::size_t kKeysPerGroup = 3;
+
+// The part of the checkpoint a key belongs to, from its prefix.
+std::string PartOf(const std::string& key) {
+  static const std::pair<const char*, const char*> kParts[] = {
+      {"model.diffusion_model.", "unet"},
+      {"first_stage_model.", "vae"},
+      {"cond_stage_model.", "text encoder"},
+      {"conditioner.embedders.0.", "text encoder 1"},
+      {"conditioner.embedders.1.", "text encoder 2"},
+      {"model_ema.", "EMA"}};
+  for (const auto& [prefix, name] : kParts) {
+    if (key.starts_with(prefix)) return std::string(name) + " (" + prefix + "*)";
+  }
+  const std::size_t dot = key.find('.');
+  return dot == std::string::npos ? "keys without a prefix" : key.substr(0, dot + 1) + "*";
+}
+
+// Prints `items` in groups, one line per group in order of first
+// appearance: "WHAT, left out: GROUP: N tensors: a, b, c and N more".
+// `split` returns an item's group and the text shown for it. A real
+// component has thousands of tensors, too many for a line each.
+void PrintLeftOut(
+    const std::string& what, const std::vector<std::string>& items,
+    const std::function<std::pair<std::string, std::string>(const std::string&)>& split) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups;
+  for (const std::string& item : items) {
+    auto [group, shown] = split(item);
+    auto found = std::find_if(groups.begin(), groups.end(),
+                              [&group](const auto& g) { return g.first == group; });
+    if (found == groups.end()) found = groups.insert(groups.end(), {group, {}});
+    found->second.push_back(std::move(shown));
+  }
+  for (const auto& [group, members] : groups) {
+    std::string line = what + ", left out: " + group + ": " + std::to_string(members.size()) +
+                       (members.size() == 1 ? " tensor: " : " tensors: ");
+    for (std::size_t i = 0; i < members.size() && i < kKeysPerGroup; ++i) {
+      line += (i ? ", " : "") + members[i];
+    }
+    if (members.size() > kKeysPerGroup) {
+      line += " and " + std::to_string(members.size() - kKeysPerGroup) + " more";
+    }
+    PrintLine(line);
+  }
+}
+
+std::pair<std::string, std::string> ByPart(const std::string& key) { return {PartOf(key), key}; }
+
 // Every line goes through PrintLine, which escapes the control characters
 // of keys and file names read from the inputs.
 void PrintForeignReport(const RebuildReport& report, const std::string& output_path) {
@@ -22,7 +74,12 @@ void PrintForeignReport(const RebuildReport& report, const std::string& output_p
               (c.file.empty() ? "missing"
                               : std::to_string(c.tensors) + " weights mapped from " + c.file));
   }
-  for (const std::string& u : report.unmapped) PrintLine("not mapped, left out: " + u);
+  // Each entry is "COMPONENT: INITIALIZER: why".
+  PrintLeftOut("not mapped", report.unmapped, [](const std::string& entry) {
+    const std::size_t colon = entry.find(": ");
+    if (colon == std::string::npos) return std::pair<std::string, std::string>{"other", entry};
+    return std::pair<std::string, std::string>{entry.substr(0, colon), entry.substr(colon + 2)};
+  });
   PrintLine("wrote " + output_path + " (" + std::to_string(report.tensors_written) +
             " tensors, " + HumanBytes(report.bytes) + ")" +
             (report.partial ? ": a PARTIAL checkpoint" : ""));
@@ -39,10 +96,8 @@ void PrintReport(const RebuildReport& report, const std::string& output_path) {
               (c.file.empty() ? "missing"
                               : std::to_string(c.tensors) + " tensors from " + c.file));
   }
-  for (const std::string& key : report.differing_keys) {
-    PrintLine("differs from the source, left out: " + key);
-  }
-  for (const std::string& key : report.missing_keys) PrintLine("missing, left out: " + key);
+  PrintLeftOut("differs from the source", report.differing_keys, ByPart);
+  PrintLeftOut("missing", report.missing_keys, ByPart);
   const std::string wrote = "wrote " + output_path + " (" +
                             std::to_string(report.tensors_written) + " tensors, " +
                             HumanBytes(report.bytes) + ")";

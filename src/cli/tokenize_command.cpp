@@ -47,7 +47,9 @@ void PrintChunk(const std::string& label, std::size_t number, const PromptChunk&
                 const ClipTokenizer& tokenizer) {
   std::cout << label << "chunk " << number << ":";
   for (std::int32_t id : chunk.ids) std::cout << " " << id;
-  std::cout << "\n  text: " << tokenizer.Decode(PromptTokens(chunk, tokenizer.EndId())) << "\n";
+  std::cout << "\n";
+  // The decoded text comes from the tokenizer files and the prompt.
+  PrintLine("  text: " + tokenizer.Decode(PromptTokens(chunk, tokenizer.EndId())));
   const bool weighted =
       std::any_of(chunk.weights.begin(), chunk.weights.end(), [](float w) { return w != 1.0f; });
   if (!weighted) return;
@@ -71,7 +73,7 @@ int RunTokenize(const TokenizeArgs& args) {
   if (!tokenizer.ok()) return ReportError(tokenizer.status().message());
 
   const std::vector<Encoder> encoders = EncodersOf(args.family);
-  std::cout << "tokenizer: " << *path << "\n";
+  PrintLine("tokenizer: " + *path);
   std::cout << "family " << args.family << ":";
   for (std::size_t e = 0; e < encoders.size(); ++e) {
     std::cout << (e == 0 ? " " : ", ") << encoders[e].label << "padding "

@@ -37,14 +37,11 @@ class StagingDir {
  public:
   static Result<StagingDir> Create(const fs::path& parent) {
     std::string pattern = (parent / ".sdonnx-staging-XXXXXX").string();
-    std::vector<char> buffer(pattern.begin(), pattern.end());
-    buffer.push_back('\0');
-    if (::mkdtemp(buffer.data()) == nullptr) {
+    if (CreateRegisteredTemporaryFolder(&pattern) != 0) {
       return Status::Error(parent.string() + ": cannot create a staging folder: " +
                            std::strerror(errno));
     }
-    RegisterTemporary(buffer.data());
-    return StagingDir(fs::path(buffer.data()));
+    return StagingDir(fs::path(pattern));
   }
   StagingDir(StagingDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
   StagingDir(const StagingDir&) = delete;

@@ -603,6 +603,64 @@ std::vector<std::string> OutputPaths(const std::string& output, int batch) {
   return paths;
 }
 
+// The folders above the output files that a run creates, removed again
+// (those left empty) unless Keep() is called after a successful run.
+class CreatedFolders {
+ public:
+  CreatedFolders() = default;
+  CreatedFolders(const CreatedFolders&) = delete;
+  ~CreatedFolders() {
+    for (auto folder = folders_.rbegin(); folder != folders_.rend(); ++folder) {
+      std::error_code ec;
+      fs::remove(*folder, ec);  // Removes only an empty folder.
+    }
+  }
+
+  // Creates `dir` and the missing folders above it.
+  Status Create(const fs::path& dir) {
+    std::vector<fs::path> missing;
+    std::error_code ec;
+    for (fs::path at = dir; !at.empty() && !fs::exists(fs::symlink_status(at, ec));
+         at = at.parent_path()) {
+      missing.push_back(at);
+      if (at == at.parent_path()) break;
+    }
+    for (auto folder = missing.rbegin(); folder != missing.rend(); ++folder) {
+      if (!fs::create_directory(*folder, ec) && ec) {
+        return Status::Error(folder->string() +
+                             ": cannot create the folder for --output: " + ec.message());
+      }
+      folders_.push_back(*folder);
+    }
+    return Status::Ok();
+  }
+
+  void Keep() { folders_.clear(); }
+
+ private:
+  std::vector<fs::path> folders_;  // outermost first
+};
+
+// Creates the output files as temporaries, before any work, so that a
+// read-only folder or an existing file is reported at once.
+Result<std::vector<AtomicFile>> CreateOutputFiles(const GenerateOptions& options) {
+  std::vector<AtomicFile> files;
+  for (const std::string& path : OutputPaths(options.output, options.batch_size)) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+      return Status::Error(path + ": is a folder; --output takes a .png file path");
+    }
+    for (const std::optional<std::string>& input : {options.init_image, options.mask}) {
+      if (input && fs::equivalent(path, *input, ec)) {
+        return Status::Error(path + ": is also an input image; give --output another path");
+      }
+    }
+    SDONNX_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path, options.overwrite));
+    files.push_back(std::move(file));
+  }
+  return files;
+}
+
 }  // namespace
 
 std::string AllowedSizesNear(std::int64_t value, std::int64_t multiple) {
@@ -622,23 +680,11 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
     return Status::Error("--batch-size " + std::to_string(options.batch_size) +
                          " is out of range; use 1 to 64");
   }
-  const std::vector<std::string> paths = OutputPaths(options.output, options.batch_size);
-  // The output files are created (as temporaries) before any work, so that
-  // a missing or read-only folder is reported at once.
-  std::vector<AtomicFile> files;
-  for (const std::string& path : paths) {
-    std::error_code ec;
-    if (fs::is_directory(path, ec)) {
-      return Status::Error(path + ": is a folder; --output takes a .png file path");
-    }
-    for (const std::optional<std::string>& input : {options.init_image, options.mask}) {
-      if (input && fs::equivalent(path, *input, ec)) {
-        return Status::Error(path + ": is also an input image; give --output another path");
-      }
-    }
-    SDONNX_ASSIGN_OR_RETURN(AtomicFile file, AtomicFile::Create(path, options.overwrite));
-    files.push_back(std::move(file));
-  }
+  // Missing folders above --output are created, as convert creates its
+  // output folder, and removed again if the run fails.
+  CreatedFolders created_folders;
+  SDONNX_RETURN_IF_ERROR(created_folders.Create(fs::path(options.output).parent_path()));
+  SDONNX_ASSIGN_OR_RETURN(std::vector<AtomicFile> files, CreateOutputFiles(options));
   GenerateResult result;
   const auto load_start = Clock::now();
   ProfileRequest run;
@@ -681,6 +727,7 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
     SDONNX_RETURN_IF_ERROR(files[i].Close());
   }
   SDONNX_RETURN_IF_ERROR(AtomicFile::CommitAll(files));
+  created_folders.Keep();
   for (const AtomicFile& file : files) result.files.push_back(file.path());
   return result;
 }

@@ -194,11 +194,10 @@ Status RunPredictionProbe(CheckpointSummary* summary) {
   std::error_code ec;
   const fs::path temp = fs::temp_directory_path(ec);
   std::string pattern = ((ec ? fs::path("/tmp") : temp) / "sdonnx-probe-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) {
+  if (CreateRegisteredTemporaryFolder(&pattern) != 0) {
     return Status::Error(pattern + ": cannot create a temporary folder for the UNet probe: " +
                          std::strerror(errno));
   }
-  RegisterTemporary(pattern);
   // A file with only EMA weights is probed with them, as convert does.
   Checkpoint& checkpoint = *summary->checkpoint;
   const bool ema_only = !checkpoint.HasPrefix(kUNetPrefix) && checkpoint.HasPrefix("model_ema.");

@@ -107,6 +107,19 @@ std::optional<std::uint64_t> ExternalEnd(const onnx::TensorProto& t) {
   return end;
 }
 
+// The first component of `relative`, below `dir`, that is a symlink.
+std::optional<fs::path> FirstSymlink(const fs::path& dir, const fs::path& relative) {
+  fs::path current = dir.empty() ? fs::path(".") : dir;
+  for (const fs::path& part : relative) {
+    current /= part;
+    std::error_code ec;
+    const fs::file_status status = fs::symlink_status(current, ec);
+    if (ec || !fs::exists(status)) return std::nullopt;
+    if (fs::is_symlink(status)) return current;
+  }
+  return std::nullopt;
+}
+
 void CheckExternalFiles(const std::map<std::string, std::uint64_t>& needed,
                         const fs::path& model_path, OnnxFileSummary* out) {
   for (const auto& [location, end] : needed) {
@@ -120,6 +133,13 @@ void CheckExternalFiles(const std::map<std::string, std::uint64_t>& needed,
       continue;
     }
     const fs::path data = model_path.parent_path() / location;
+    if (const std::optional<fs::path> link = FirstSymlink(model_path.parent_path(), relative)) {
+      out->symlinked_external_data_files.push_back(location);
+      out->warnings.push_back("external data location '" + location +
+                              "' passes through the symlink " + link->string() +
+                              "; extract, rebuild and ONNX Runtime reject linked data files, so "
+                              "replace the link with a copy of the file");
+    }
     std::error_code ec;
     if (!fs::is_regular_file(data, ec)) {
       out->missing_external_data_files.push_back(location);
@@ -388,6 +408,7 @@ nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& s) {
           {"external_data_files", s.external_data_files},
           {"missing_external_data_files", s.missing_external_data_files},
           {"unsafe_external_data_files", s.unsafe_external_data_files},
+          {"symlinked_external_data_files", s.symlinked_external_data_files},
           {"truncated_external_data_files", truncated},
           {"family", s.family.empty() ? json(nullptr) : json(s.family)},
           {"family_basis", s.family_basis},

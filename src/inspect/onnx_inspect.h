@@ -49,6 +49,9 @@ struct OnnxFileSummary {
   // External data locations that are absolute or contain "..": they point
   // outside the model's folder, so they are reported and not looked up.
   std::vector<std::string> unsafe_external_data_files;
+  // External data locations with a symlink in them, which extract, rebuild
+  // and ONNX Runtime reject.
+  std::vector<std::string> symlinked_external_data_files;
   // External data files shorter than the initializers that point into them.
   std::vector<TruncatedDataFile> truncated_external_data_files;
   // sd1, sd2, sdxl, sdxl-refiner: from sdonnx.family, or for a UNet without

@@ -11,6 +11,8 @@
 #include <functional>
 #include <unordered_map>
 
+#include "formats/onnx_file.h"
+
 namespace sdonnx {
 namespace {
 
@@ -194,6 +196,13 @@ OrtModel::~OrtModel() = default;
 
 Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
                                                  const SessionOptions& options) {
+  // ONNX Runtime reports a truncated, missing or linked external data file
+  // with a line of its own source code and no byte counts. OnnxFile checks
+  // every initializer first and names the file, the initializer and the
+  // byte counts, as extract, rebuild and inspect do.
+  if (Result<std::unique_ptr<OnnxFile>> checked = OnnxFile::Open(path); !checked.ok()) {
+    return checked.status();
+  }
   auto model = std::unique_ptr<OrtModel>(new OrtModel());
   model->path_ = path;
   Ort::SessionOptions session_options{nullptr};

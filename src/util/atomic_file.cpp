@@ -45,17 +45,14 @@ Result<AtomicFile> AtomicFile::Create(const std::string& path, bool overwrite) {
   std::string temp_name = ".";
   temp_name += target.filename().string();
   temp_name += ".sdonnx-tmp-XXXXXX";
-  std::string pattern = (dir / temp_name).string();
-  std::vector<char> buffer(pattern.begin(), pattern.end());
-  buffer.push_back('\0');
-  int fd = ::mkostemp(buffer.data(), O_CLOEXEC);
+  std::string temp_path = (dir / temp_name).string();
+  const int fd = CreateRegisteredTemporaryFile(&temp_path);
   if (fd < 0) {
     return Status::Error(path + ": cannot create a temporary file in " + dir.string() + ": " +
                          std::strerror(errno));
   }
   ::fchmod(fd, 0644);
-  RegisterTemporary(buffer.data());
-  return AtomicFile(path, std::string(buffer.data()), fd);
+  return AtomicFile(path, std::move(temp_path), fd);
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept

@@ -1,5 +1,9 @@
 #include "util/temporaries.h"
 
+#include <fcntl.h>
+#include <stdlib.h>
+
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <mutex>
@@ -19,7 +23,36 @@ std::set<std::string>& List() {
   return paths;
 }
 
+// True once RemoveRegisteredTemporaries has run. The process is then about
+// to exit, and a temporary created after that would be left behind.
+bool& Removed() {
+  static bool removed = false;
+  return removed;
+}
+
 }  // namespace
+
+int CreateRegisteredTemporaryFile(std::string* pattern) {
+  std::lock_guard<std::mutex> lock(ListMutex());
+  if (Removed()) {
+    errno = ECANCELED;
+    return -1;
+  }
+  const int fd = ::mkostemp(pattern->data(), O_CLOEXEC);
+  if (fd >= 0) List().insert(*pattern);
+  return fd;
+}
+
+int CreateRegisteredTemporaryFolder(std::string* pattern) {
+  std::lock_guard<std::mutex> lock(ListMutex());
+  if (Removed()) {
+    errno = ECANCELED;
+    return -1;
+  }
+  if (::mkdtemp(pattern->data()) == nullptr) return -1;
+  List().insert(*pattern);
+  return 0;
+}
 
 void RegisterTemporary(const std::string& path) {
   std::lock_guard<std::mutex> lock(ListMutex());
@@ -47,6 +80,7 @@ void RemoveRegisteredTemporaries() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   List().clear();
+  Removed() = true;
 }
 
 }  // namespace sdonnx
