@@ -345,9 +345,12 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   const MappedFile& source = checkpoint->mapped();
   std::shared_future<std::string> source_sha256 =
       std::async(std::launch::async, [&source] {
+        std::string sha = Sha256HexOfFileRange(source.fd(), 0, source.size());
+        if (!sha.empty()) return sha;
+        // A failed read falls back to the memory map, which raises SIGBUS
+        // rather than returning a wrong hash if the file shrank.
         return Sha256Hex(source.bytes(), [&source](std::size_t at, std::size_t n) {
           source.DontNeed(at, n);
-          source.WillNeed(at + n, n);
         });
       }).share();
   // Per-tensor hashes for the extras file run on their own thread, since
