@@ -1,6 +1,7 @@
 // The sdonnx program end to end: exit codes, messages, and what is left in
 // the output folder after a failure.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <array>
@@ -288,6 +289,47 @@ TEST(Cli, LongPromptOnCommandLineGenerates) {
       "' --negative-prompt '" + prompt + "' --output " + Quote(image));
   ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 2000);
   EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"long.png", "models"}));
+}
+
+}  // namespace
+}  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+// Opening a named pipe for reading waits for a writer, so every command
+// must reject one before it opens it. `timeout` turns a hang into exit 124.
+TEST(Cli, NamedPipesAreRejectedWithoutBlocking) {
+  TempDir dir;
+  const fs::path pipe = dir / "pipe.safetensors";
+  ASSERT_EQ(::mkfifo(pipe.c_str(), 0600), 0);
+  const fs::path vocabulary_pipe = dir / "bpe_simple_vocab_16e6.txt.gz";
+  ASSERT_EQ(::mkfifo(vocabulary_pipe.c_str(), 0600), 0);
+  const fs::path models = dir / "models";
+  ASSERT_EQ(RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
+                      Quote(models)).exit_code,
+            0);
+  const std::string generate = "generate --model " + Quote(models) +
+                               " --steps 1 --width 32 --height 32 --prompt x --output " +
+                               Quote(dir / "out.png");
+  const std::string tokenizer = " --tokenizer " + Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz"));
+  const std::vector<std::string> commands = {
+      "inspect " + Quote(pipe),
+      "inspect --json " + Quote(pipe),
+      "verify " + Quote(pipe),
+      "convert " + Quote(pipe) + " " + Quote(dir / "converted"),
+      "extract " + Quote(pipe) + " " + Quote(dir / "extracted.safetensors"),
+      generate + tokenizer + " --init-image " + Quote(pipe),
+      generate + " --tokenizer " + Quote(vocabulary_pipe),
+  };
+  for (const std::string& command : commands) {
+    SCOPED_TRACE(command);
+    CommandResult r = testing::RunCommand("timeout 20 " + std::string(SDONNX_BINARY) + " " + command);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("not a regular file"), std::string::npos) << r.output;
+  }
+  EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"bpe_simple_vocab_16e6.txt.gz",
+                                                            "models", "pipe.safetensors"}));
 }
 
 }  // namespace

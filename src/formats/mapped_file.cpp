@@ -19,7 +19,9 @@ std::size_t PageFloor(std::size_t offset) {
 }  // namespace
 
 Result<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK keeps open() from waiting for a writer if the path is a
+  // named pipe; reads of regular files ignore it.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     return Status::Error(path + ": cannot open for reading: " + std::strerror(errno));
   }

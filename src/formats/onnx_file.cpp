@@ -124,7 +124,7 @@ Status CheckExternalDataLocation(const std::string& model_dir, const std::string
 }
 
 Result<std::unique_ptr<OnnxFile>> OnnxFile::Open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // See mapped_file.cpp.
   if (fd < 0) return Status::Error(path + ": cannot open for reading: " + std::strerror(errno));
   struct stat info {};
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {

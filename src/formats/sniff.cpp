@@ -12,6 +12,7 @@
 
 #include "formats/safetensors.h"
 #include "formats/torch_checkpoint.h"
+#include "util/regular_file.h"
 
 namespace sdonnx {
 namespace {
@@ -123,7 +124,8 @@ FileFormat SniffFormat(std::span<const std::uint8_t> bytes) {
 }
 
 Result<FileFormat> SniffFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  SDONNX_RETURN_IF_ERROR(CheckRegularFile(path));
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return Status::Error(path + ": cannot open: " + std::strerror(errno));
   std::vector<std::uint8_t> head(kSniffBytes);
   std::size_t filled = 0;

@@ -1,4 +1,5 @@
 #include "image/png.h"
+#include "util/regular_file.h"
 
 #include <spng.h>
 
@@ -12,6 +13,7 @@ namespace {
 using SpngContext = std::unique_ptr<spng_ctx, decltype(&spng_ctx_free)>;
 
 Result<std::string> ReadWholeFile(const std::string& path) {
+  SDONNX_RETURN_IF_ERROR(CheckRegularFile(path));
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::Error(path + ": cannot open the image for reading");
   std::ostringstream buffer;

@@ -15,6 +15,7 @@
 
 #include "text/clip_text.h"
 #include "text/unicode.h"
+#include "util/regular_file.h"
 
 namespace sdonnx {
 namespace {
@@ -123,6 +124,7 @@ Result<MergeList> ParseMerges(const std::string& path, const std::vector<std::st
 }
 
 Result<std::string> ReadGzip(const std::string& path) {
+  SDONNX_RETURN_IF_ERROR(CheckRegularFile(path));
   gzFile file = gzopen(path.c_str(), "rb");
   if (file == nullptr) return Status::Error(path + ": cannot open the file for reading");
   std::string text;
@@ -148,6 +150,7 @@ Result<std::string> ReadGzip(const std::string& path) {
 }
 
 Result<std::string> ReadText(const std::string& path) {
+  SDONNX_RETURN_IF_ERROR(CheckRegularFile(path));
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::Error(path + ": cannot open the file for reading");
   std::ostringstream text;
