@@ -222,6 +222,20 @@ TEST(Verify, ExtractOutputIsRecognised) {
   EXPECT_TRUE(Contains(report->problems[0].advice, "sdonnx rebuild"));
 }
 
+// An extract of the UNet still shows a family from its keys; the text output
+// must name the file as an extract all the same.
+TEST(Inspect, UNetExtractNamesFileKind) {
+  TempDir dir;
+  ASSERT_TRUE(ConvertTo(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
+  CommandResult extract = RunSdonnx("extract " + Quote(dir / "onnx" / "unet_tiny-sd1.onnx") +
+                                    " " + Quote(dir / "unet.safetensors"));
+  ASSERT_EQ(extract.exit_code, 0) << extract.output;
+  CommandResult r = RunSdonnx("inspect " + Quote(dir / "unet.safetensors"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "file kind: sdonnx extract")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "family: sd1")) << r.output;
+}
+
 struct RejectedInput {
   const char* label;
   const char* name;

@@ -50,6 +50,12 @@ void PrintPrediction(const ModelSpec& spec, bool probe_skipped) {
 void PrintCheckpoint(const CheckpointSummary& s, bool probe_skipped) {
   PrintLine("file: " + s.path + " (" + HumanBytes(s.file_bytes) + ", " +
             FileFormatName(s.format) + ")");
+  // An extract of one component can still show a family from its keys, so
+  // the file kind is printed whenever sdonnx's metadata names it.
+  if (!s.file_kind.empty()) {
+    PrintLine("file kind: " + s.file_title + ": " + s.file_description);
+    PrintLine("what to do: " + s.file_advice);
+  }
   if (s.spec) {
     const ModelSpec& spec = *s.spec;
     PrintLine("family: " + FamilyName(spec.family) + " (" + FamilyTitle(spec.family) + "; " +
@@ -57,10 +63,7 @@ void PrintCheckpoint(const CheckpointSummary& s, bool probe_skipped) {
     PrintLine("variant: " + spec.variant);
     PrintPrediction(spec, probe_skipped);
     PrintLine("config: " + (spec.config_path ? *spec.config_path : "none"));
-  } else if (!s.file_kind.empty()) {
-    PrintLine("file kind: " + s.file_title + ": " + s.file_description);
-    PrintLine("what to do: " + s.file_advice);
-  } else {
+  } else if (s.file_kind.empty()) {
     PrintLine("family: not detected: " + s.detection_error);
   }
   PrintLine("components:");
