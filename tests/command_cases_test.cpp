@@ -322,7 +322,7 @@ TEST_P(RebuildEditedHeader, WritesNothing) {
   options.output_path = (dir / "out.safetensors").string();
   Result<RebuildReport> report = RebuildCheckpoint(options);
   ASSERT_FALSE(report.ok());
-  const std::string& message = report.status().message();
+  const std::string message = report.status().message();
   EXPECT_TRUE(Contains(message, "extras_tiny-sd1.safetensors: the recorded source header"))
       << message;
   EXPECT_TRUE(Contains(message, GetParam().error)) << message;

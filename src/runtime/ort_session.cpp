@@ -51,7 +51,9 @@ void* CreateEnvironment(void* slot_pointer) {
 // reservation stays under about 1.1 GiB of address space, and only the
 // pages the recursion reaches are touched.
 Ort::Env& Environment() {
-  static Ort::Env* env = [] {
+  // Destroyed at exit like any static, which stops the runtime's own
+  // threads before the statics they read are gone.
+  static std::unique_ptr<Ort::Env> env = [] {
     EnvironmentSlot slot;
     const std::size_t stack_bytes = (64u << 20) + 512 * CommandLineBytes();
     pthread_attr_t attributes;
@@ -66,7 +68,7 @@ Ort::Env& Environment() {
       CreateEnvironment(&slot);  // Without a thread, on the caller's stack.
     }
     if (slot.error) std::rethrow_exception(slot.error);
-    return slot.env;
+    return std::unique_ptr<Ort::Env>(slot.env);
   }();
   return *env;
 }
