@@ -7,9 +7,10 @@
 #   bench/convert_vs_cp.sh [WORK_DIR] [RUNS] [MODEL ...]
 #
 # MODEL names a manifest, such as sd15 (fp32, 4.27 GB; the default) or
-# sdxl-base (fp32, 13.9 GB); a -fp16 suffix stores its float tensors as
-# float16, as in sdxl-base-fp16 (6.94 GB, the size of the released file). WORK_DIR (default /tmp/sdonnx-bench) needs three times
-# the models' size free. The page cache is not dropped between runs, so
+# sdxl-base (fp32, 13.9 GB). A -fp16 suffix stores its float tensors as
+# float16, as in sdxl-base-fp16 (6.94 GB, the size of the released file).
+# WORK_DIR (default /tmp/sdonnx-bench) needs three times the models' size
+# free. The page cache is not dropped between runs, so
 # both commands read a warm source file.
 set -euo pipefail
 

@@ -1,8 +1,8 @@
 // sdonnx_graph_stats: counts a model's nodes by op type and estimates the
 // floating-point operations of one run at fixed input shapes, from ONNX
-// shape inference. Conv, ConvTranspose, Gemm and MatMul are counted as
-// 2 x multiply-accumulates; every other op is ignored, so the figure is a
-// lower bound dominated by the GEMM-like work that MLAS runs.
+// shape inference. Conv, ConvTranspose, Gemm and MatMul count as 2 FLOPs
+// per multiply-accumulate. Every other op is ignored, so the figure is a
+// lower bound made of the GEMM-like work that MLAS runs.
 //
 //   sdonnx_graph_stats MODEL.onnx [INPUT=D0,D1,... ...]
 //

@@ -65,7 +65,7 @@ std::string VaeNote(const VaeSpec& vae);
 
 // Checks that each UNet transformer's width splits into the heads that
 // num_heads / num_head_channels give. The head count is not in the
-// weights, so the error says to pass a config when none was read.
+// weights, so when no config was read the error asks for --config.
 Status CheckUNetHeads(const ModelSpec& spec);
 
 // Detects the family and reads every component's hyperparameters. A config

@@ -30,8 +30,8 @@ struct VaeSpec {
 };
 
 // Reads the architecture from keys and shapes. A VAE missing some tensors
-// is still read when other tensors show its sizes; the error names what
-// is missing when they cannot be read at all.
+// is still read when other tensors show its sizes. When no tensor shows
+// them, the error names the missing tensors.
 Status ReadVaeShapes(const Checkpoint& checkpoint, VaeSpec* spec);
 
 Status BuildVaeEncoder(GraphBuilder& b, const VaeSpec& spec);

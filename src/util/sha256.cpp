@@ -33,8 +33,9 @@ std::string Sha256HexOfFileRange(int fd, std::uint64_t offset, std::uint64_t len
   std::vector<unsigned char> block(1 << 20);
   std::uint64_t done = 0;
   while (done < length) {
-    const std::size_t wanted = static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), length - done));
-    const ssize_t got = ::pread(fd, block.data(), wanted, static_cast<off_t>(offset + done));
+    const auto block_bytes =
+        static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), length - done));
+    const ssize_t got = ::pread(fd, block.data(), block_bytes, static_cast<off_t>(offset + done));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) return "";
     EVP_DigestUpdate(ctx.get(), block.data(), static_cast<std::size_t>(got));
