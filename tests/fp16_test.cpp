@@ -20,6 +20,7 @@ namespace {
 using testing::Fixture;
 using testing::ReadTensor;
 using testing::TempDir;
+using testing::RunModel;
 
 // max |fp16 - reference| / max |reference|, per output. The measured worst
 // case over the fixtures is listed in docs/onnx-contract.md; these bounds
@@ -67,15 +68,6 @@ const Converted& ConvertFp16Once(const std::string& fixture) {
   if (!report.ok()) throw std::runtime_error(report.status().message());
   converted.report = std::move(report).value();
   return cache.emplace(fixture, std::move(converted)).first->second;
-}
-
-std::map<std::string, HostTensor> RunModel(const std::string& path,
-                                           const std::map<std::string, HostTensor>& inputs) {
-  auto model = OrtModel::Load(path);
-  if (!model.ok()) throw std::runtime_error(model.status().message());
-  auto outputs = (*model)->Run(inputs);
-  if (!outputs.ok()) throw std::runtime_error(outputs.status().message());
-  return std::move(outputs).value();
 }
 
 class Fp16 : public ::testing::TestWithParam<std::string> {

@@ -17,13 +17,7 @@ using testing::Fixture;
 using testing::MaxAbsDiff;
 using testing::ReadTensor;
 using testing::TempDir;
-
-onnx::ModelProto ReadModel(const std::filesystem::path& path) {
-  onnx::ModelProto model;
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(model.ParseFromIstream(&in)) << path;
-  return model;
-}
+using testing::ReadModel;
 
 TEST(Opsets, NineteenAndTwentyMatchReference) {
   const auto reference = Fixture("tiny/tiny-sdxl.reference.safetensors");

@@ -21,15 +21,10 @@ using testing::Fixture;
 using testing::MaxAbsDiff;
 using testing::ReadTensor;
 using testing::TempDir;
+using testing::RunModel;
+using testing::ReadModel;
 
 constexpr double kTolerance = 1e-4;
-
-onnx::ModelProto ReadModel(const std::filesystem::path& path) {
-  onnx::ModelProto model;
-  std::ifstream in(path, std::ios::binary);
-  EXPECT_TRUE(model.ParseFromIstream(&in)) << path;
-  return model;
-}
 
 int CountNodes(const onnx::ModelProto& model, const std::string& domain, const std::string& op) {
   int count = 0;
@@ -37,15 +32,6 @@ int CountNodes(const onnx::ModelProto& model, const std::string& domain, const s
     if (node.domain() == domain && node.op_type() == op) ++count;
   }
   return count;
-}
-
-std::map<std::string, HostTensor> RunModel(const std::filesystem::path& path,
-                                      const std::map<std::string, HostTensor>& inputs) {
-  auto model = OrtModel::Load(path.string());
-  if (!model.ok()) throw std::runtime_error(model.status().message());
-  auto outputs = (*model)->Run(inputs);
-  if (!outputs.ok()) throw std::runtime_error(outputs.status().message());
-  return std::move(outputs).value();
 }
 
 class OrtAttention : public ::testing::TestWithParam<std::string> {};

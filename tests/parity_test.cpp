@@ -21,6 +21,7 @@ using testing::Fixture;
 using testing::MaxAbsDiff;
 using testing::ReadTensor;
 using testing::TempDir;
+using testing::RunModel;
 
 constexpr double kTolerance = 1e-4;
 
@@ -51,15 +52,6 @@ const Converted& ConvertOnce(const std::string& fixture, int opset) {
   if (!report.ok()) throw std::runtime_error(report.status().message());
   converted.report = std::move(report).value();
   return cache.emplace(key, std::move(converted)).first->second;
-}
-
-std::map<std::string, HostTensor> RunModel(const std::string& path,
-                                           const std::map<std::string, HostTensor>& inputs) {
-  auto model = OrtModel::Load(path);
-  if (!model.ok()) throw std::runtime_error(model.status().message());
-  auto outputs = (*model)->Run(inputs);
-  if (!outputs.ok()) throw std::runtime_error(outputs.status().message());
-  return std::move(outputs).value();
 }
 
 class Parity : public ::testing::TestWithParam<std::tuple<std::string, int>> {

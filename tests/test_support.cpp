@@ -139,6 +139,22 @@ fs::path WriteWidenedUNet(const fs::path& dir, const std::string& name, const st
   return path;
 }
 
+std::map<std::string, HostTensor> RunModel(const fs::path& path,
+                                           const std::map<std::string, HostTensor>& inputs) {
+  auto model = OrtModel::Load(path.string());
+  if (!model.ok()) throw std::runtime_error(model.status().message());
+  auto outputs = (*model)->Run(inputs);
+  if (!outputs.ok()) throw std::runtime_error(outputs.status().message());
+  return std::move(outputs).value();
+}
+
+onnx::ModelProto ReadModel(const fs::path& path) {
+  onnx::ModelProto model;
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(model.ParseFromIstream(&in)) << path;
+  return model;
+}
+
 }  // namespace sdonnx::testing
 
 namespace {

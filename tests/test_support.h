@@ -5,8 +5,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
+
+#include <onnx/onnx_pb.h>
 
 #include "runtime/ort_session.h"
 
@@ -35,6 +38,14 @@ HostTensor ReadTensor(const std::filesystem::path& file, const std::string& name
 
 // max |a - b| over all elements; +inf if the shapes differ.
 double MaxAbsDiff(const HostTensor& a, const HostTensor& b);
+
+// Loads the ONNX file at `path` in ONNX Runtime and runs it on `inputs`;
+// throws std::runtime_error with ONNX Runtime's message on failure.
+std::map<std::string, HostTensor> RunModel(const std::filesystem::path& path,
+                                           const std::map<std::string, HostTensor>& inputs);
+
+// Parses the ONNX file at `path` (a failed parse fails the test).
+onnx::ModelProto ReadModel(const std::filesystem::path& path);
 
 // Names of the regular files in `dir`, sorted; hidden ones included.
 std::vector<std::string> ListFiles(const std::filesystem::path& dir);

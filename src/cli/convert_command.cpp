@@ -24,6 +24,7 @@ struct ConvertArgs {
   std::int64_t batch_size = 1;
   bool batch_size_given = false;
   bool ort_attention = false;
+  std::int64_t attention_chunks = kDefaultAttentionChunks;
 };
 
 // Parses WIDTHxHEIGHT, such as 1024x768.
@@ -88,6 +89,7 @@ int RunConvert(const ConvertArgs& args) {
   options.fp16 = args.fp16;
   options.fp16_sdxl_vae_decoder = args.fp16_vae_decoder;
   options.ort_attention = args.ort_attention;
+  options.attention_chunks = args.attention_chunks;
   if (args.fp16_vae_decoder && !args.fp16) {
     return ReportError("--fp16-vae-decoder only applies with --fp16; add --fp16");
   }
@@ -144,6 +146,11 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
                 "Write UNet and VAE attention as ONNX Runtime's com.microsoft."
                 "MultiHeadAttention (flash attention on CPU: faster, less memory); the files "
                 "then load only in ONNX Runtime");
+  cmd->add_option("--attention-chunks", args->attention_chunks,
+                  "Split the queries of UNet and VAE self-attention into this many chunks, so "
+                  "that only one chunk's scores are in memory at a time; 1 writes each "
+                  "attention in one piece")
+      ->capture_default_str();
   cmd->add_option("--static-shape", args->static_shape,
                   "Write fixed-shape models for images of WIDTHxHEIGHT pixels, such as 512x512");
   cmd->add_option("--batch-size", args->batch_size,

@@ -93,6 +93,17 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
   settings.ort_attention = options.ort_attention && component.rfind("clip_text", 0) != 0;
   settings.metadata["sdonnx.attention"] =
       settings.ort_attention ? "com.microsoft.MultiHeadAttention" : "standard";
+  // The VAE's single-head attention has 16 times smaller scores than the
+  // UNet's 8 heads at batch 2, so it needs fewer chunks.
+  if (!settings.ort_attention && component == "unet") {
+    settings.attention_chunks = options.attention_chunks;
+  }
+  if (!settings.ort_attention && component.rfind("vae_", 0) == 0) {
+    settings.attention_chunks = std::max<std::int64_t>(1, options.attention_chunks / 4);
+  }
+  if (settings.attention_chunks > 1) {
+    settings.metadata["sdonnx.attention_chunks"] = std::to_string(settings.attention_chunks);
+  }
   if (options.static_shape) {
     const StaticShape& shape = *options.static_shape;
     settings.static_dims = StaticDims(component, spec, shape);

@@ -15,6 +15,7 @@ namespace sdonnx {
 struct ComponentSettings {
   bool float16 = false;
   bool ort_attention = false;  // GraphBuilder::SetOrtAttention
+  std::int64_t attention_chunks = 1;  // GraphBuilder::SetAttentionChunks
   std::string weight_precision = "source";          // sdonnx.weight_precision
   std::map<std::string, std::int64_t> static_dims;  // GraphBuilder::SetStaticDims
   std::map<std::string, std::string> metadata;

@@ -281,6 +281,12 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     return Status::Error("opset " + std::to_string(options.opset) + " is not supported; use " +
                          std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset));
   }
+  if (options.attention_chunks < 1 || options.attention_chunks > kMaxAttentionChunks) {
+    return Status::Error("--attention-chunks " + std::to_string(options.attention_chunks) +
+                         " is invalid: use 1 (no chunks) to " +
+                         std::to_string(kMaxAttentionChunks) + "; the default is " +
+                         std::to_string(kDefaultAttentionChunks));
+  }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
                           Checkpoint::Open(options.model_path));
   for (const std::string& warning : checkpoint->warnings()) LogWarning(warning);
@@ -390,6 +396,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     GraphBuilder builder(*p.source, options.opset, p.component);
     builder.SetFloat16(settings.float16);
     builder.SetOrtAttention(settings.ort_attention);
+    builder.SetAttentionChunks(settings.attention_chunks);
     builder.SetStaticDims(settings.static_dims);
     Status built = p.build(builder).WithContext("building " + p.component);
     if (built.ok() && p.component == "unet") built = CheckAllUNetWeightsUsed(builder, spec);

@@ -23,6 +23,10 @@ struct StaticShape {
   std::int64_t batch = 1;  // images per run; the UNet takes 2 x batch rows (guidance)
 };
 
+// ConvertOptions::attention_chunks by default, and the largest accepted.
+inline constexpr std::int64_t kDefaultAttentionChunks = 64;
+inline constexpr std::int64_t kMaxAttentionChunks = 256;
+
 struct ConvertOptions {
   std::string model_path;
   std::string output_dir;
@@ -50,6 +54,12 @@ struct ConvertOptions {
   // com.microsoft.MultiHeadAttention (flash attention on CPU). Such files
   // load only in ONNX Runtime; the default is standard ai.onnx operators.
   bool ort_attention = false;
+  // Query chunks of the UNet's full-resolution self-attention (the VAE's
+  // gets a quarter): each chunk's scores are computed, softmaxed and used
+  // before the next, so at 512x512 a chunk's scores take 16 MiB instead
+  // of 1 GiB for all at once. 1 writes one MatMul-Softmax-MatMul per
+  // attention. Standard operators either way; ignored with ort_attention.
+  std::int64_t attention_chunks = kDefaultAttentionChunks;
 };
 
 struct ConvertedComponent {

@@ -68,6 +68,11 @@ class GraphBuilder {
   // building.
   void SetOrtAttention(bool on) { ort_attention_ = on; }
   bool ort_attention() const { return ort_attention_; }
+  // The query chunks of the self-attention at the network's highest
+  // resolution (layers::Attention); networks use fewer where sequences are
+  // shorter. 1 computes all scores at once. Call before building.
+  void SetAttentionChunks(std::int64_t chunks) { attention_chunks_ = chunks; }
+  std::int64_t attention_chunks() const { return attention_chunks_; }
   // Fixes symbolic dimensions of inputs and outputs: a Dim named in `dims`
   // is written with that size. Call before building.
   void SetStaticDims(std::map<std::string, std::int64_t> dims) { static_dims_ = std::move(dims); }
@@ -134,6 +139,7 @@ class GraphBuilder {
   int opset_;
   bool float16_ = false;
   bool ort_attention_ = false;
+  std::int64_t attention_chunks_ = 1;
   std::map<std::string, std::int64_t> static_dims_;
   onnx::ModelProto model_;
   onnx::GraphProto* graph_;

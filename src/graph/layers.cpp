@@ -1,6 +1,8 @@
 #include "graph/layers.h"
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 namespace sdonnx::layers {
 
@@ -116,9 +118,39 @@ std::string QuickGelu(GraphBuilder& b, const std::string& x) {
   return b.Op("Mul", {x, b.Op("Sigmoid", {b.Op("Mul", {x, b.ScalarFloat(1.702f)})})});
 }
 
+namespace {
+
+// Attention over query chunks: softmax(q_i k^T * scale) v for each chunk
+// q_i of `qh` [B, heads, S_q, dim_head], joined along S_q. The chunk sizes
+// are computed from S_q at run time, so shapes stay dynamic.
+std::string ChunkedScores(GraphBuilder& b, const std::string& qh, const std::string& kt,
+                          const std::string& vh, float scale, std::int64_t chunks) {
+  const std::string rows = ShapeDim(b, qh, 2);
+  const std::string part = b.Op("Div", {rows, b.ConstInt64({chunks}, {1})});
+  const std::string last =
+      b.Op("Sub", {rows, b.Op("Mul", {part, b.ConstInt64({chunks - 1}, {1})})});
+  std::vector<std::string> sizes(static_cast<std::size_t>(chunks - 1), part);
+  sizes.push_back(last);
+  // Scaling q instead of the scores touches S_q x dim_head values, not
+  // S_q x S_k.
+  const std::string scaled = b.Op("Mul", {qh, b.ScalarFloat32(scale)});
+  const std::vector<std::string> parts =
+      b.OpMulti("Split", {scaled, b.Op("Concat", sizes, {{"axis", std::int64_t{0}}})},
+                static_cast<int>(chunks), {{"axis", std::int64_t{2}}});
+  std::vector<std::string> outs;
+  for (const std::string& part_q : parts) {
+    const std::string probs = b.ToCompute(
+        b.Op("Softmax", {b.Op("MatMul", {part_q, kt})}, {{"axis", std::int64_t{-1}}}));
+    outs.push_back(b.Op("MatMul", {probs, vh}));
+  }
+  return b.Op("Concat", outs, {{"axis", std::int64_t{2}}});
+}
+
+}  // namespace
+
 std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
                       const std::string& v, std::int64_t heads, std::int64_t dim_head,
-                      const std::string& mask) {
+                      const std::string& mask, std::int64_t query_chunks) {
   if (b.ort_attention() && mask.empty()) {
     // The contrib operator's CPU kernel runs flash attention on float32
     // only; its default scale is 1 / sqrt(dim_head), as below.
@@ -138,12 +170,18 @@ std::string Attention(GraphBuilder& b, const std::string& q, const std::string& 
   const std::string vh =
       b.Op("Transpose", {b.Op("Reshape", {v, split})}, {{"perm", to_heads}});
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim_head));
-  std::string scores = b.Op("MatMul", {qh, kt});
-  scores = b.Op("Mul", {scores, b.ScalarFloat32(scale)});
-  if (!mask.empty()) scores = b.Op("Add", {scores, mask});
-  const std::string probs = b.ToCompute(b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}}));
-  const std::string out =
-      b.Op("Transpose", {b.Op("MatMul", {probs, vh})}, {{"perm", to_heads}});
+  std::string joined;
+  if (query_chunks > 1 && mask.empty()) {
+    joined = ChunkedScores(b, qh, kt, vh, scale, query_chunks);
+  } else {
+    std::string scores = b.Op("MatMul", {qh, kt});
+    scores = b.Op("Mul", {scores, b.ScalarFloat32(scale)});
+    if (!mask.empty()) scores = b.Op("Add", {scores, mask});
+    const std::string probs =
+        b.ToCompute(b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}}));
+    joined = b.Op("MatMul", {probs, vh});
+  }
+  const std::string out = b.Op("Transpose", {joined}, {{"perm", to_heads}});
   return b.Op("Reshape", {out, b.ConstInt64({0, 0, heads * dim_head}, {3})});
 }
 

@@ -50,10 +50,14 @@ std::string ReduceMeanLast(GraphBuilder& b, const std::string& x);
 // projections; `mask` (optional, float32) is added to the scores before
 // softmax. Scores and softmax are float32 in a float16 graph. Without a
 // mask, a builder with ort_attention() writes one MultiHeadAttention node.
+// With `query_chunks` > 1 and no mask, the queries are split into that
+// many chunks of about S_q / query_chunks rows (some empty when S_q is
+// smaller), each with its own scores and softmax, so that only one chunk's
+// [B, heads, rows, S_k] scores exist at a time.
 // Returns [B, S_q, heads * dim_head].
 std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
                       const std::string& v, std::int64_t heads, std::int64_t dim_head,
-                      const std::string& mask = "");
+                      const std::string& mask = "", std::int64_t query_chunks = 1);
 
 // Dimension `axis` of x's shape as a 1-element int64 tensor.
 std::string ShapeDim(GraphBuilder& b, const std::string& x, std::int64_t axis);

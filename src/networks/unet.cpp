@@ -1,5 +1,7 @@
 #include "networks/unet.h"
 
+#include <algorithm>
+
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
@@ -66,7 +68,8 @@ std::string ResBlock(GraphBuilder& b, const std::string& x, const std::string& e
 }
 
 std::string CrossAttention(GraphBuilder& b, const std::string& x, const std::string& context,
-                           const std::string& p, std::int64_t heads) {
+                           const std::string& p, std::int64_t heads,
+                           std::int64_t query_chunks = 1) {
   const auto q_shape = b.WeightShape(p + ".to_q.weight");
   if (q_shape.size() != 2 || heads <= 0 || q_shape[0] % heads != 0) {
     b.Fail("tensor '" + p + ".to_q.weight' cannot be split into " + std::to_string(heads) +
@@ -76,7 +79,8 @@ std::string CrossAttention(GraphBuilder& b, const std::string& x, const std::str
   const std::string q = Linear(b, x, p + ".to_q", false);
   const std::string k = Linear(b, context, p + ".to_k", false);
   const std::string v = Linear(b, context, p + ".to_v", false);
-  const std::string a = layers::Attention(b, q, k, v, heads, q_shape[0] / heads);
+  const std::string a =
+      layers::Attention(b, q, k, v, heads, q_shape[0] / heads, "", query_chunks);
   return Linear(b, a, p + ".to_out.0");
 }
 
@@ -103,8 +107,23 @@ std::int64_t HeadsFor(const UNetSpec& spec, std::int64_t channels) {
   return spec.num_heads;
 }
 
+// The query chunks of self-attention at `level` (0 at full resolution):
+// the builder's count at the first level with transformers, and 16 times
+// fewer per level below it, where sequences are 4 times shorter and the
+// scores 16 times smaller.
+std::int64_t QueryChunks(const GraphBuilder& b, const UNetSpec& spec, int level) {
+  int first = 0;
+  while (first < static_cast<int>(spec.transformer_depth.size()) &&
+         spec.transformer_depth[static_cast<std::size_t>(first)] == 0) {
+    ++first;
+  }
+  std::int64_t chunks = b.attention_chunks();
+  for (int l = first; l < level && chunks > 1; ++l) chunks /= 16;
+  return std::max<std::int64_t>(chunks, 1);
+}
+
 std::string SpatialTransformer(GraphBuilder& b, const std::string& x, const std::string& context,
-                               const std::string& p, const UNetSpec& spec) {
+                               const std::string& p, const UNetSpec& spec, int level) {
   const auto proj_shape = b.WeightShape(p + ".proj_in.weight");
   if (proj_shape.empty()) return x;
   const std::int64_t inner = proj_shape[0];
@@ -129,7 +148,9 @@ std::string SpatialTransformer(GraphBuilder& b, const std::string& x, const std:
        ++i) {
     const std::string blk = p + ".transformer_blocks." + std::to_string(i);
     const std::string normed = LayerNorm(b, h, blk + ".norm1", kLayerNormEps);
-    h = b.Op("Add", {CrossAttention(b, normed, normed, blk + ".attn1", heads), h});
+    h = b.Op("Add", {CrossAttention(b, normed, normed, blk + ".attn1", heads,
+                                    QueryChunks(b, spec, level)),
+                     h});
     h = b.Op("Add", {CrossAttention(b, LayerNorm(b, h, blk + ".norm2", kLayerNormEps), context,
                                     blk + ".attn2", heads),
                      h});
@@ -169,20 +190,23 @@ std::string Upsample(GraphBuilder& b, const std::string& x, const std::string& l
 }
 
 // One entry of input_blocks, middle_block or output_blocks: a sequence of
-// ResBlock, SpatialTransformer, Downsample and Upsample modules.
+// ResBlock, SpatialTransformer, Downsample and Upsample modules. `level`
+// counts the downsamplings applied so far; the block updates it.
 std::string RunBlock(GraphBuilder& b, std::string h, const std::string& emb,
                      const std::string& context, const std::string& block, const UNetSpec& spec,
-                     const std::string& upsample_like) {
+                     const std::string& upsample_like, int& level) {
   for (int sub = 0;; ++sub) {
     const std::string p = block + "." + std::to_string(sub);
     if (b.HasWeight(p + ".in_layers.0.weight")) {
       h = ResBlock(b, h, emb, p, spec.group_norm_groups);
     } else if (b.HasWeight(p + ".proj_in.weight")) {
-      h = SpatialTransformer(b, h, context, p, spec);
+      h = SpatialTransformer(b, h, context, p, spec, level);
     } else if (b.HasWeight(p + ".op.weight")) {
       h = Conv2d(b, h, p + ".op", 2);
+      ++level;
     } else if (b.HasWeight(p + ".conv.weight")) {
       h = Upsample(b, h, upsample_like.empty() ? h : upsample_like, p);
+      --level;
     } else {
       break;
     }
@@ -345,15 +369,16 @@ Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
 
   std::vector<std::string> skips;
   std::string h = sample;
+  int level = 0;
   for (int i = 0; b.HasWeight(p + "input_blocks." + std::to_string(i) + ".0.weight") ||
                   b.HasWeight(p + "input_blocks." + std::to_string(i) + ".0.in_layers.0.weight") ||
                   b.HasWeight(p + "input_blocks." + std::to_string(i) + ".0.op.weight");
        ++i) {
     const std::string blk = p + "input_blocks." + std::to_string(i);
-    h = (i == 0) ? Conv2d(b, h, blk + ".0") : RunBlock(b, h, emb, context, blk, spec, "");
+    h = (i == 0) ? Conv2d(b, h, blk + ".0") : RunBlock(b, h, emb, context, blk, spec, "", level);
     skips.push_back(h);
   }
-  h = RunBlock(b, h, emb, context, p + "middle_block", spec, "");
+  h = RunBlock(b, h, emb, context, p + "middle_block", spec, "", level);
   int output_blocks = 0;
   for (int i = 0; b.HasWeight(p + "output_blocks." + std::to_string(i) + ".0.in_layers.0.weight");
        ++i, ++output_blocks) {
@@ -364,7 +389,8 @@ Status BuildUNet(GraphBuilder& b, const UNetSpec& spec) {
     h = b.Op("Concat", {h, skips.back()}, {{"axis", std::int64_t{1}}});
     skips.pop_back();
     const std::string next_skip = skips.empty() ? "" : skips.back();
-    h = RunBlock(b, h, emb, context, p + "output_blocks." + std::to_string(i), spec, next_skip);
+    h = RunBlock(b, h, emb, context, p + "output_blocks." + std::to_string(i), spec, next_skip,
+                 level);
   }
   if (!skips.empty()) {
     return Status::Error("UNet: tensor '" + p + "output_blocks." +

@@ -51,7 +51,7 @@ std::string AttnBlock(GraphBuilder& b, const std::string& x, const std::string& 
   const std::string q = PointwiseOnSequence(b, seq, p + ".q");
   const std::string k = PointwiseOnSequence(b, seq, p + ".k");
   const std::string v = PointwiseOnSequence(b, seq, p + ".v");
-  std::string out = layers::Attention(b, q, k, v, 1, channels);
+  std::string out = layers::Attention(b, q, k, v, 1, channels, "", b.attention_chunks());
   out = PointwiseOnSequence(b, out, p + ".proj_out");
   out = b.Op("Reshape", {b.Op("Transpose", {out}, {{"perm", std::vector<std::int64_t>{0, 2, 1}}}),
                          b.Op("Shape", {x})});
