@@ -30,13 +30,12 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "runtime/ort_session.h"
 
 namespace {
 
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using sdonnx::bench::SecondsSince;
 
 // The value of `field` ("VmHWM", "VmRSS") in /proc/self/status, in MB.
 double ProcStatusMb(const std::string& field) {
@@ -157,17 +156,10 @@ double MeasureGemmRate(std::int64_t n, int threads) {
 // Prints max |a - b| / max |b| and the count of values of `a` that are
 // not finite.
 void PrintDifference(const sdonnx::HostTensor& a, const sdonnx::HostTensor& b) {
-  double worst = 0;
-  double scale = 0;
-  std::size_t not_finite = 0;
-  for (std::size_t i = 0; i < a.f32.size() && i < b.f32.size(); ++i) {
-    if (!std::isfinite(a.f32[i])) ++not_finite;
-    worst = std::max(worst, std::fabs(static_cast<double>(a.f32[i]) - b.f32[i]));
-    scale = std::max(scale, std::fabs(static_cast<double>(b.f32[i])));
-  }
+  const sdonnx::bench::Difference d = sdonnx::bench::CompareFloats(a.f32, b.f32);
   std::printf("difference: max abs %.6g, relative to the largest magnitude %.6g, "
               "%zu values not finite\n",
-              worst, scale > 0 ? worst / scale : worst, not_finite);
+              d.max_abs, d.Relative(), d.not_finite);
 }
 
 }  // namespace
