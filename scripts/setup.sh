@@ -11,7 +11,7 @@ apt_packages=(
   build-essential cmake pkg-config binutils
   libprotobuf-dev protobuf-compiler libonnx-dev
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
-  libspng-dev libssl-dev zlib1g-dev libicu-dev
+  libspng-dev libssl-dev libxxhash-dev zlib1g-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 

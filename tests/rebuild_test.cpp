@@ -3,16 +3,23 @@
 // its dtype and order, with the same bytes and metadata.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <map>
 
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
 #include "formats/onnx_file.h"
 #include "formats/safetensors.h"
 #include "rebuild/rebuild.h"
+#include "rebuild/source_digests.h"
 #include "rebuild/source_record.h"
 #include "test_support.h"
+#include "util/sha256.h"
+#include "util/xxh3.h"
 
 namespace sdonnx {
 namespace {
@@ -263,33 +270,146 @@ TEST(Rebuild, AllowPartialWritesAMarkedFile) {
   EXPECT_NE((*rebuilt)->Find("first_stage_model.encoder.conv_in.weight"), nullptr);
 }
 
+// Changes one byte of `key`'s weights in the UNet's external data file of
+// the tiny-sd1 export in `dir`.
+void ChangeUNetWeight(const fs::path& dir, const std::string& key) {
+  std::uint64_t offset = 0;
+  {
+    auto unet = OnnxFile::Open((dir / "unet_tiny-sd1.onnx").string());
+    ASSERT_TRUE(unet.ok()) << unet.status().message();
+    const OnnxInitializer* init = (*unet)->Find(key);
+    ASSERT_NE(init, nullptr);
+    offset = init->offset;
+  }
+  std::fstream data(dir / "unet_tiny-sd1.onnx.data",
+                    std::ios::in | std::ios::out | std::ios::binary);
+  data.seekp(static_cast<std::streamoff>(offset));
+  data.put('\x7f');
+}
+
 TEST(Rebuild, ChangedTensorIsListedByKey) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1",
                       ExternalData::kAlways)
                   .ok());
   const std::string key = "model.diffusion_model.out.2.bias";
-  std::uint64_t offset = 0;
-  {
-    auto unet = OnnxFile::Open((dir / "onnx" / "unet_tiny-sd1.onnx").string());
-    ASSERT_TRUE(unet.ok()) << unet.status().message();
-    const OnnxInitializer* init = (*unet)->Find(key);
-    ASSERT_NE(init, nullptr);
-    offset = init->offset;
-  }
-  {
-    std::fstream data(dir / "onnx" / "unet_tiny-sd1.onnx.data",
-                      std::ios::in | std::ios::out | std::ios::binary);
-    data.seekp(static_cast<std::streamoff>(offset));
-    data.put('\x7f');
-  }
+  ChangeUNetWeight(dir / "onnx", key);
   auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
-  EXPECT_NE(report.status().message().find(key + " (SHA-256"), std::string::npos)
+  EXPECT_NE(report.status().message().find(key + " (XXH3-128 digest differs"), std::string::npos)
       << report.status().message();
   EXPECT_NE(report.status().message().find("1 tensors differ"), std::string::npos)
       << report.status().message();
   EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
+}
+
+// Rewrites the safetensors file at `path` with `edit` applied to its metadata.
+void EditMetadata(const fs::path& path,
+                  const std::function<void(std::map<std::string, std::string>&)>& edit) {
+  const fs::path edited = path.string() + ".edited";
+  {
+    auto file = SafetensorsFile::Open(path.string());
+    ASSERT_TRUE(file.ok()) << file.status().message();
+    std::vector<TensorToWrite> tensors;
+    for (const TensorInfo& t : (*file)->tensors()) {
+      tensors.push_back({t.name, t.dtype, t.shape, (*file)->Data(t), {}});
+    }
+    std::map<std::string, std::string> metadata = (*file)->metadata();
+    edit(metadata);
+    ASSERT_TRUE(WriteSafetensors(edited.string(), tensors, metadata).ok());
+  }
+  fs::rename(edited, path);
+}
+
+TEST(Rebuild, ExtrasRecordXxh3DigestPerTensor) {
+  TempDir dir;
+  const fs::path source = Fixture("tiny/tiny-sd1.safetensors");
+  ASSERT_TRUE(Convert(source, dir / "onnx", "tiny-sd1").ok());
+  auto extras = SafetensorsFile::Open((dir / "onnx" / "extras_tiny-sd1.safetensors").string());
+  ASSERT_TRUE(extras.ok()) << extras.status().message();
+  const std::map<std::string, std::string>& metadata = (*extras)->metadata();
+  ASSERT_TRUE(metadata.contains(kTensorDigestKey));
+  EXPECT_EQ(metadata.at(kTensorDigestKey), "xxh3-128");
+  auto checkpoint = Checkpoint::Open(source.string());
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
+  const auto entries = nlohmann::json::parse(metadata.at("sdonnx.source_tensors"));
+  ASSERT_EQ(entries.size(), (*checkpoint)->tensors().size());
+  for (const auto& entry : entries) {
+    const TensorInfo* t = (*checkpoint)->FindStored(entry[0].get<std::string>());
+    ASSERT_NE(t, nullptr) << entry.dump();
+    EXPECT_EQ(entry[3].get<std::string>(), Xxh3_128Hex((*checkpoint)->Data(*t))) << t->name;
+  }
+}
+
+// Converts tiny-sd1 into `out` (weights in external data) and rewrites its
+// extras file the way sdonnx wrote it before it recorded the algorithm:
+// SHA-256 per tensor and no sdonnx.tensor_digest entry.
+void ConvertWithSha256Record(const fs::path& out) {
+  const fs::path source = Fixture("tiny/tiny-sd1.safetensors");
+  ASSERT_TRUE(Convert(source, out, "tiny-sd1", ExternalData::kAlways).ok());
+  auto checkpoint = Checkpoint::Open(source.string());
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.status().message();
+  EditMetadata(out / "extras_tiny-sd1.safetensors", [&](std::map<std::string, std::string>& m) {
+    m.erase(kTensorDigestKey);
+    auto entries = nlohmann::json::parse(m.at("sdonnx.source_tensors"));
+    for (auto& entry : entries) {
+      const TensorInfo* t = (*checkpoint)->FindStored(entry[0].get<std::string>());
+      ASSERT_NE(t, nullptr) << entry.dump();
+      entry[3] = Sha256Hex((*checkpoint)->Data(*t));
+    }
+    m["sdonnx.source_tensors"] = entries.dump();
+  });
+}
+
+TEST(Rebuild, Sha256RecordStillRebuilds) {
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(ConvertWithSha256Record(dir / "onnx"));
+  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_EQ(report->tensor_digest, TensorDigest::kSha256);
+  EXPECT_TRUE(report->differing_keys.empty());
+  EXPECT_TRUE(report->file_identical);
+  ExpectSameTensors(Fixture("tiny/tiny-sd1.safetensors"), dir / "rebuilt.safetensors");
+}
+
+TEST(Rebuild, Sha256RecordNamesChangedTensor) {
+  TempDir dir;
+  ASSERT_NO_FATAL_FAILURE(ConvertWithSha256Record(dir / "onnx"));
+  const std::string key = "model.diffusion_model.out.2.bias";
+  ChangeUNetWeight(dir / "onnx", key);
+  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find(key + " (SHA-256 digest differs"), std::string::npos)
+      << report.status().message();
+  EXPECT_NE(report.status().message().find("1 tensors differ"), std::string::npos)
+      << report.status().message();
+}
+
+TEST(Rebuild, UnknownTensorDigestIsRejected) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1").ok());
+  const fs::path extras = dir / "onnx" / "extras_tiny-sd1.safetensors";
+  EditMetadata(extras, [](std::map<std::string, std::string>& m) { m[kTensorDigestKey] = "md5"; });
+  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  ASSERT_FALSE(report.ok());
+  const std::string message = report.status().message();
+  EXPECT_NE(message.find(extras.string()), std::string::npos) << message;
+  EXPECT_NE(message.find("'sdonnx.tensor_digest' is 'md5'"), std::string::npos) << message;
+  EXPECT_NE(message.find("'xxh3-128'"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
+}
+
+TEST(Rebuild, DigestOfWrongLengthIsRejected) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1").ok());
+  // XXH3-128 digests under a record that names SHA-256.
+  EditMetadata(dir / "onnx" / "extras_tiny-sd1.safetensors",
+               [](std::map<std::string, std::string>& m) { m[kTensorDigestKey] = "sha256"; });
+  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("SHA-256 digest as 64 lowercase hex digits"),
+            std::string::npos)
+      << report.status().message();
 }
 
 TEST(Rebuild, LossyExportIsRejected) {
@@ -346,7 +466,7 @@ TEST(Rebuild, CommandReportsAnExactRebuild) {
   const auto result =
       RunSdonnx("rebuild " + Quote(dir / "onnx") + " -o " + Quote(dir / "r.safetensors"));
   EXPECT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_NE(result.output.find("every tensor matches the SHA-256"), std::string::npos)
+  EXPECT_NE(result.output.find("every tensor matches the XXH3-128 digest"), std::string::npos)
       << result.output;
   const auto again =
       RunSdonnx("rebuild " + Quote(dir / "onnx") + " -o " + Quote(dir / "r.safetensors"));

@@ -20,6 +20,17 @@ namespace sdonnx::testing {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// `value` as `width` little-endian bytes.
+std::string Le(std::uint64_t value, int width) {
+  std::string out;
+  for (int i = 0; i < width; ++i) out += static_cast<char>((value >> (8 * i)) & 0xff);
+  return out;
+}
+
+}  // namespace
+
 fs::path FixturesDir() {
   if (const char* env = std::getenv("SDONNX_FIXTURES"); env != nullptr && *env != '\0') {
     return fs::path(env);
@@ -93,6 +104,26 @@ CommandResult RunCommand(const std::string& command) {
 }
 
 std::string Quote(const fs::path& path) { return "'" + path.string() + "'"; }
+
+std::string MakeZip(const std::vector<ZipEntry>& entries) {
+  std::string out;
+  std::string directory;
+  for (const ZipEntry& e : entries) {
+    const std::uint64_t local_offset = out.size();
+    out += Le(0x04034b50, 4) + Le(20, 2) + Le(0, 2) + Le(e.method, 2) + Le(0, 4) + Le(0, 4) +
+           Le(e.data.size(), 4) + Le(e.data.size(), 4) + Le(e.name.size(), 2) + Le(0, 2) +
+           e.name + e.data;
+    directory += Le(0x02014b50, 4) + Le(20, 2) + Le(20, 2) + Le(0, 2) + Le(e.method, 2) +
+                 Le(0, 4) + Le(0, 4) + Le(e.data.size(), 4) + Le(e.data.size(), 4) +
+                 Le(e.name.size(), 2) + Le(0, 2) + Le(0, 2) + Le(0, 2) + Le(0, 2) + Le(0, 4) +
+                 Le(local_offset, 4) + e.name;
+  }
+  const std::uint64_t directory_offset = out.size();
+  out += directory;
+  out += Le(0x06054b50, 4) + Le(0, 2) + Le(0, 2) + Le(entries.size(), 2) +
+         Le(entries.size(), 2) + Le(directory.size(), 4) + Le(directory_offset, 4) + Le(0, 2);
+  return out;
+}
 
 void WriteBytes(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

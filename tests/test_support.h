@@ -74,6 +74,16 @@ std::filesystem::path WriteWidenedUNet(const std::filesystem::path& dir, const s
                                        const std::string& fixture, std::int64_t channels,
                                        const std::function<float(std::size_t)>& extra);
 
+// A zip of stored records, the way torch.save lays them out (without the
+// 64-byte alignment padding, which readers must not rely on).
+struct ZipEntry {
+  std::string name;
+  std::string data;
+  int method = 0;
+};
+
+std::string MakeZip(const std::vector<ZipEntry>& entries);
+
 // Writes `bytes` to `path` as they are.
 void WriteBytes(const std::filesystem::path& path, const std::string& bytes);
 

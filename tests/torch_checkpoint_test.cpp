@@ -17,6 +17,7 @@ namespace {
 
 using namespace std::string_literals;
 using testing::Fixture;
+using testing::MakeZip;
 using testing::TempDir;
 using testing::WriteBytes;
 
@@ -44,34 +45,6 @@ std::string TensorPickle(int numel, int offset, int size) {
          Str("storage") + Global("torch", "FloatStorage") + Str("0") + Str("cpu") + Int1(numel) +
          "tQ" + Int1(offset) + Int1(size) + "\x85" + Int1(1) + "\x85" + "\x89" +
          Global("collections", "OrderedDict") + ")RtRu.";
-}
-
-// A zip of stored records, the way torch.save lays them out (without the
-// 64-byte alignment padding, which readers must not rely on).
-struct ZipEntry {
-  std::string name;
-  std::string data;
-  int method = 0;
-};
-
-std::string MakeZip(const std::vector<ZipEntry>& entries) {
-  std::string out;
-  std::string directory;
-  for (const ZipEntry& e : entries) {
-    const std::uint64_t local_offset = out.size();
-    out += Le(0x04034b50, 4) + Le(20, 2) + Le(0, 2) + Le(e.method, 2) + Le(0, 4) + Le(0, 4) +
-           Le(e.data.size(), 4) + Le(e.data.size(), 4) + Le(e.name.size(), 2) + Le(0, 2) +
-           e.name + e.data;
-    directory += Le(0x02014b50, 4) + Le(20, 2) + Le(20, 2) + Le(0, 2) + Le(e.method, 2) +
-                 Le(0, 4) + Le(0, 4) + Le(e.data.size(), 4) + Le(e.data.size(), 4) +
-                 Le(e.name.size(), 2) + Le(0, 2) + Le(0, 2) + Le(0, 2) + Le(0, 2) + Le(0, 4) +
-                 Le(local_offset, 4) + e.name;
-  }
-  const std::uint64_t directory_offset = out.size();
-  out += directory;
-  out += Le(0x06054b50, 4) + Le(0, 2) + Le(0, 2) + Le(entries.size(), 2) +
-         Le(entries.size(), 2) + Le(directory.size(), 4) + Le(directory_offset, 4) + Le(0, 2);
-  return out;
 }
 
 std::string FloatBytes(int count) {

@@ -107,8 +107,9 @@ void PrintReport(const RebuildReport& report, const std::string& output_path) {
     return;
   }
   PrintLine(wrote);
-  PrintLine(std::string("every tensor matches the SHA-256 recorded at export") +
-            (report.file_identical ? "; the whole file is byte-identical to the source"
+  PrintLine("every tensor matches the " + std::string(TensorDigestLabel(report.tensor_digest)) +
+            " digest recorded at export" +
+            (report.file_identical ? "; the whole file is byte-identical to the source (SHA-256)"
                                    : "; the file's header layout differs from the source's, so "
                                      "the file hash does not match it"));
 }

@@ -18,11 +18,11 @@
 #include "networks/open_clip_text.h"
 #include "networks/unet.h"
 #include "networks/vae.h"
+#include "rebuild/source_digests.h"
 #include "rebuild/source_record.h"
 #include "runtime/ort_session.h"
 #include "util/log.h"
 #include "util/output_move.h"
-#include "util/sha256.h"
 #include "util/temporaries.h"
 #include "version.h"
 
@@ -252,12 +252,10 @@ void WarnAboutPositionIds(const Checkpoint& checkpoint) {
 // rebuild needs to restore the checkpoint.
 Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std::string>& used,
                                 const std::vector<std::string>& components,
-                                const std::string& source_sha256,
-                                const std::vector<std::string>& tensor_sha256,
-                                const std::string& path) {
+                                const SourceDigests& digests, const std::string& path) {
   SourceRecord record;
   record.source_file = fs::path(checkpoint.path()).filename().string();
-  record.source_sha256 = source_sha256;
+  record.source_sha256 = digests.file_sha256;
   record.source_format = checkpoint.format();
   record.source_metadata = checkpoint.metadata();
   record.components = components;
@@ -267,7 +265,7 @@ Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std
   record.source_bytes = checkpoint.mapped().size();
   for (std::size_t i = 0; i < checkpoint.tensors().size(); ++i) {
     const TensorInfo& t = checkpoint.tensors()[i];
-    record.tensors.push_back({t.name, t.dtype, t.shape, tensor_sha256[i]});
+    record.tensors.push_back({t.name, t.dtype, t.shape, digests.tensor_digests[i]});
   }
   LogInfo("writing " + fs::path(path).filename().string() + " with " +
           std::to_string(checkpoint.tensors().size() - used.size()) + " tensors no graph uses");
@@ -346,32 +344,16 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
 
   SDONNX_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(out_dir));
 
-  // Hashing the source runs beside the first component's writing; the
-  // hash is needed only when that model's header is serialized.
-  const MappedFile& source = checkpoint->mapped();
-  std::shared_future<std::string> source_sha256 =
-      std::async(std::launch::async, [&source] {
-        std::string sha = Sha256HexOfFileRange(source.fd(), 0, source.size());
-        if (!sha.empty()) return sha;
-        // A failed read falls back to the memory map, which raises SIGBUS
-        // rather than returning a wrong hash if the file shrank.
-        return Sha256Hex(source.bytes(), [&source](std::size_t at, std::size_t n) {
-          source.DontNeed(at, n);
-        });
-      }).share();
-  // Per-tensor hashes for the extras file run on their own thread, since
-  // they are needed only once every model is written.
-  std::shared_future<std::vector<std::string>> tensor_sha256 =
-      std::async(std::launch::async, [&checkpoint] { return HashTensors(*checkpoint); }).share();
-  // Joins the hashes on every return path: the threads read the memory map.
+  // Hashing the source runs beside the writing of the models. The first
+  // model needs the file hash only when its header is serialized, and the
+  // extras file needs the tensor digests once every model is written.
+  std::shared_future<SourceDigests> digests =
+      std::async(std::launch::async, [&checkpoint] { return HashSource(*checkpoint); }).share();
+  // Joins the hashing on every return path: it reads the memory map.
   struct JoinOnExit {
-    std::shared_future<std::string>& future;
-    std::shared_future<std::vector<std::string>>& tensors;
-    ~JoinOnExit() {
-      future.wait();
-      tensors.wait();
-    }
-  } join_on_exit{source_sha256, tensor_sha256};
+    std::shared_future<SourceDigests>& future;
+    ~JoinOnExit() { future.wait(); }
+  } join_on_exit{digests};
 
   if (spec.needs_prediction_probe()) {
     SDONNX_RETURN_IF_ERROR(ProbePredictionType(*checkpoint, staging.path().string(), &spec));
@@ -386,8 +368,8 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   components.push_back(kExtrasComponent);
   write_options.metadata["sdonnx.components"] = JoinComponents(components);
   std::set<std::string> used_keys;  // Source tensors that some graph stores.
-  write_options.late_metadata = [source_sha256]() -> std::map<std::string, std::string> {
-    return {{"sdonnx.source_sha256", source_sha256.get()}};
+  write_options.late_metadata = [digests]() -> std::map<std::string, std::string> {
+    return {{"sdonnx.source_sha256", digests.get().file_sha256}};
   };
   for (const ComponentPlan& p : plan) {
     const std::string file_name = p.component + "_" + stem + ".onnx";
@@ -421,11 +403,10 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     }
   }
 
-  report.source_sha256 = source_sha256.get();
-  SDONNX_ASSIGN_OR_RETURN(
-      const WrittenFile extras,
-      WriteExtras(*checkpoint, used_keys, components, report.source_sha256, tensor_sha256.get(),
-                  (staging.path() / ExtrasFileName(stem)).string()));
+  report.source_sha256 = digests.get().file_sha256;
+  SDONNX_ASSIGN_OR_RETURN(const WrittenFile extras,
+                          WriteExtras(*checkpoint, used_keys, components, digests.get(),
+                                      (staging.path() / ExtrasFileName(stem)).string()));
   report.extras = extras;
 
   // Every file is complete and checked; move them into place.

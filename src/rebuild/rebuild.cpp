@@ -185,7 +185,7 @@ Status RequireExtras(const ExportSet& set) {
                          "checkpoint again");
   }
   return Status::Error("component extras (" + ExtrasFileName(StemOf(model)) +
-                       ") is missing; it holds the source's key order, SHA-256 hashes and the "
+                       ") is missing; it holds the source's key order, tensor digests and the "
                        "tensors no graph uses, so nothing can be rebuilt without it");
 }
 
@@ -246,9 +246,13 @@ VerifiedTensors VerifyTensors(const SourceRecord& record,
     } else if (source.shape != expected.shape) {
       difference = "shape " + ShapeText(source.shape) + ", source " + ShapeText(expected.shape);
     } else {
-      const bool same_hash = Sha256Hex(source.data) == expected.sha256;
+      const bool same_digest =
+          TensorDigestHex(record.tensor_digest, source.data) == expected.digest;
       if (source.release) source.release();
-      if (!same_hash) difference = "SHA-256 differs from the one recorded at export";
+      if (!same_digest) {
+        difference = std::string(TensorDigestLabel(record.tensor_digest)) +
+                     " digest differs from the one recorded at export";
+      }
     }
     if (!difference.empty()) {
       report->differing_keys.push_back(expected.key + " (" + difference + ")");
@@ -497,6 +501,7 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   RebuildReport report;
   report.source_file = set.record.source_file;
   report.source_sha256 = set.record.source_sha256;
+  report.tensor_digest = set.record.tensor_digest;
   const std::map<std::string, TensorSource> found = LocateTensors(set, &report);
   const VerifiedTensors verified = VerifyTensors(set.record, found, &report);
   report.partial = !report.missing_components.empty() || !report.missing_keys.empty() ||

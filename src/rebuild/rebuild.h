@@ -4,13 +4,14 @@
 // checkpoint keys and in their source dtypes. extras_STEM.safetensors
 // contains the rest and the source record (see rebuild/source_record.h). rebuild
 // writes the tensors in the source's order with the source's __metadata__,
-// after checking each one's dtype, shape and SHA-256 against the record.
+// after checking each one's dtype, shape and digest against the record.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "rebuild/source_digests.h"
 #include "util/status.h"
 
 namespace sdonnx {
@@ -34,11 +35,13 @@ struct RebuiltComponent {
 struct RebuildReport {
   std::string source_file;
   std::string source_sha256;
+  // The algorithm of the recorded per-tensor digests.
+  TensorDigest tensor_digest = TensorDigest::kXxh3_128;
   std::vector<RebuiltComponent> components;
   std::vector<std::string> missing_components;
   // Source keys that no input holds.
   std::vector<std::string> missing_keys;
-  // Source keys whose dtype, shape or SHA-256 differ from the record, each
+  // Source keys whose dtype, shape or digest differ from the record, each
   // with what differs.
   std::vector<std::string> differing_keys;
   std::size_t tensors_written = 0;

@@ -2,12 +2,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
 
 #include "formats/safetensors.h"
-#include "util/sha256.h"
 
 namespace sdonnx {
 namespace {
@@ -31,7 +31,30 @@ const std::string& Required(const std::map<std::string, std::string>& metadata,
   return it->second;
 }
 
-Result<std::vector<SourceTensor>> ParseTensors(const std::string& path, const std::string& text) {
+bool IsLowercaseHex(const std::string& text, std::size_t length) {
+  return text.size() == length && std::all_of(text.begin(), text.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+// Returns the algorithm that sdonnx.tensor_digest names, or SHA-256 when the
+// entry is absent.
+Result<TensorDigest> ParseTensorDigest(const std::string& path,
+                                       const std::map<std::string, std::string>& metadata) {
+  auto it = metadata.find(kTensorDigestKey);
+  if (it == metadata.end()) return TensorDigest::kSha256;
+  if (std::optional<TensorDigest> digest = TensorDigestFromName(it->second)) return *digest;
+  return Status::Error(path + ": metadata '" + kTensorDigestKey + "' is '" + it->second +
+                       "', an unknown tensor digest algorithm; expected '" +
+                       std::string(TensorDigestName(TensorDigest::kXxh3_128)) + "' or '" +
+                       std::string(TensorDigestName(TensorDigest::kSha256)) +
+                       "'. Rebuild with the sdonnx version that wrote the export, or convert "
+                       "the checkpoint again");
+}
+
+Result<std::vector<SourceTensor>> ParseTensors(const std::string& path, const std::string& text,
+                                               TensorDigest digest) {
+  const std::size_t digest_length = TensorDigestHexLength(digest);
   std::vector<SourceTensor> tensors;
   const json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!parsed.is_array()) {
@@ -39,12 +62,15 @@ Result<std::vector<SourceTensor>> ParseTensors(const std::string& path, const st
   }
   for (const json& entry : parsed) {
     const bool valid = entry.is_array() && entry.size() == 4 && entry[0].is_string() &&
-                       entry[1].is_string() && entry[2].is_array() && entry[3].is_string();
+                       entry[1].is_string() && entry[2].is_array() && entry[3].is_string() &&
+                       IsLowercaseHex(entry[3].get<std::string>(), digest_length);
     std::optional<DType> dtype;
     if (valid) dtype = DTypeFromName(entry[1].get<std::string>());
     if (!valid || !dtype) {
       return Status::Error(path + ": metadata '" + kTensorsKey + "' has an invalid entry " +
-                           entry.dump() + "; expected [key, dtype, shape, sha256]");
+                           entry.dump() + "; expected [key, dtype, shape, digest] with the " +
+                           std::string(TensorDigestLabel(digest)) + " digest as " +
+                           std::to_string(digest_length) + " lowercase hex digits");
     }
     SourceTensor tensor;
     tensor.key = entry[0].get<std::string>();
@@ -56,7 +82,7 @@ Result<std::vector<SourceTensor>> ParseTensors(const std::string& path, const st
       }
       tensor.shape.push_back(d.get<std::int64_t>());
     }
-    tensor.sha256 = entry[3].get<std::string>();
+    tensor.digest = entry[3].get<std::string>();
     tensors.push_back(std::move(tensor));
   }
   return tensors;
@@ -74,26 +100,6 @@ std::string SafetensorsHeaderText(std::span<const std::uint8_t> bytes) {
   for (int i = 7; i >= 0; --i) length = (length << 8) | bytes[static_cast<std::size_t>(i)];
   if (length > bytes.size() - 8) return {};
   return std::string(reinterpret_cast<const char*>(bytes.data()) + 8, length);
-}
-
-std::vector<std::string> HashTensors(const Checkpoint& checkpoint) {
-  std::vector<std::string> hashes;
-  hashes.reserve(checkpoint.tensors().size());
-  const MappedFile& mapped = checkpoint.mapped();
-  for (const TensorInfo& t : checkpoint.tensors()) {
-    if (t.in_memory) {
-      hashes.push_back(Sha256Hex(checkpoint.Data(t)));
-      continue;
-    }
-    std::string sha = Sha256HexOfFileRange(mapped.fd(), t.offset, t.nbytes);
-    if (sha.empty()) {  // A failed read falls back to the memory map.
-      sha = Sha256Hex(checkpoint.Data(t), [&mapped, &t](std::size_t at, std::size_t n) {
-        mapped.DontNeed(t.offset + at, n);
-      });
-    }
-    hashes.push_back(std::move(sha));
-  }
-  return hashes;
 }
 
 std::string JoinComponents(const std::vector<std::string>& components) {
@@ -132,7 +138,7 @@ Result<WrittenFile> WriteExtrasFile(const std::string& path, const Checkpoint& c
   }
   json tensors = json::array();
   for (const SourceTensor& t : record.tensors) {
-    tensors.push_back({t.key, DTypeName(t.dtype), t.shape, t.sha256});
+    tensors.push_back({t.key, DTypeName(t.dtype), t.shape, t.digest});
   }
   metadata["sdonnx.component"] = kExtrasComponent;
   metadata["sdonnx.components"] = JoinComponents(record.components);
@@ -140,6 +146,7 @@ Result<WrittenFile> WriteExtrasFile(const std::string& path, const Checkpoint& c
   metadata["sdonnx.source_sha256"] = record.source_sha256;
   metadata["sdonnx.source_format"] = record.source_format;
   metadata[kTensorsKey] = tensors.dump();
+  metadata[kTensorDigestKey] = TensorDigestName(record.tensor_digest);
   metadata[kMetadataKey] = json(record.source_metadata).dump();
   if (!record.source_header.empty()) metadata[kHeaderKey] = record.source_header;
   if (record.source_bytes > 0) metadata[kBytesKey] = std::to_string(record.source_bytes);
@@ -165,7 +172,8 @@ Result<SourceRecord> ParseSourceRecord(const std::string& path,
                          "sdonnx.components, " + std::string(kTensorsKey) + ", " + kMetadataKey +
                          "); convert the checkpoint again");
   }
-  SDONNX_ASSIGN_OR_RETURN(record.tensors, ParseTensors(path, tensors));
+  SDONNX_ASSIGN_OR_RETURN(record.tensor_digest, ParseTensorDigest(path, metadata));
+  SDONNX_ASSIGN_OR_RETURN(record.tensors, ParseTensors(path, tensors, record.tensor_digest));
   if (auto header = metadata.find(kHeaderKey); header != metadata.end()) {
     record.source_header = header->second;
   }

@@ -6,8 +6,9 @@
 // position_ids; marker keys; the checkpoint's own VAE when --vae replaced
 // it) with its original key, dtype and bytes. Its __metadata__ is the
 // source record: the source's tensor list in source order with each
-// tensor's dtype, shape and SHA-256, the source's own __metadata__, the
-// component files of the export, and a safetensors source's header text.
+// tensor's dtype, shape and digest (rebuild/source_digests.h), the source's
+// own __metadata__, the component files of the export, and a safetensors
+// source's header text.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include "formats/checkpoint.h"
 #include "formats/dtype.h"
 #include "graph/model_writer.h"
+#include "rebuild/source_digests.h"
 #include "util/status.h"
 
 namespace sdonnx {
@@ -34,7 +36,8 @@ struct SourceTensor {
   std::string key;
   DType dtype = DType::kF32;
   std::vector<std::int64_t> shape;
-  std::string sha256;
+  // The tensor's digest in lowercase hex, computed with SourceRecord::tensor_digest.
+  std::string digest;
 };
 
 struct SourceRecord {
@@ -42,6 +45,9 @@ struct SourceRecord {
   std::string source_sha256;
   std::string source_format;  // "safetensors" or "ckpt"
   std::vector<SourceTensor> tensors;  // In source order.
+  // The algorithm of SourceTensor::digest (sdonnx.tensor_digest); SHA-256
+  // in extras files written before sdonnx recorded it.
+  TensorDigest tensor_digest = TensorDigest::kXxh3_128;
   std::map<std::string, std::string> source_metadata;
   // The components of the export, extras included (sdonnx.components).
   std::vector<std::string> components;
@@ -55,10 +61,6 @@ struct SourceRecord {
 
 // The JSON header of the safetensors file in `bytes` (already validated).
 std::string SafetensorsHeaderText(std::span<const std::uint8_t> bytes);
-
-// The SHA-256 of every tensor's bytes, in the checkpoint's tensor order.
-// Releases the memory map's pages after each 64 MiB it hashes.
-std::vector<std::string> HashTensors(const Checkpoint& checkpoint);
 
 // "a,b,c" and back; the format of sdonnx.components.
 std::string JoinComponents(const std::vector<std::string>& components);

@@ -2,20 +2,28 @@
 
 #include <openssl/evp.h>
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <memory>
-#include <vector>
 
 namespace sdonnx {
-namespace {
 
-std::string HexDigest(EVP_MD_CTX* ctx) {
+void Sha256Hasher::ContextFree::operator()(evp_md_ctx_st* ctx) const { EVP_MD_CTX_free(ctx); }
+
+Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) {
+  EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr);
+}
+
+Sha256Hasher::~Sha256Hasher() = default;
+Sha256Hasher::Sha256Hasher(Sha256Hasher&&) noexcept = default;
+Sha256Hasher& Sha256Hasher::operator=(Sha256Hasher&&) noexcept = default;
+
+void Sha256Hasher::Update(std::span<const std::uint8_t> bytes) {
+  EVP_DigestUpdate(ctx_.get(), bytes.data(), bytes.size());
+}
+
+std::string Sha256Hasher::FinishHex() {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  EVP_DigestFinal_ex(ctx, digest, &length);
+  EVP_DigestFinal_ex(ctx_.get(), digest, &length);
   static const char* kHex = "0123456789abcdef";
   std::string out;
   for (unsigned int i = 0; i < length; ++i) {
@@ -25,36 +33,16 @@ std::string HexDigest(EVP_MD_CTX* ctx) {
   return out;
 }
 
-}  // namespace
-
-std::string Sha256HexOfFileRange(int fd, std::uint64_t offset, std::uint64_t length) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  std::vector<unsigned char> block(1 << 20);
-  std::uint64_t done = 0;
-  while (done < length) {
-    const auto block_bytes =
-        static_cast<std::size_t>(std::min<std::uint64_t>(block.size(), length - done));
-    const ssize_t got = ::pread(fd, block.data(), block_bytes, static_cast<off_t>(offset + done));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return "";
-    EVP_DigestUpdate(ctx.get(), block.data(), static_cast<std::size_t>(got));
-    done += static_cast<std::uint64_t>(got);
-  }
-  return HexDigest(ctx.get());
-}
-
 std::string Sha256Hex(std::span<const std::uint8_t> bytes,
                       const std::function<void(std::size_t, std::size_t)>& after_chunk) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  Sha256Hasher hasher;
   constexpr std::size_t kChunk = 64 << 20;
   for (std::size_t at = 0; at < bytes.size(); at += kChunk) {
     const std::size_t n = std::min(kChunk, bytes.size() - at);
-    EVP_DigestUpdate(ctx.get(), bytes.data() + at, n);
+    hasher.Update(bytes.subspan(at, n));
     if (after_chunk) after_chunk(at, n);
   }
-  return HexDigest(ctx.get());
+  return hasher.FinishHex();
 }
 
 }  // namespace sdonnx
