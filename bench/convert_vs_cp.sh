@@ -10,8 +10,11 @@
 # sdxl-base (fp32, 13.9 GB). A -fp16 suffix stores its float tensors as
 # float16, as in sdxl-base-fp16 (6.94 GB, the size of the released file).
 # WORK_DIR (default /tmp/sdonnx-bench) needs three times the models' size
-# free. The page cache is not dropped between runs, so
-# both commands read a warm source file.
+# free. Before each command the script flushes dirty pages and, where it
+# may (as root), drops the page cache, then reads the source once, so
+# every command starts with the source in the page cache and the rest of
+# memory free. Without that, runs slow down as the cache fills with earlier
+# outputs and the kernel has to reclaim pages while writing.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +30,12 @@ measure() {  # prints "SECONDS PEAK_RSS_KB" for the command in "$@"
   local log="$work/time.log"
   /usr/bin/time -o "$log" -f "%e %M" "$@" >/dev/null
   cat "$log"
+}
+
+settle() {  # the same starting state for every command: see the header
+  sync
+  if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 >/proc/sys/vm/drop_caches; fi
+  cat "$1" >/dev/null
 }
 
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
@@ -47,11 +56,14 @@ bench_model() {
   : >"$work/cp.txt"; : >"$work/cp_sync.txt"; : >"$work/convert.txt"
   for ((i = 1; i <= runs; i++)); do
     rm -rf "$work/copy.safetensors" "$output"
+    settle "$source_file"
     measure cp "$source_file" "$work/copy.safetensors" >>"$work/cp.txt"
     rm -f "$work/copy.safetensors"
+    settle "$source_file"
     measure sh -c 'cp "$1" "$2" && sync "$2"' sh "$source_file" "$work/copy.safetensors" \
       >>"$work/cp_sync.txt"
     rm -f "$work/copy.safetensors"
+    settle "$source_file"
     measure "$build/sdonnx" convert "$source_file" "$output" --force >>"$work/convert.txt"
   done
 

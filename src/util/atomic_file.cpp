@@ -15,6 +15,8 @@
 namespace sdonnx {
 namespace {
 
+constexpr std::uint64_t kWritebackBytes = 64ull << 20;
+
 std::string ErrnoText(int err) {
   if (err == ENOSPC) return "no space left on the device; free some space and run again";
   if (err == EDQUOT) return "disk quota exceeded; free some space and run again";
@@ -60,12 +62,22 @@ AtomicFile::AtomicFile(AtomicFile&& other) noexcept
       temp_path_(std::move(other.temp_path_)),
       fd_(other.fd_),
       committed_(other.committed_),
-      written_(other.written_) {
+      written_(other.written_),
+      writeback_started_(other.writeback_started_) {
   other.fd_ = -1;
   other.committed_ = true;  // The moved-from object owns nothing to clean up.
 }
 
 AtomicFile::~AtomicFile() { Discard(); }
+
+void AtomicFile::StartWriteback() {
+  if (written_ - writeback_started_ < kWritebackBytes) return;
+  // Only a hint: without it the data is written at fsync, all at once. Its
+  // errors, if any, come back from that fsync.
+  ::sync_file_range(fd_, static_cast<off_t>(writeback_started_),
+                    static_cast<off_t>(written_ - writeback_started_), SYNC_FILE_RANGE_WRITE);
+  writeback_started_ = written_;
+}
 
 void AtomicFile::Discard() {
   if (fd_ >= 0) {
@@ -92,6 +104,7 @@ Status AtomicFile::Write(std::span<const std::uint8_t> bytes) {
     data += n;
     left -= static_cast<std::size_t>(n);
     written_ += static_cast<std::uint64_t>(n);
+    StartWriteback();
   }
   return Status::Ok();
 }
@@ -117,6 +130,7 @@ Status AtomicFile::CopyRange(int source_fd, std::uint64_t offset, std::uint64_t 
     if (n == 0) return Write(fallback.subspan(copied));  // Source shorter than expected.
     copied += static_cast<std::uint64_t>(n);
     written_ += static_cast<std::uint64_t>(n);
+    StartWriteback();
   }
   return Status::Ok();
 }

@@ -3,7 +3,9 @@
 // An AtomicFile writes to a hidden temporary name in the destination folder
 // (".NAME.sdonnx-tmp-XXXXXX") and renames it over NAME on Commit(). If it is
 // destroyed without Commit(), the temporary is removed, so an error path never
-// leaves a half-written file that looks like a finished one.
+// leaves a half-written file that looks like a finished one. Every 64 MiB
+// written starts the disk writing them in the background, so that the
+// fsync before the rename waits only for the last part.
 #pragma once
 
 #include <cstdint>
@@ -55,12 +57,16 @@ class AtomicFile {
   AtomicFile(std::string path, std::string temp_path, int fd)
       : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd) {}
   void Discard();
+  // Starts writeback of what was written since the last call, once that
+  // reaches kWritebackBytes.
+  void StartWriteback();
 
   std::string path_;
   std::string temp_path_;
   int fd_ = -1;
   bool committed_ = false;
   std::uint64_t written_ = 0;
+  std::uint64_t writeback_started_ = 0;  // bytes handed to the disk so far
 };
 
 }  // namespace sdonnx
