@@ -24,12 +24,15 @@ using testing::RunModel;
 using testing::TempDir;
 
 constexpr double kTolerance = 1e-5;
+constexpr std::int64_t kChunks = 64;
 
-void Convert(const std::string& fixture, const TempDir& dir, std::int64_t chunks) {
+void Convert(const std::string& fixture, const TempDir& dir, std::int64_t chunks,
+             int opset = kDefaultOpset) {
   ConvertOptions options;
   options.model_path = Fixture("tiny/" + fixture + ".safetensors").string();
   options.output_dir = dir.path().string();
   options.attention_chunks = chunks;
+  options.opset = opset;
   Result<ConvertReport> report = ConvertCheckpoint(options);
   ASSERT_TRUE(report.ok()) << report.status().message();
 }
@@ -62,7 +65,7 @@ TEST(AttentionChunks, UNetMatchesOnePieceAtEveryLatentSize) {
   TempDir one_piece;
   TempDir chunked;
   Convert("tiny-sd1", one_piece, 1);
-  Convert("tiny-sd1", chunked, kDefaultAttentionChunks);
+  Convert("tiny-sd1", chunked, kChunks);
   const std::string file = "unet_tiny-sd1.onnx";
   EXPECT_EQ(CountOps(ReadModel(one_piece / file), "Split"), 0);
   EXPECT_GT(CountOps(ReadModel(chunked / file), "Split"), 0);
@@ -87,6 +90,22 @@ TEST(AttentionChunks, UNetMatchesOnePieceAtEveryLatentSize) {
   EXPECT_LE(MaxAbsDiff(out["out_sample"], ReadTensor(reference, "unet.out")), 1e-4);
 }
 
+// Split takes its sizes as an input at every opset from 14 to 21; opset 18
+// added the num_outputs attribute, which the chunks do not use.
+TEST(AttentionChunks, MatchReferenceAtOpsets18And21) {
+  const auto reference = Fixture("tiny/tiny-sd1.reference.safetensors");
+  for (int opset : {18, 21}) {
+    SCOPED_TRACE(opset);
+    TempDir dir;
+    Convert("tiny-sd1", dir, kChunks, opset);
+    auto out = RunModel(dir / "unet_tiny-sd1.onnx",
+                        {{"sample", ReadTensor(reference, "unet.sample")},
+                         {"timestep", ReadTensor(reference, "unet.timestep")},
+                         {"encoder_hidden_states", ReadTensor(reference, "unet.context")}});
+    EXPECT_LE(MaxAbsDiff(out["out_sample"], ReadTensor(reference, "unet.out")), 1e-4);
+  }
+}
+
 TEST(AttentionChunks, VaeMatchesOnePiece) {
   TempDir one_piece;
   TempDir chunked;
@@ -108,17 +127,21 @@ TEST(AttentionChunks, VaeMatchesOnePiece) {
 
 TEST(AttentionChunks, RecordedInMetadata) {
   TempDir dir;
-  Convert("tiny-sdxl", dir, kDefaultAttentionChunks);
+  Convert("tiny-sdxl", dir, kChunks);
   auto chunks = [&](const std::string& component) {
     return Metadata(ReadModel(dir / (component + "_tiny-sdxl.onnx")), "sdonnx.attention_chunks");
   };
-  EXPECT_EQ(chunks("unet"), std::to_string(kDefaultAttentionChunks));
-  EXPECT_EQ(chunks("vae_decoder"), std::to_string(kDefaultAttentionChunks / 4));
+  EXPECT_EQ(chunks("unet"), std::to_string(kChunks));
+  EXPECT_EQ(chunks("vae_decoder"), std::to_string(kChunks / 4));
   EXPECT_EQ(chunks("clip_text"), "");  // causal attention over 77 tokens stays one piece
-  TempDir one_piece;
-  Convert("tiny-sdxl", one_piece, 1);
-  EXPECT_EQ(Metadata(ReadModel(one_piece / "unet_tiny-sdxl.onnx"), "sdonnx.attention_chunks"),
-            "");
+  TempDir by_default;
+  ConvertOptions options;
+  options.model_path = Fixture("tiny/tiny-sdxl.safetensors").string();
+  options.output_dir = by_default.path().string();
+  ASSERT_TRUE(ConvertCheckpoint(options).ok());
+  const onnx::ModelProto unet = ReadModel(by_default / "unet_tiny-sdxl.onnx");
+  EXPECT_EQ(Metadata(unet, "sdonnx.attention_chunks"), "");
+  EXPECT_EQ(CountOps(unet, "Split"), 0);
 }
 
 TEST(AttentionChunks, OutOfRangeIsRejectedBeforeWriting) {
