@@ -298,7 +298,7 @@ TEST(Rebuild, ChangedTensorIsListedByKey) {
   ASSERT_FALSE(report.ok());
   EXPECT_NE(report.status().message().find(key + " (XXH3-128 digest differs"), std::string::npos)
       << report.status().message();
-  EXPECT_NE(report.status().message().find("1 tensors differ"), std::string::npos)
+  EXPECT_NE(report.status().message().find("1 tensor differs"), std::string::npos)
       << report.status().message();
   EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
 }
@@ -381,7 +381,7 @@ TEST(Rebuild, Sha256RecordNamesChangedTensor) {
   ASSERT_FALSE(report.ok());
   EXPECT_NE(report.status().message().find(key + " (SHA-256 digest differs"), std::string::npos)
       << report.status().message();
-  EXPECT_NE(report.status().message().find("1 tensors differ"), std::string::npos)
+  EXPECT_NE(report.status().message().find("1 tensor differs"), std::string::npos)
       << report.status().message();
 }
 

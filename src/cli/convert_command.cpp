@@ -149,8 +149,9 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--attention-chunks", args->attention_chunks,
                   "Split the queries of UNet and VAE self-attention into this many chunks, so "
                   "that only one chunk's scores are in memory at a time (64: half the memory "
-                  "of an SD 1.5 step at 512x512, slower loading); 1 writes each attention in "
-                  "one piece")
+                  "of an SD 1.5 step at 512x512, slower loading); the VAE gets a quarter; 1 "
+                  "writes each attention in one piece; ignored with --ort-attention")
+      ->check(CLI::Range(std::int64_t{1}, kMaxAttentionChunks))
       ->capture_default_str();
   cmd->add_option("--static-shape", args->static_shape,
                   "Write fixed-shape models for images of WIDTHxHEIGHT pixels, such as 512x512");

@@ -285,6 +285,11 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
                          std::to_string(kMaxAttentionChunks) + "; the default is " +
                          std::to_string(kDefaultAttentionChunks));
   }
+  if (options.ort_attention && options.attention_chunks > 1) {
+    LogWarning("--attention-chunks " + std::to_string(options.attention_chunks) +
+               " has no effect with --ort-attention, whose flash attention never stores "
+               "the scores; the UNet and VAE attention are written unchunked");
+  }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
                           Checkpoint::Open(options.model_path));
   for (const std::string& warning : checkpoint->warnings()) LogWarning(warning);

@@ -285,8 +285,9 @@ Status IncompleteError(const RebuildReport& report, const ExportSet& set) {
                ListText(report.missing_keys, 5) + "; ";
   }
   if (!report.differing_keys.empty()) {
-    message += std::to_string(report.differing_keys.size()) +
-               " tensors differ from the source: " + ListText(report.differing_keys, 20) + "; ";
+    const std::size_t n = report.differing_keys.size();
+    message += std::to_string(n) + (n == 1 ? " tensor differs" : " tensors differ") +
+               " from the source: " + ListText(report.differing_keys, 20) + "; ";
   }
   return Status::Error(message + "nothing was written; give the complete export, or pass "
                        "--allow-partial to write the verified tensors as a partial file");
