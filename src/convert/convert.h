@@ -54,12 +54,11 @@ struct ConvertOptions {
   // com.microsoft.MultiHeadAttention (flash attention on CPU). Such files
   // load only in ONNX Runtime; the default is standard ai.onnx operators.
   bool ort_attention = false;
-  // Query chunks of the UNet's full-resolution self-attention (the VAE's
-  // gets a quarter): each chunk's scores are computed, softmaxed and used
-  // before the next, so with 64 chunks at 512x512 a chunk's scores take
-  // 16 MiB instead of 1 GiB for all at once. 1 (the default) writes one
-  // MatMul-Softmax-MatMul per attention. Standard operators either way;
-  // ignored with ort_attention.
+  // Query chunks of the UNet's full-resolution self-attention; the VAE
+  // gets a quarter. Each chunk's scores are computed and used before the
+  // next, so with 64 chunks at 512x512 they take 16 MiB instead of 1 GiB.
+  // 1 (the default) writes one MatMul-Softmax-MatMul per attention.
+  // Ignored with ort_attention.
   // NOTE: ONNX Runtime 1.29's session setup grows faster than linearly
   // with the node count, and each chunk adds three nodes: an SD 1.5 UNet
   // with 64 chunks loads in 1.75 s instead of 0.5 s, an SDXL UNet about
