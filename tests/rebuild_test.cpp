@@ -287,6 +287,14 @@ void ChangeUNetWeight(const fs::path& dir, const std::string& key) {
   data.put('\x7f');
 }
 
+// Expects `message` to name `key` as the one tensor whose `label` digest
+// differs from the record.
+void ExpectOneChangedTensor(const std::string& message, const std::string& key,
+                            const std::string& label) {
+  EXPECT_NE(message.find(key + " (" + label + " digest differs"), std::string::npos) << message;
+  EXPECT_NE(message.find("1 tensor differs"), std::string::npos) << message;
+}
+
 TEST(Rebuild, ChangedTensorIsListedByKey) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1",
@@ -296,10 +304,7 @@ TEST(Rebuild, ChangedTensorIsListedByKey) {
   ChangeUNetWeight(dir / "onnx", key);
   auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
-  EXPECT_NE(report.status().message().find(key + " (XXH3-128 digest differs"), std::string::npos)
-      << report.status().message();
-  EXPECT_NE(report.status().message().find("1 tensor differs"), std::string::npos)
-      << report.status().message();
+  ExpectOneChangedTensor(report.status().message(), key, "XXH3-128");
   EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
 }
 
@@ -379,10 +384,7 @@ TEST(Rebuild, Sha256RecordNamesChangedTensor) {
   ChangeUNetWeight(dir / "onnx", key);
   auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
-  EXPECT_NE(report.status().message().find(key + " (SHA-256 digest differs"), std::string::npos)
-      << report.status().message();
-  EXPECT_NE(report.status().message().find("1 tensor differs"), std::string::npos)
-      << report.status().message();
+  ExpectOneChangedTensor(report.status().message(), key, "SHA-256");
 }
 
 TEST(Rebuild, UnknownTensorDigestIsRejected) {
