@@ -67,8 +67,8 @@ TEST(AttentionChunks, UNetMatchesOnePieceAtEveryLatentSize) {
   Convert("tiny-sd1", one_piece, 1);
   Convert("tiny-sd1", chunked, kChunks);
   const std::string file = "unet_tiny-sd1.onnx";
-  EXPECT_EQ(CountOps(ReadModel(one_piece / file), "Split"), 0);
-  EXPECT_GT(CountOps(ReadModel(chunked / file), "Split"), 0);
+  EXPECT_EQ(CountOps(ReadModel(one_piece / file), "Loop"), 0);
+  EXPECT_GT(CountOps(ReadModel(chunked / file), "Loop"), 0);
   const auto reference = Fixture("tiny/tiny-sd1.reference.safetensors");
   const HostTensor context = ReadTensor(reference, "unet.context");
   // 8x8 is the reference size (64 rows at full resolution, one per
@@ -90,8 +90,8 @@ TEST(AttentionChunks, UNetMatchesOnePieceAtEveryLatentSize) {
   EXPECT_LE(MaxAbsDiff(out["out_sample"], ReadTensor(reference, "unet.out")), 1e-4);
 }
 
-// Split takes its sizes as an input at every opset from 14 to 21; opset 18
-// added the num_outputs attribute, which the chunks do not use.
+// Loop and Pad have new versions in opsets 16 to 21. The chunks use only
+// what every version from 14 on accepts.
 TEST(AttentionChunks, MatchReferenceAtOpsets18And21) {
   const auto reference = Fixture("tiny/tiny-sd1.reference.safetensors");
   for (int opset : {18, 21}) {
@@ -112,7 +112,7 @@ TEST(AttentionChunks, VaeMatchesOnePiece) {
   Convert("tiny-sd2", one_piece, 1);
   Convert("tiny-sd2", chunked, 12);  // the VAE gets a quarter: 3 uneven chunks
   const std::string decoder = "vae_decoder_tiny-sd2.onnx";
-  EXPECT_EQ(CountOps(ReadModel(chunked / decoder), "Split"), 1);
+  EXPECT_EQ(CountOps(ReadModel(chunked / decoder), "Loop"), 1);
   const std::map<std::string, HostTensor> latent = {
       {"latent_sample", Pattern({1, 4, 16, 16}, 3)}};
   EXPECT_LE(MaxAbsDiff(RunModel(chunked / decoder, latent)["sample"],
@@ -140,8 +140,24 @@ TEST(AttentionChunks, RecordedInMetadata) {
   options.output_dir = by_default.path().string();
   ASSERT_TRUE(ConvertCheckpoint(options).ok());
   const onnx::ModelProto unet = ReadModel(by_default / "unet_tiny-sdxl.onnx");
-  EXPECT_EQ(Metadata(unet, "sdonnx.attention_chunks"), "");
-  EXPECT_EQ(CountOps(unet, "Split"), 0);
+  EXPECT_EQ(Metadata(unet, "sdonnx.attention_chunks"), std::to_string(kDefaultAttentionChunks));
+  EXPECT_GT(CountOps(unet, "Loop"), 0);
+  TempDir one_piece;
+  Convert("tiny-sdxl", one_piece, 1);
+  const onnx::ModelProto whole = ReadModel(one_piece / "unet_tiny-sdxl.onnx");
+  EXPECT_EQ(Metadata(whole, "sdonnx.attention_chunks"), "");
+  EXPECT_EQ(CountOps(whole, "Loop"), 0);
+}
+
+// The chunks are one Loop per attention, so the graph does not grow with
+// their count.
+TEST(AttentionChunks, NodeCountDoesNotGrowWithChunks) {
+  TempDir few;
+  TempDir many;
+  Convert("tiny-sd1", few, kChunks);
+  Convert("tiny-sd1", many, kMaxAttentionChunks);
+  const std::string file = "unet_tiny-sd1.onnx";
+  EXPECT_EQ(ReadModel(few / file).graph().node_size(), ReadModel(many / file).graph().node_size());
 }
 
 TEST(AttentionChunks, OutOfRangeIsRejectedBeforeWriting) {

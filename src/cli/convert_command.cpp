@@ -1,5 +1,6 @@
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "cli/commands.h"
@@ -24,7 +25,7 @@ struct ConvertArgs {
   std::int64_t batch_size = 1;
   bool batch_size_given = false;
   bool ort_attention = false;
-  std::int64_t attention_chunks = kDefaultAttentionChunks;
+  std::optional<std::int64_t> attention_chunks;
 };
 
 // Parses WIDTHxHEIGHT, such as 1024x768.
@@ -147,12 +148,12 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
                 "MultiHeadAttention (flash attention on CPU: faster, less memory); the files "
                 "then load only in ONNX Runtime");
   cmd->add_option("--attention-chunks", args->attention_chunks,
-                  "Split the queries of UNet and VAE self-attention into this many chunks, so "
-                  "that only one chunk's scores are in memory at a time (64: half the memory "
-                  "of an SD 1.5 step at 512x512, slower loading); the VAE gets a quarter; 1 "
-                  "writes each attention in one piece; ignored with --ort-attention")
-      ->check(CLI::Range(std::int64_t{1}, kMaxAttentionChunks))
-      ->capture_default_str();
+                  "Split the queries of UNet and VAE self-attention into this many chunks "
+                  "(default " + std::to_string(kDefaultAttentionChunks) + "), so that only "
+                  "one chunk's scores are in memory at a time; the VAE gets a quarter; 1 "
+                  "writes each attention in one piece, as TensorRT wants; ignored with "
+                  "--ort-attention")
+      ->check(CLI::Range(std::int64_t{1}, kMaxAttentionChunks));
   cmd->add_option("--static-shape", args->static_shape,
                   "Write fixed-shape models for images of WIDTHxHEIGHT pixels, such as 512x512");
   cmd->add_option("--batch-size", args->batch_size,

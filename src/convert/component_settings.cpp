@@ -95,11 +95,10 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
       settings.ort_attention ? "com.microsoft.MultiHeadAttention" : "standard";
   // The VAE's single-head attention has 16 times smaller scores than the
   // UNet's 8 heads at batch 2, so it needs fewer chunks.
-  if (!settings.ort_attention && component == "unet") {
-    settings.attention_chunks = options.attention_chunks;
-  }
+  const std::int64_t chunks = options.attention_chunks.value_or(kDefaultAttentionChunks);
+  if (!settings.ort_attention && component == "unet") settings.attention_chunks = chunks;
   if (!settings.ort_attention && component.rfind("vae_", 0) == 0) {
-    settings.attention_chunks = std::max<std::int64_t>(1, options.attention_chunks / 4);
+    settings.attention_chunks = std::max<std::int64_t>(1, chunks / 4);
   }
   if (settings.attention_chunks > 1) {
     settings.metadata["sdonnx.attention_chunks"] = std::to_string(settings.attention_chunks);

@@ -279,14 +279,15 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     return Status::Error("opset " + std::to_string(options.opset) + " is not supported; use " +
                          std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset));
   }
-  if (options.attention_chunks < 1 || options.attention_chunks > kMaxAttentionChunks) {
-    return Status::Error("--attention-chunks " + std::to_string(options.attention_chunks) +
+  const std::int64_t chunks = options.attention_chunks.value_or(kDefaultAttentionChunks);
+  if (chunks < 1 || chunks > kMaxAttentionChunks) {
+    return Status::Error("--attention-chunks " + std::to_string(chunks) +
                          " is invalid: use 1 (no chunks) to " +
                          std::to_string(kMaxAttentionChunks) + "; the default is " +
                          std::to_string(kDefaultAttentionChunks));
   }
-  if (options.ort_attention && options.attention_chunks > 1) {
-    LogWarning("--attention-chunks " + std::to_string(options.attention_chunks) +
+  if (options.ort_attention && options.attention_chunks.has_value() && chunks > 1) {
+    LogWarning("--attention-chunks " + std::to_string(chunks) +
                " has no effect with --ort-attention, whose flash attention never stores "
                "the scores; the UNet and VAE attention are written unchunked");
   }

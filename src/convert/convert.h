@@ -24,7 +24,7 @@ struct StaticShape {
 };
 
 // ConvertOptions::attention_chunks by default, and the largest accepted.
-inline constexpr std::int64_t kDefaultAttentionChunks = 1;
+inline constexpr std::int64_t kDefaultAttentionChunks = 64;
 inline constexpr std::int64_t kMaxAttentionChunks = 256;
 
 struct ConvertOptions {
@@ -57,13 +57,11 @@ struct ConvertOptions {
   // Query chunks of the UNet's full-resolution self-attention; the VAE
   // gets a quarter. Each chunk's scores are computed and used before the
   // next, so with 64 chunks at 512x512 they take 16 MiB instead of 1 GiB.
-  // 1 (the default) writes one MatMul-Softmax-MatMul per attention.
-  // Ignored with ort_attention.
-  // NOTE: ONNX Runtime 1.29's session setup grows faster than linearly
-  // with the node count, and each chunk adds three nodes: an SD 1.5 UNet
-  // with 64 chunks loads in 1.75 s instead of 0.5 s, an SDXL UNet about
-  // 10-30 s slower. That is why chunks are opt-in.
-  std::int64_t attention_chunks = kDefaultAttentionChunks;
+  // Query chunks of UNet self-attention at full resolution (the VAE gets a
+  // quarter), computed by one Loop node per attention. 1 writes one
+  // MatMul-Softmax-MatMul. Unset means kDefaultAttentionChunks.
+  // ort_attention ignores it.
+  std::optional<std::int64_t> attention_chunks;
 };
 
 struct ConvertedComponent {

@@ -150,6 +150,54 @@ std::vector<std::string> GraphBuilder::OpMulti(const std::string& type,
   return outputs;
 }
 
+std::vector<std::string> GraphBuilder::Loop(const std::string& trip_count,
+                                            const std::vector<int>& elem_types,
+                                            const LoopBody& body) {
+  onnx::GraphProto body_graph;
+  body_graph.set_name(FreshName("LoopBody").substr(1));
+  const std::string iteration = FreshName("iteration");
+  const std::string condition = FreshName("condition");
+  // Scalars: a type with an empty shape.
+  auto add_scalar = [](onnx::ValueInfoProto* info, const std::string& name, int elem_type) {
+    info->set_name(name);
+    auto* tensor_type = info->mutable_type()->mutable_tensor_type();
+    tensor_type->set_elem_type(elem_type);
+    tensor_type->mutable_shape();
+  };
+  add_scalar(body_graph.add_input(), iteration, onnx::TensorProto_DataType_INT64);
+  add_scalar(body_graph.add_input(), condition, onnx::TensorProto_DataType_BOOL);
+
+  onnx::GraphProto* const outer = graph_;
+  graph_ = &body_graph;
+  const std::vector<std::string> values = body(iteration);
+  const std::string condition_out = Op("Identity", {condition});
+  graph_ = outer;
+  if (values.size() != elem_types.size()) {
+    Fail("internal error: a loop body returned " + std::to_string(values.size()) +
+         " values for " + std::to_string(elem_types.size()) + " output types");
+    return std::vector<std::string>(elem_types.size(), trip_count);
+  }
+  add_scalar(body_graph.add_output(), condition_out, onnx::TensorProto_DataType_BOOL);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    // Each iteration's shape depends on the input shapes, so only the type
+    // is declared.
+    auto* info = body_graph.add_output();
+    info->set_name(values[i]);
+    info->mutable_type()->mutable_tensor_type()->set_elem_type(elem_types[i]);
+  }
+  auto* node = AddNode("Loop", {trip_count, ""}, {});
+  std::vector<std::string> outputs = {node->output(0)};
+  for (std::size_t i = 1; i < values.size(); ++i) {
+    outputs.push_back(node->name() + "_out" + std::to_string(i));
+    node->add_output(outputs.back());
+  }
+  auto* attr = node->add_attribute();
+  attr->set_name("body");
+  attr->set_type(onnx::AttributeProto_AttributeType_GRAPH);
+  *attr->mutable_g() = std::move(body_graph);
+  return outputs;
+}
+
 std::vector<std::int64_t> GraphBuilder::WeightShape(const std::string& key) {
   const TensorInfo* t = checkpoint_.Find(key);
   if (t == nullptr) {
@@ -171,6 +219,10 @@ std::string GraphBuilder::WeightAs(const std::string& key, const std::vector<std
                                    int elem_type) {
   auto found = weight_values_.find({key, elem_type});
   if (found != weight_values_.end()) return found->second;
+  if (graph_ != model_.mutable_graph()) {
+    Fail("internal error: weight '" + key + "' was read inside a loop body");
+    return key;
+  }
   const TensorInfo* t = checkpoint_.Find(key);
   if (t == nullptr) {
     Fail("tensor '" + key + "' is missing from " + checkpoint_.path());

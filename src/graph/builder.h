@@ -15,6 +15,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -93,6 +94,15 @@ class GraphBuilder {
                          const std::vector<Attr>& attrs = {});
   std::vector<std::string> OpMulti(const std::string& type, const std::vector<std::string>& inputs,
                                    int num_outputs, const std::vector<Attr>& attrs = {});
+  // A Loop node that runs `body` `trip_count` times (an int64 scalar value)
+  // and stacks what each iteration returns along a new first axis: one
+  // output per returned value, of the matching `elem_types`. `body` gets
+  // the iteration number (an int64 scalar) and adds its nodes through this
+  // builder. The body may read values of the enclosing graph, but not
+  // weights.
+  using LoopBody = std::function<std::vector<std::string>(const std::string& iteration)>;
+  std::vector<std::string> Loop(const std::string& trip_count, const std::vector<int>& elem_types,
+                                const LoopBody& body);
 
   // The checkpoint tensor `key` as a value of the compute type. If `shape` is
   // given, the tensor must have exactly that shape.
@@ -142,7 +152,7 @@ class GraphBuilder {
   std::int64_t attention_chunks_ = 1;
   std::map<std::string, std::int64_t> static_dims_;
   onnx::ModelProto model_;
-  onnx::GraphProto* graph_;
+  onnx::GraphProto* graph_;  // where nodes are added: the model's graph or a loop body
   Status status_;
   std::map<std::string, int> name_counts_;
   std::map<std::pair<std::string, int>, std::string> weight_values_;  // (key, type) -> value

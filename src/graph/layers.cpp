@@ -121,29 +121,41 @@ std::string QuickGelu(GraphBuilder& b, const std::string& x) {
 namespace {
 
 // Attention over query chunks: softmax(q_i k^T * scale) v for each chunk
-// q_i of `qh` [B, heads, S_q, dim_head], joined along S_q. The chunk sizes
-// are computed from S_q at run time, so shapes stay dynamic.
-std::string ChunkedScores(GraphBuilder& b, const std::string& qh, const std::string& kt,
-                          const std::string& vh, float scale, std::int64_t chunks) {
+// q_i of `qh` [B, heads, S_q, dim_head], computed by one Loop of `chunks`
+// iterations, so the graph has the same nodes at every chunk count. The
+// queries are padded with zero rows to `chunks` equal chunks of
+// ceil(S_q / chunks) rows, and the padded rows' results are dropped.
+// Returns [B, S_q, heads * dim_head].
+std::string ChunkedAttention(GraphBuilder& b, const std::string& qh, const std::string& kt,
+                             const std::string& vh, float scale, std::int64_t chunks,
+                             std::int64_t heads, std::int64_t dim_head) {
   const std::string rows = ShapeDim(b, qh, 2);
-  const std::string part = b.Op("Div", {rows, b.ConstInt64({chunks}, {1})});
-  const std::string last =
-      b.Op("Sub", {rows, b.Op("Mul", {part, b.ConstInt64({chunks - 1}, {1})})});
-  std::vector<std::string> sizes(static_cast<std::size_t>(chunks - 1), part);
-  sizes.push_back(last);
+  const std::string count = b.ConstInt64({chunks}, {1});
+  const std::string block =
+      b.Op("Div", {b.Op("Add", {rows, b.ConstInt64({chunks - 1}, {1})}), count});
+  const std::string pad_rows = b.Op("Sub", {b.Op("Mul", {block, count}), rows});
+  const std::string pads = b.Op("Concat", {b.ConstInt64({0, 0, 0, 0, 0, 0}, {6}), pad_rows,
+                                           b.ConstInt64({0}, {1})},
+                                {{"axis", std::int64_t{0}}});
   // Scaling q instead of the scores touches S_q x dim_head values, not
   // S_q x S_k.
-  const std::string scaled = b.Op("Mul", {qh, b.ScalarFloat32(scale)});
-  const std::vector<std::string> parts =
-      b.OpMulti("Split", {scaled, b.Op("Concat", sizes, {{"axis", std::int64_t{0}}})},
-                static_cast<int>(chunks), {{"axis", std::int64_t{2}}});
-  std::vector<std::string> outs;
-  for (const std::string& part_q : parts) {
-    const std::string probs = b.ToCompute(
-        b.Op("Softmax", {b.Op("MatMul", {part_q, kt})}, {{"axis", std::int64_t{-1}}}));
-    outs.push_back(b.Op("MatMul", {probs, vh}));
-  }
-  return b.Op("Concat", outs, {{"axis", std::int64_t{2}}});
+  const std::string padded = b.Op("Pad", {b.Op("Mul", {qh, b.ScalarFloat32(scale)}), pads});
+  const std::string axes = b.ConstInt64({2}, {1});
+  const std::vector<std::string> stacked = b.Loop(
+      b.ConstInt64({chunks}, {}), {b.compute_type()}, [&](const std::string& iteration) {
+        const std::string begin = b.Op("Mul", {iteration, block});
+        const std::string part_q =
+            b.Op("Slice", {padded, begin, b.Op("Add", {begin, block}), axes});
+        const std::string probs = b.ToCompute(
+            b.Op("Softmax", {b.Op("MatMul", {part_q, kt})}, {{"axis", std::int64_t{-1}}}));
+        return std::vector<std::string>{b.Op("MatMul", {probs, vh})};
+      });
+  // [chunks, B, heads, rows, dim_head] -> [B, chunks * rows, heads * dim_head].
+  const std::string joined = b.Op("Reshape",
+                                  {b.Op("Transpose", {stacked[0]},
+                                        {{"perm", std::vector<std::int64_t>{1, 0, 3, 2, 4}}}),
+                                   b.ConstInt64({0, -1, heads * dim_head}, {3})});
+  return b.Op("Slice", {joined, b.ConstInt64({0}, {1}), rows, b.ConstInt64({1}, {1})});
 }
 
 }  // namespace
@@ -170,17 +182,14 @@ std::string Attention(GraphBuilder& b, const std::string& q, const std::string& 
   const std::string vh =
       b.Op("Transpose", {b.Op("Reshape", {v, split})}, {{"perm", to_heads}});
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim_head));
-  std::string joined;
   if (query_chunks > 1 && mask.empty()) {
-    joined = ChunkedScores(b, qh, kt, vh, scale, query_chunks);
-  } else {
-    std::string scores = b.Op("MatMul", {qh, kt});
-    scores = b.Op("Mul", {scores, b.ScalarFloat32(scale)});
-    if (!mask.empty()) scores = b.Op("Add", {scores, mask});
-    const std::string probs =
-        b.ToCompute(b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}}));
-    joined = b.Op("MatMul", {probs, vh});
+    return ChunkedAttention(b, qh, kt, vh, scale, query_chunks, heads, dim_head);
   }
+  std::string scores = b.Op("MatMul", {qh, kt});
+  scores = b.Op("Mul", {scores, b.ScalarFloat32(scale)});
+  if (!mask.empty()) scores = b.Op("Add", {scores, mask});
+  const std::string probs = b.ToCompute(b.Op("Softmax", {scores}, {{"axis", std::int64_t{-1}}}));
+  const std::string joined = b.Op("MatMul", {probs, vh});
   const std::string out = b.Op("Transpose", {joined}, {{"perm", to_heads}});
   return b.Op("Reshape", {out, b.ConstInt64({0, 0, heads * dim_head}, {3})});
 }

@@ -50,10 +50,10 @@ std::string ReduceMeanLast(GraphBuilder& b, const std::string& x);
 // projections; `mask` (optional, float32) is added to the scores before
 // softmax. Scores and softmax are float32 in a float16 graph. Without a
 // mask, a builder with ort_attention() writes one MultiHeadAttention node.
-// With `query_chunks` > 1 and no mask, the queries are split into that
-// many chunks of about S_q / query_chunks rows (some empty when S_q is
-// smaller), each with its own scores and softmax, so that only one chunk's
-// [B, heads, rows, S_k] scores exist at a time.
+// With `query_chunks` > 1 and no mask, a Loop computes that many chunks of
+// ceil(S_q / query_chunks) query rows one after another, each with its own
+// scores and softmax, so that only one chunk's [B, heads, rows, S_k] scores
+// exist at a time.
 // Returns [B, S_q, heads * dim_head].
 std::string Attention(GraphBuilder& b, const std::string& q, const std::string& k,
                       const std::string& v, std::int64_t heads, std::int64_t dim_head,
