@@ -257,10 +257,7 @@ void CheckComponents(VerifyReport* report) {
     }
     if (component.name != "unet") others_absent = false;
     if (!component.stored_prefix.empty()) report->problems.push_back(RenamedComponent(component));
-    std::vector<std::string> missing;
-    for (const std::string& key : component.required) {
-      if (checkpoint.FindStored(key) == nullptr) missing.push_back(key);
-    }
+    std::vector<std::string> missing = MissingWeights(checkpoint, component);
     if (!missing.empty()) {
       report->problems.push_back(PartialComponent(checkpoint, component, std::move(missing)));
     }
@@ -313,6 +310,7 @@ void DetectFromEmaWeights(CheckpointSummary* summary) {
   summary->spec->family_basis += " (read from the EMA weights, since the UNet is incomplete)";
   summary->expected = ExpectedComponents(checkpoint, *summary->spec);
   summary->detection_error.clear();
+  FindIncompleteComponents(summary);
 }
 
 // A partial rebuild (`sdonnx rebuild --allow-partial`) lacks what its
