@@ -134,6 +134,18 @@ TEST(Extract, FailureRemovesCreatedFolders) {
   EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 
+// A ".." step names an existing folder, which a failed extract must keep.
+TEST(Extract, FailureKeepsFolderNamedThroughDotDot) {
+  TempDir dir;
+  ExtractOptions options;
+  options.onnx_path = Fixture("foreign/tiny-sd1-diffusers/vae_decoder/model.onnx").string();
+  options.output_path = (dir / "new" / ".." / (std::string(250, 'a') + ".safetensors")).string();
+  auto report = ExtractInitializers(options);
+  ASSERT_FALSE(report.ok());
+  EXPECT_TRUE(fs::is_directory(dir.path()));
+  EXPECT_FALSE(fs::exists(dir / "new"));
+}
+
 // An unreadable model fails before any folder is made.
 TEST(Extract, InvalidModelCreatesNoFolder) {
   TempDir dir;

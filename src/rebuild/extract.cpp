@@ -63,11 +63,14 @@ Status CreateParentFolders(const std::string& output_path, CreatedFolders* creat
     if (folder == folder.root_path()) break;
   }
   for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
-    if (!fs::create_directory(*it, ec) && ec) {
+    // A folder that appeared meanwhile, or a ".." step, is not this run's
+    // to remove.
+    if (fs::create_directory(*it, ec)) {
+      created->Add(*it);
+    } else if (ec) {
       return Status::Error(output_path + ": cannot create the output folder " + it->string() +
                            ": " + ec.message());
     }
-    created->Add(*it);
   }
   return Status::Ok();
 }
