@@ -107,5 +107,68 @@ TEST(Extract, ExistingOutputIsKeptWithoutForce) {
   EXPECT_EQ(forced.exit_code, 0) << forced.output;
 }
 
+// Like convert's --output-dir, extract creates the folders above its output.
+TEST(Extract, CreatesMissingOutputFolders) {
+  TempDir dir;
+  const fs::path model = Fixture("foreign/tiny-sd1-diffusers/vae_decoder/model.onnx");
+  const fs::path output = dir / "new" / "nested" / "vae.safetensors";
+  const auto result = RunSdonnx("extract " + Quote(model) + " -o " + Quote(output));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  auto extracted = SafetensorsFile::Open(output.string());
+  ASSERT_TRUE(extracted.ok()) << extracted.status().message();
+  EXPECT_FALSE((*extracted)->tensors().empty());
+  EXPECT_EQ(testing::ListFiles(dir / "new" / "nested"), std::vector<std::string>{"vae.safetensors"});
+}
+
+// A write that fails after the folders were made removes them again. The
+// file name is one the file system rejects (over 255 bytes with the
+// temporary name's additions).
+TEST(Extract, FailureRemovesCreatedFolders) {
+  TempDir dir;
+  ExtractOptions options;
+  options.onnx_path = Fixture("foreign/tiny-sd1-diffusers/vae_decoder/model.onnx").string();
+  options.output_path = (dir / "new" / "nested" / (std::string(250, 'a') + ".safetensors")).string();
+  auto report = ExtractInitializers(options);
+  ASSERT_FALSE(report.ok());
+  EXPECT_FALSE(fs::exists(dir / "new"));
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
+// A ".." step names an existing folder, which a failed extract must keep.
+TEST(Extract, FailureKeepsFolderNamedThroughDotDot) {
+  TempDir dir;
+  ExtractOptions options;
+  options.onnx_path = Fixture("foreign/tiny-sd1-diffusers/vae_decoder/model.onnx").string();
+  options.output_path = (dir / "new" / ".." / (std::string(250, 'a') + ".safetensors")).string();
+  auto report = ExtractInitializers(options);
+  ASSERT_FALSE(report.ok());
+  EXPECT_TRUE(fs::is_directory(dir.path()));
+  EXPECT_FALSE(fs::exists(dir / "new"));
+}
+
+// An unreadable model fails before any folder is made.
+TEST(Extract, InvalidModelCreatesNoFolder) {
+  TempDir dir;
+  testing::WriteBytes(dir / "broken.onnx", "not a model");
+  const auto result = RunSdonnx("extract " + Quote(dir / "broken.onnx") + " " +
+                                Quote(dir / "new" / "out.safetensors"));
+  EXPECT_NE(result.exit_code, 0) << result.output;
+  EXPECT_FALSE(fs::exists(dir / "new"));
+}
+
+TEST(Extract, ParentThatIsAFileFails) {
+  TempDir dir;
+  testing::WriteBytes(dir / "file", "x");
+  ExtractOptions options;
+  options.onnx_path = Fixture("foreign/tiny-sd1-diffusers/vae_decoder/model.onnx").string();
+  options.output_path = (dir / "file" / "sub" / "out.safetensors").string();
+  auto report = ExtractInitializers(options);
+  ASSERT_FALSE(report.ok());
+  const std::string message = report.status().message();
+  EXPECT_NE(message.find("cannot create the output folder"), std::string::npos) << message;
+  EXPECT_NE(message.find("exists and is not a folder"), std::string::npos) << message;
+  EXPECT_EQ(testing::ListFiles(dir.path()), std::vector<std::string>{"file"});
+}
+
 }  // namespace
 }  // namespace sdonnx

@@ -12,6 +12,8 @@
 #include <map>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
@@ -134,6 +136,85 @@ TEST(IncompleteComponentInspect, VaeWithoutEncoderKeepsFamily) {
   EXPECT_EQ(verify.exit_code, 1) << verify.output;
   EXPECT_NE(verify.output.find("family: sd1"), std::string::npos) << verify.output;
   EXPECT_NE(verify.output.find("of 124 weights missing"), std::string::npos) << verify.output;
+}
+
+// The text output names each incomplete component with the counts that the
+// JSON output and verify give.
+TEST(IncompleteComponentInspect, TextAndJsonCountMissingWeights) {
+  TempDir dir;
+  const fs::path file = dir / "cut.safetensors";
+  const std::string dropped = "first_stage_model.decoder.conv_out.";
+  WriteWithout("tiny-sd1", file,
+               [&dropped](const std::string& key) { return key.starts_with(dropped); });
+
+  Result<CheckpointSummary> summary = InspectCheckpoint(file.string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  ASSERT_EQ(summary->incomplete.size(), 1u);
+  const IncompleteComponentSummary& vae = summary->incomplete.front();
+  EXPECT_EQ(vae.name, "vae");
+  EXPECT_EQ(vae.missing_weights, 2u);
+  EXPECT_EQ(vae.missing_keys, (std::vector<std::string>{dropped + "weight", dropped + "bias"}));
+
+  Result<VerifyReport> report = VerifyCheckpoint(file.string());
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  ASSERT_EQ(report->problems.size(), 1u);
+  EXPECT_EQ(report->problems[0].missing_count, vae.missing_weights);
+  const std::string counts = std::to_string(vae.missing_weights) + " of " +
+                             std::to_string(vae.expected_weights) + " weights missing";
+  EXPECT_NE(report->problems[0].what.find(counts), std::string::npos) << report->problems[0].what;
+
+  const testing::CommandResult text = RunSdonnx("inspect " + Quote(file));
+  EXPECT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_NE(text.output.find("incomplete: VAE: " + counts + "\n"), std::string::npos)
+      << text.output;
+  EXPECT_NE(text.output.find("\n    " + dropped + "weight\n"), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("  (incomplete)\n"), std::string::npos) << text.output;
+
+  const testing::CommandResult json = RunSdonnx("inspect --json " + Quote(file));
+  EXPECT_EQ(json.exit_code, 0) << json.output;
+  const nlohmann::json parsed = nlohmann::json::parse(json.output, nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded()) << json.output;
+  ASSERT_EQ(parsed["incomplete_components"].size(), 1u) << json.output;
+  const nlohmann::json& entry = parsed["incomplete_components"][0];
+  EXPECT_EQ(entry["name"], "vae");
+  EXPECT_EQ(entry["missing_weights"], vae.missing_weights);
+  EXPECT_EQ(entry["expected_weights"], vae.expected_weights);
+  EXPECT_EQ(entry["missing_keys"][0], dropped + "weight");
+}
+
+TEST(IncompleteComponentInspect, CompleteFixtureHasNoIncompleteLine) {
+  const testing::CommandResult text =
+      RunSdonnx("inspect --no-probe " + Quote(Fixture("tiny/tiny-sdxl.safetensors")));
+  EXPECT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_EQ(text.output.find("incomplete"), std::string::npos) << text.output;
+  const testing::CommandResult json =
+      RunSdonnx("inspect --json --no-probe " + Quote(Fixture("tiny/tiny-sdxl.safetensors")));
+  const nlohmann::json parsed = nlohmann::json::parse(json.output, nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded()) << json.output;
+  EXPECT_EQ(parsed["incomplete_components"], nlohmann::json::array());
+}
+
+// A UNet missing more weights than the text output lists shows the count
+// of the rest.
+TEST(IncompleteComponentInspect, LongListEndsWithCount) {
+  TempDir dir;
+  const fs::path file = dir / "cut.safetensors";
+  WriteWithout("tiny-sd1", file, [](const std::string& key) {
+    return key.starts_with("model.diffusion_model.output_blocks.2.1.");
+  });
+  Result<CheckpointSummary> summary = InspectCheckpoint(file.string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  ASSERT_EQ(summary->incomplete.size(), 1u);
+  const IncompleteComponentSummary& unet = summary->incomplete.front();
+  ASSERT_GT(unet.missing_weights, 10u);
+  EXPECT_EQ(unet.missing_keys.size(), 10u);
+  const testing::CommandResult text = RunSdonnx("inspect " + Quote(file));
+  EXPECT_NE(text.output.find("incomplete: UNet: " + std::to_string(unet.missing_weights) + " of "),
+            std::string::npos)
+      << text.output;
+  EXPECT_NE(text.output.find("    ... and " + std::to_string(unet.missing_weights - 10) + " more"),
+            std::string::npos)
+      << text.output;
 }
 
 TEST(IncompleteComponentConvert, MissingTokenEmbeddingFailsNamingIt) {

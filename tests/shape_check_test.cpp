@@ -15,6 +15,7 @@
 #include "inspect/verify.h"
 #include "model/expected_keys.h"
 #include "model/shape_check.h"
+#include "networks/unet.h"
 #include "test_support.h"
 
 namespace sdonnx {
@@ -155,8 +156,64 @@ INSTANTIATE_TEST_SUITE_P(
                  "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", {32, 16},
                  {48, 16}},
         Mutation{"OpenClipTextProjection", "tiny-sdxl", "conditioner.embedders.1.model.text_projection",
-                 {16, 8}, {16, 16}}),
+                 {16, 8}, {16, 16}},
+        // The output convolution's weight and bias both give the latent
+        // channels; the damaged one of the two is reported.
+        Mutation{"UNetOutputConvChannels", "tiny-sd1", "model.diffusion_model.out.2.weight",
+                 {3, 32, 3, 3}, {4, 32, 3, 3}},
+        Mutation{"UNetOutputConvHalfChannels", "tiny-sd2", "model.diffusion_model.out.2.weight",
+                 {2, 32, 3, 3}, {4, 32, 3, 3}},
+        Mutation{"UNetOutputConvBias", "tiny-sdxl", "model.diffusion_model.out.2.bias", {3}, {4}},
+        Mutation{"InpaintUNetOutputConvChannels", "tiny-sd1-inpaint",
+                 "model.diffusion_model.out.2.weight", {9, 32, 3, 3}, {4, 32, 3, 3}}),
     CaseName);
+
+// A damaged output convolution weight once set the latent channel count,
+// so the intact bias was reported instead of the weight.
+TEST(ShapeCheck, DamagedOutputConvBlamesWeightOnly) {
+  TempDir dir;
+  const std::string weight = "model.diffusion_model.out.2.weight";
+  const fs::path model = WriteWithShapes(dir.path(), "tiny-sd1", {{weight, {3, 32, 3, 3}}});
+  Result<VerifyReport> report = VerifyCheckpoint(model.string());
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  ASSERT_EQ(report->problems.size(), 1u) << report->problems.front().what;
+  const VerifyProblem& problem = report->problems.front();
+  EXPECT_EQ(problem.component, "unet");
+  ASSERT_EQ(problem.wrong_shapes.size(), 1u);
+  EXPECT_EQ(problem.wrong_shapes[0].key, weight);
+  EXPECT_EQ(problem.what.find("out.2.bias"), std::string::npos) << problem.what;
+  ASSERT_TRUE(report->summary.spec.has_value());
+  EXPECT_EQ(report->summary.spec->unet.out_channels, 4);
+  EXPECT_EQ(report->summary.spec->variant, "base");
+}
+
+// A weight of 2 output channels fits the 4 input channels too (as an
+// instruct-pix2pix UNet with 2 latent channels would). Without a VAE to
+// decide, the 4 latent channels of every SD family do.
+TEST(ShapeCheck, UNetOnlyOutputConvBlamesWeight) {
+  TempDir dir;
+  const std::string weight = "model.diffusion_model.out.2.weight";
+  const fs::path model = WriteWithShapes(dir.path(), "tiny-sd1", {{weight, {2, 32, 3, 3}}});
+  auto checkpoint = Checkpoint::Open(model.string());
+  ASSERT_TRUE(checkpoint.ok());
+  std::vector<TensorToWrite> unet;
+  for (const TensorInfo& t : (*checkpoint)->tensors()) {
+    if (t.name.starts_with(kUNetPrefix)) {
+      unet.push_back({t.name, t.dtype, t.shape, (*checkpoint)->Data(t), {}});
+    }
+  }
+  ASSERT_TRUE(WriteSafetensors((dir / "unet.safetensors").string(), unet, {}).ok());
+  Result<VerifyReport> report = VerifyCheckpoint((dir / "unet.safetensors").string());
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  bool weight_reported = false;
+  for (const VerifyProblem& problem : report->problems) {
+    for (const ShapeMismatch& mismatch : problem.wrong_shapes) {
+      EXPECT_NE(mismatch.key, "model.diffusion_model.out.2.bias");
+      if (mismatch.key == weight) weight_reported = true;
+    }
+  }
+  EXPECT_TRUE(weight_reported);
+}
 
 TEST(ShapeCheck, TinyFixturesPass) {
   for (const char* name : {"tiny-sd1", "tiny-sd1-inpaint", "tiny-sd2", "tiny-sd2v", "tiny-sdxl",

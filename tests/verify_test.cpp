@@ -5,9 +5,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <functional>
 #include <map>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "formats/checkpoint.h"
 #include "inspect/verify.h"
@@ -329,6 +333,168 @@ TEST(Verify, ExtraKeysPassWithWarning) {
             std::vector<std::string>{"cond_stage_model.transformer.vision_model.post_layernorm.weight"});
   ASSERT_EQ(report.warnings.size(), 1u);
   EXPECT_NE(report.warnings[0].find("belong to no component"), std::string::npos);
+}
+
+// Copies tiny fixture `fixture` to `out` with tensor `key` replaced by
+// zeros of `dtype` and the same shape.
+void WriteWithDType(const std::string& fixture, const fs::path& out, const std::string& key,
+                    DType dtype) {
+  WriteSubset(
+      Fixture("tiny/" + fixture + ".safetensors"), out, [](const std::string&) { return true; },
+      [&](TensorToWrite* t, std::vector<std::uint8_t>* bytes) {
+        if (t->name != key) return;
+        std::size_t elements = 1;
+        for (std::int64_t d : t->shape) elements *= static_cast<std::size_t>(d);
+        bytes->assign(elements * DTypeSize(dtype), 0);
+        t->dtype = dtype;
+      });
+}
+
+struct DTypeCase {
+  const char* name;
+  const char* fixture;
+  const char* key;
+  DType dtype;
+  const char* component;
+};
+
+class VerifyWrongDType : public ::testing::TestWithParam<DTypeCase> {};
+
+// PyTorch converts integer and boolean tensors when it loads them, so such
+// a file loads. verify must still fail it and name the tensor and its dtype.
+TEST_P(VerifyWrongDType, ReportsTheTensor) {
+  const DTypeCase& c = GetParam();
+  TempDir dir;
+  const std::string key = c.key;
+  WriteWithDType(c.fixture, dir / "model.safetensors", key, c.dtype);
+  const VerifyReport report = Verify(dir / "model.safetensors");
+  EXPECT_FALSE(report.ok());
+  ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
+  const VerifyProblem& problem = report.problems.front();
+  EXPECT_EQ(problem.component, c.component);
+  EXPECT_EQ(problem.wrong_dtype_count, 1u);
+  ASSERT_EQ(problem.wrong_dtypes.size(), 1u);
+  EXPECT_EQ(problem.wrong_dtypes[0].key, key);
+  EXPECT_EQ(problem.wrong_dtypes[0].found, c.dtype);
+  const std::string expected_what = "'" + key + "' is " + std::string(DTypeName(c.dtype)) +
+                                    " instead of F32, F16 or BF16";
+  EXPECT_NE(problem.what.find(expected_what), std::string::npos) << problem.what;
+  EXPECT_EQ(problem.missing_count, 0u);
+  EXPECT_EQ(problem.wrong_shape_count, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Catalogue, VerifyWrongDType,
+    ::testing::Values(
+        DTypeCase{"UNetConvI64", "tiny-sd1",
+                  "model.diffusion_model.input_blocks.1.0.in_layers.2.weight", DType::kI64,
+                  "unet"},
+        DTypeCase{"UNetOutputConvU8", "tiny-sdxl", "model.diffusion_model.out.2.weight",
+                  DType::kU8, "unet"},
+        DTypeCase{"VaeBiasBool", "tiny-sd2", "first_stage_model.decoder.mid.block_1.conv1.bias",
+                  DType::kBool, "vae"},
+        DTypeCase{"ClipNormI32", "tiny-sd1",
+                  "cond_stage_model.transformer.text_model.final_layer_norm.weight", DType::kI32,
+                  "text_encoder"},
+        DTypeCase{"OpenClipLayerI8", "tiny-sdxl",
+                  "conditioner.embedders.1.model.transformer.resblocks.0.ln_1.weight",
+                  DType::kI8, "text_encoder_2"},
+        DTypeCase{"TokenEmbeddingI16", "tiny-sd2", "cond_stage_model.model.token_embedding.weight",
+                  DType::kI16, "text_encoder"}),
+    [](const ::testing::TestParamInfo<DTypeCase>& info) { return std::string(info.param.name); });
+
+TEST(VerifyDType, MixedFloatDTypesPass) {
+  TempDir dir;
+  const std::string key = "model.diffusion_model.out.2.weight";
+  WriteWithDType("tiny-sd1", dir / "bf16.safetensors", key, DType::kBF16);
+  const VerifyReport report = Verify(dir / "bf16.safetensors");
+  EXPECT_TRUE(report.ok()) << Problems(report);
+  EXPECT_TRUE(report.warnings.empty()) << report.warnings.front();
+}
+
+TEST(VerifyDType, F64WeightsPassWithWarning) {
+  TempDir dir;
+  const std::string key = "first_stage_model.decoder.conv_out.weight";
+  WriteWithDType("tiny-sd1", dir / "f64.safetensors", key, DType::kF64);
+  const VerifyReport report = Verify(dir / "f64.safetensors");
+  EXPECT_TRUE(report.ok()) << Problems(report);
+  ASSERT_EQ(report.warnings.size(), 1u);
+  EXPECT_NE(report.warnings[0].find("VAE: 1 of "), std::string::npos) << report.warnings[0];
+  EXPECT_NE(report.warnings[0].find("weights are F64 (first: '" + key + "')"), std::string::npos)
+      << report.warnings[0];
+}
+
+// position_ids is an int64 buffer in real files, not a weight.
+TEST(VerifyDType, IntegerPositionIdsPass) {
+  const VerifyReport report = Verify(Fixture("tiny/tiny-sdxl.safetensors"));
+  auto checkpoint = Checkpoint::Open(Fixture("tiny/tiny-sdxl.safetensors").string());
+  ASSERT_TRUE(checkpoint.ok());
+  const TensorInfo* ids = (*checkpoint)->Find(
+      "conditioner.embedders.0.transformer.text_model.embeddings.position_ids");
+  ASSERT_NE(ids, nullptr);
+  EXPECT_EQ(ids->dtype, DType::kI64);
+  EXPECT_TRUE(report.ok()) << Problems(report);
+}
+
+TEST(VerifyDType, ProgramPrintsWrongDType) {
+  TempDir dir;
+  const std::string key = "first_stage_model.encoder.conv_in.weight";
+  WriteWithDType("tiny-sd1", dir / "int.safetensors", key, DType::kI64);
+  const testing::CommandResult text =
+      testing::RunSdonnx("verify " + testing::Quote(dir / "int.safetensors"));
+  EXPECT_EQ(text.exit_code, 1) << text.output;
+  EXPECT_NE(text.output.find("wrong dtype: VAE: 1 of "), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("    " + key + ": I64 instead of F32, F16 or BF16"),
+            std::string::npos)
+      << text.output;
+
+  const testing::CommandResult json =
+      testing::RunSdonnx("verify --json " + testing::Quote(dir / "int.safetensors"));
+  EXPECT_EQ(json.exit_code, 1) << json.output;
+  const nlohmann::json parsed = nlohmann::json::parse(json.output, nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded()) << json.output;
+  ASSERT_EQ(parsed["problems"].size(), 1u) << json.output;
+  const nlohmann::json& problem = parsed["problems"][0];
+  EXPECT_EQ(problem["component"], "vae");
+  EXPECT_EQ(problem["wrong_dtype_count"], 1);
+  ASSERT_EQ(problem["wrong_dtypes"].size(), 1u);
+  EXPECT_EQ(problem["wrong_dtypes"][0]["key"], key);
+  EXPECT_EQ(problem["wrong_dtypes"][0]["found"], "I64");
+  EXPECT_EQ(problem["wrong_dtypes"][0]["expected"],
+            (std::vector<std::string>{"F32", "F16", "BF16"}));
+}
+
+// sdonnx reads no float8 tensor, so verify stops with an error that names
+// the tensor and its dtype instead of passing the file.
+TEST(VerifyDType, Float8FileFailsNamingTheTensor) {
+  TempDir dir;
+  const std::string key = "model.diffusion_model.out.2.weight";
+  WriteWithDType("tiny-sd1", dir / "u8.safetensors", key, DType::kU8);
+  // Relabels the U8 tensor as float8, which has the same element size.
+  std::ifstream in(dir / "u8.safetensors", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::uint64_t header_size = 0;
+  std::memcpy(&header_size, bytes.data(), 8);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, header_size));
+  header[key]["dtype"] = "F8_E4M3";
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  const std::uint64_t new_size = text.size();
+  std::memcpy(out.data(), &new_size, 8);
+  out += text + bytes.substr(8 + header_size);
+  testing::WriteBytes(dir / "f8.safetensors", out);
+
+  Result<VerifyReport> report = VerifyCheckpoint((dir / "f8.safetensors").string());
+  ASSERT_FALSE(report.ok());
+  const std::string message = report.status().message();
+  EXPECT_NE(message.find("'" + key + "'"), std::string::npos) << message;
+  EXPECT_NE(message.find("F8_E4M3"), std::string::npos) << message;
+  EXPECT_NE(message.find("float8"), std::string::npos) << message;
+  const testing::CommandResult program =
+      testing::RunSdonnx("verify " + testing::Quote(dir / "f8.safetensors"));
+  EXPECT_EQ(program.exit_code, 1) << program.output;
+  EXPECT_EQ(program.output.find("OK: "), std::string::npos) << program.output;
 }
 
 // The key sets and shapes derived from the hyperparameters are exactly the

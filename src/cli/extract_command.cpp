@@ -41,7 +41,9 @@ void AddExtractCommand(CLI::App& app, std::function<int()>* run) {
       "extract", "Write every initializer of one ONNX file to a .safetensors file");
   cmd->add_option("model", args->onnx_path, "ONNX model (.onnx; external data is read too)")
       ->required();
-  cmd->add_option("output", args->output_path, "Output .safetensors file")->required();
+  cmd->add_option("output,-o,--output", args->output_path,
+                  "Output .safetensors file; missing folders above it are created")
+      ->required();
   cmd->add_flag("--force", args->force, "Overwrite an existing output file");
   cmd->callback([run, args] { *run = [args] { return RunExtract(*args); }; });
 }

@@ -45,6 +45,28 @@ void PrintPrediction(const ModelSpec& spec, bool probe_skipped) {
   }
 }
 
+const IncompleteComponentSummary* FindIncomplete(const CheckpointSummary& s,
+                                                const std::string& name) {
+  for (const IncompleteComponentSummary& c : s.incomplete) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+// One line per incomplete component, with the count that `verify` gives,
+// then the first missing keys.
+void PrintIncomplete(const CheckpointSummary& s) {
+  for (const IncompleteComponentSummary& c : s.incomplete) {
+    PrintLine("incomplete: " + c.title + ": " + std::to_string(c.missing_weights) + " of " +
+              std::to_string(c.expected_weights) + " weights missing");
+    for (const std::string& key : c.missing_keys) PrintLine("    " + key);
+    if (c.missing_weights > c.missing_keys.size()) {
+      PrintLine("    ... and " + std::to_string(c.missing_weights - c.missing_keys.size()) +
+                " more");
+    }
+  }
+}
+
 // Every line goes through PrintLine, which escapes the control characters
 // of keys, metadata and file names read from the file.
 void PrintCheckpoint(const CheckpointSummary& s, bool probe_skipped) {
@@ -71,13 +93,15 @@ void PrintCheckpoint(const CheckpointSummary& s, bool probe_skipped) {
     char line[160];
     std::snprintf(line, sizeof(line), "  %-36s %6zu tensors %14s parameters  ", c.title.c_str(),
                   c.tensors, HumanCount(c.parameters).c_str());
-    PrintLine(line + DTypeCounts(c.dtypes));
+    const IncompleteComponentSummary* incomplete = FindIncomplete(s, c.name);
+    PrintLine(line + DTypeCounts(c.dtypes) + (incomplete ? "  (incomplete)" : ""));
   }
   PrintLine("  total: " + std::to_string(s.tensors) + " tensors, " + HumanCount(s.parameters) +
             " parameters");
   for (const ExpectedComponent& c : s.expected) {
     if (!c.present) PrintLine("missing: " + c.title + " (no " + c.prefix + "* keys)");
   }
+  PrintIncomplete(s);
   PrintLine(std::string("EMA weights: ") +
             (s.checkpoint->HasPrefix("model_ema.diffusion_model") ? "yes" : "no"));
   if (!s.extra_keys.empty()) {

@@ -15,19 +15,23 @@ struct VerifyArgs {
 // of keys and file names read from the file.
 void PrintProblem(const VerifyProblem& problem) {
   const char* label = problem.wrong_shape_count > 0  ? "wrong shape: "
-                      : problem.component == "file" ? "not a checkpoint: "
-                                                    : "missing: ";
+                      : problem.wrong_dtype_count > 0 ? "wrong dtype: "
+                      : problem.component == "file"   ? "not a checkpoint: "
+                                                      : "missing: ";
   PrintLine(label + problem.title + ": " + problem.what);
   for (const std::string& key : problem.missing_keys) PrintLine("    " + key);
   for (const ShapeMismatch& m : problem.wrong_shapes) {
     PrintLine("    " + m.key + ": " + ShapeText(m.found) + " instead of " + ShapeText(m.expected));
   }
-  const std::size_t listed = problem.missing_keys.size() + problem.wrong_shapes.size();
-  if (problem.missing_count + problem.wrong_shape_count > listed) {
-    PrintLine("    ... and " +
-              std::to_string(problem.missing_count + problem.wrong_shape_count - listed) +
-              " more");
+  for (const DTypeMismatch& m : problem.wrong_dtypes) {
+    PrintLine("    " + m.key + ": " + std::string(DTypeName(m.found)) +
+              " instead of F32, F16 or BF16");
   }
+  const std::size_t listed =
+      problem.missing_keys.size() + problem.wrong_shapes.size() + problem.wrong_dtypes.size();
+  const std::size_t count =
+      problem.missing_count + problem.wrong_shape_count + problem.wrong_dtype_count;
+  if (count > listed) PrintLine("    ... and " + std::to_string(count - listed) + " more");
   for (const std::string& message : problem.loader_messages) PrintLine("  " + message);
   PrintLine("  what to do: " + problem.advice);
 }

@@ -57,8 +57,14 @@ Result<TensorInfo> ParseTensorEntry(const std::string& where, const std::string&
   const std::string dtype_name = dtype_it->get<std::string>();
   auto dtype = DTypeFromName(dtype_name);
   if (!dtype) {
+    // safetensors spells the float8 dtypes F8_E4M3 and F8_E5M2. sdonnx reads
+    // neither, so the message asks for a copy of the file in a wider dtype.
+    const std::string advice =
+        dtype_name.starts_with("F8_")
+            ? "; float8 weights are not supported: use an F16, BF16 or F32 version of the file"
+            : "";
     return Status::Error(where + ": unsupported dtype \"" + dtype_name +
-                         "\" (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
+                         "\" (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)" + advice);
   }
   info.dtype = *dtype;
   for (const json& dim : *shape_it) {

@@ -1,5 +1,6 @@
 #include "inspect/checkpoint_inspect.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::size_t kExtraKeysKept = 20;
+constexpr std::size_t kMissingKeysKept = 10;
 
 // The component a key belongs to, by prefix. Text encoders are named after
 // the family's slots when the family is known.
@@ -155,6 +157,32 @@ void DescribeSdonnxFile(CheckpointSummary* summary) {
 
 }  // namespace
 
+std::vector<std::string> MissingWeights(const Checkpoint& checkpoint,
+                                        const ExpectedComponent& component) {
+  std::vector<std::string> missing;
+  for (const std::string& key : component.required) {
+    if (checkpoint.FindStored(key) == nullptr) missing.push_back(key);
+  }
+  return missing;
+}
+
+void FindIncompleteComponents(CheckpointSummary* summary) {
+  summary->incomplete.clear();
+  for (const ExpectedComponent& component : summary->expected) {
+    if (!component.present) continue;
+    std::vector<std::string> missing = MissingWeights(*summary->checkpoint, component);
+    if (missing.empty()) continue;
+    IncompleteComponentSummary incomplete;
+    incomplete.name = component.name;
+    incomplete.title = component.title;
+    incomplete.expected_weights = component.required.size();
+    incomplete.missing_weights = missing.size();
+    missing.resize(std::min(missing.size(), kMissingKeysKept));
+    incomplete.missing_keys = std::move(missing);
+    summary->incomplete.push_back(std::move(incomplete));
+  }
+}
+
 std::string FamilyTitle(Family family) {
   switch (family) {
     case Family::kSD1: return "SD 1.x";
@@ -182,6 +210,7 @@ Result<CheckpointSummary> InspectCheckpoint(const std::string& path) {
   }
   DescribeSdonnxFile(&summary);
   CountTensors(&summary);
+  FindIncompleteComponents(&summary);
   FindExtraKeys(&summary);
   summary.warnings = summary.checkpoint->warnings();
   CheckPositionIds(&summary);
@@ -249,6 +278,16 @@ nlohmann::json CheckpointSummaryJson(const CheckpointSummary& summary) {
     if (!c.present) missing.push_back(c.name);
   }
   out["missing_components"] = missing;
+
+  json incomplete = json::array();
+  for (const IncompleteComponentSummary& c : summary.incomplete) {
+    incomplete.push_back({{"name", c.name},
+                          {"title", c.title},
+                          {"expected_weights", c.expected_weights},
+                          {"missing_weights", c.missing_weights},
+                          {"missing_keys", c.missing_keys}});
+  }
+  out["incomplete_components"] = incomplete;
 
   out["ema"] = summary.checkpoint->HasPrefix("model_ema.diffusion_model");
   out["extra_keys"] = {{"count", summary.extra_keys.size()},

@@ -31,6 +31,16 @@ struct ComponentSummary {
   std::map<std::string, std::size_t> dtypes;  // dtype name, such as "F16" -> tensor count
 };
 
+// A component that is present but lacks some of the weights its detected
+// architecture needs.
+struct IncompleteComponentSummary {
+  std::string name;  // as in ExpectedComponent
+  std::string title;
+  std::size_t expected_weights = 0;
+  std::size_t missing_weights = 0;
+  std::vector<std::string> missing_keys;  // the first 10, in module order
+};
+
 struct CheckpointSummary {
   std::string path;
   FileFormat format = FileFormat::kUnknown;
@@ -41,6 +51,7 @@ struct CheckpointSummary {
   std::string detection_error;
   std::vector<ExpectedComponent> expected;   // from the spec; empty without one
   std::vector<ComponentSummary> components;  // only those with tensors
+  std::vector<IncompleteComponentSummary> incomplete;  // from `expected`
   std::size_t tensors = 0;
   std::int64_t parameters = 0;
   // Keys that are neither a weight of an expected component nor a known
@@ -60,6 +71,14 @@ struct CheckpointSummary {
 // Opens and summarises the checkpoint at `path`. Only an unreadable file is
 // an error; a failed family detection is recorded in the summary.
 Result<CheckpointSummary> InspectCheckpoint(const std::string& path);
+
+// The weight keys of `component` that `checkpoint` does not store, in
+// module order.
+std::vector<std::string> MissingWeights(const Checkpoint& checkpoint,
+                                        const ExpectedComponent& component);
+
+// Fills `summary->incomplete` from `summary->expected`.
+void FindIncompleteComponents(CheckpointSummary* summary);
 
 // Decides the prediction type of an SD 2.x summary without a config by
 // running convert's UNet probe (convert/prediction_probe.h). The probe

@@ -12,6 +12,7 @@ namespace sdonnx {
 namespace {
 
 constexpr std::size_t kMissingKeysKept = 10;
+constexpr const char* kWeightDTypesText = "F32, F16 or BF16";
 
 // The ComfyUI and diffusers messages are quoted from ComfyUI's comfy/sd.py
 // and from error reports of both projects. AUTOMATIC1111's behaviour is
@@ -133,6 +134,52 @@ VerifyProblem WrongShapes(const ExpectedComponent& component,
   return problem;
 }
 
+// PyTorch's load_state_dict copies each tensor into its layer with
+// Tensor.copy_, which converts the dtype, so an integer or boolean weight
+// loads without an error.
+// NOTE: read from PyTorch's load_state_dict, not observed by running
+// AUTOMATIC1111 or ComfyUI on such a file.
+VerifyProblem WrongDTypes(const ExpectedComponent& component,
+                          std::vector<DTypeMismatch> mismatches) {
+  VerifyProblem problem;
+  problem.component = component.name;
+  problem.title = component.title;
+  problem.wrong_dtype_count = mismatches.size();
+  const DTypeMismatch& first = mismatches.front();
+  problem.what = std::to_string(mismatches.size()) + " of " +
+                 std::to_string(component.required.size()) +
+                 " weights have a dtype that is not floating point (first: '" + first.key +
+                 "' is " + std::string(DTypeName(first.found)) + " instead of " +
+                 kWeightDTypesText + ")";
+  mismatches.resize(std::min(mismatches.size(), kMissingKeysKept));
+  problem.wrong_dtypes = std::move(mismatches);
+  problem.loader_messages = {
+      "AUTOMATIC1111 and ComfyUI: PyTorch's load_state_dict converts the values to the layer's "
+      "floating-point dtype, so loading does not stop, but the layers then hold whole numbers "
+      "instead of trained weights, and the images are wrong"};
+  problem.advice = "the file is damaged or was written by a broken tool: download it again, or "
+                   "get the original checkpoint";
+  return problem;
+}
+
+// F64 weights load, since PyTorch converts them, but take twice the space
+// of F32.
+void WarnAboutF64Weights(const Checkpoint& checkpoint, const ExpectedComponent& component,
+                         std::vector<std::string>* warnings) {
+  std::size_t count = 0;
+  std::string first;
+  for (const std::string& key : component.required) {
+    const TensorInfo* tensor = checkpoint.Find(key);
+    if (tensor == nullptr || tensor->dtype != DType::kF64) continue;
+    if (count++ == 0) first = key;
+  }
+  if (count == 0) return;
+  warnings->push_back(component.title + ": " + std::to_string(count) + " of " +
+                      std::to_string(component.required.size()) + " weights are F64 (first: '" +
+                      first + "'); loaders convert them to their own dtype, so the file works, "
+                      "but it is twice the size of an F32 file");
+}
+
 VerifyProblem Unreadable(const std::string& component, const std::string& title,
                          const std::string& error) {
   VerifyProblem problem;
@@ -210,15 +257,17 @@ void CheckComponents(VerifyReport* report) {
     }
     if (component.name != "unet") others_absent = false;
     if (!component.stored_prefix.empty()) report->problems.push_back(RenamedComponent(component));
-    std::vector<std::string> missing;
-    for (const std::string& key : component.required) {
-      if (checkpoint.FindStored(key) == nullptr) missing.push_back(key);
-    }
+    std::vector<std::string> missing = MissingWeights(checkpoint, component);
     if (!missing.empty()) {
       report->problems.push_back(PartialComponent(checkpoint, component, std::move(missing)));
     }
     std::vector<ShapeMismatch> wrong = FindShapeMismatches(checkpoint, component);
     if (!wrong.empty()) report->problems.push_back(WrongShapes(component, std::move(wrong)));
+    std::vector<DTypeMismatch> wrong_dtypes = FindNonFloatWeights(checkpoint, component);
+    if (!wrong_dtypes.empty()) {
+      report->problems.push_back(WrongDTypes(component, std::move(wrong_dtypes)));
+    }
+    WarnAboutF64Weights(checkpoint, component, &report->warnings);
   }
   if (others_absent && !report->problems.empty()) {
     report->diagnosis =
@@ -261,6 +310,7 @@ void DetectFromEmaWeights(CheckpointSummary* summary) {
   summary->spec->family_basis += " (read from the EMA weights, since the UNet is incomplete)";
   summary->expected = ExpectedComponents(checkpoint, *summary->spec);
   summary->detection_error.clear();
+  FindIncompleteComponents(summary);
 }
 
 // A partial rebuild (`sdonnx rebuild --allow-partial`) lacks what its
@@ -301,7 +351,8 @@ Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
     CheckComponents(&report);
   }
   NotePartialRebuild(&report);
-  report.warnings = summary.warnings;
+  report.warnings.insert(report.warnings.begin(), summary.warnings.begin(),
+                         summary.warnings.end());
   if (!summary.extra_keys.empty()) {
     report.warnings.push_back(std::to_string(summary.extra_keys.size()) +
                               " keys belong to no component (first: '" +
@@ -319,6 +370,12 @@ nlohmann::json VerifyReportJson(const VerifyReport& report) {
     for (const ShapeMismatch& m : p.wrong_shapes) {
       wrong_shapes.push_back({{"key", m.key}, {"expected", m.expected}, {"found", m.found}});
     }
+    json wrong_dtypes = json::array();
+    for (const DTypeMismatch& m : p.wrong_dtypes) {
+      wrong_dtypes.push_back({{"key", m.key},
+                              {"expected", {"F32", "F16", "BF16"}},
+                              {"found", DTypeName(m.found)}});
+    }
     problems.push_back({{"component", p.component},
                         {"title", p.title},
                         {"what", p.what},
@@ -326,6 +383,8 @@ nlohmann::json VerifyReportJson(const VerifyReport& report) {
                         {"missing_keys", p.missing_keys},
                         {"wrong_shape_count", p.wrong_shape_count},
                         {"wrong_shapes", wrong_shapes},
+                        {"wrong_dtype_count", p.wrong_dtype_count},
+                        {"wrong_dtypes", wrong_dtypes},
                         {"loader_messages", p.loader_messages},
                         {"advice", p.advice}});
   }

@@ -24,6 +24,10 @@ struct VerifyProblem {
   // Tensors whose shape does not fit the detected architecture, the first few.
   std::size_t wrong_shape_count = 0;
   std::vector<ShapeMismatch> wrong_shapes;
+  // Weights stored as integers or booleans instead of floating point, the
+  // first few.
+  std::size_t wrong_dtype_count = 0;
+  std::vector<DTypeMismatch> wrong_dtypes;
   // The messages AUTOMATIC1111, ComfyUI and diffusers show for the problem.
   std::vector<std::string> loader_messages;
   std::string advice;

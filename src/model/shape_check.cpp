@@ -46,6 +46,18 @@ std::vector<ShapeMismatch> FindShapeMismatches(const Checkpoint& checkpoint,
   return mismatches;
 }
 
+std::vector<DTypeMismatch> FindNonFloatWeights(const Checkpoint& checkpoint,
+                                               const ExpectedComponent& component) {
+  std::vector<DTypeMismatch> mismatches;
+  for (const std::string& key : component.required) {
+    const TensorInfo* tensor = checkpoint.Find(key);
+    if (tensor != nullptr && !IsFloating(tensor->dtype)) {
+      mismatches.push_back({key, tensor->dtype});
+    }
+  }
+  return mismatches;
+}
+
 Status CheckUNetInputChannels(const UNetSpec& unet) {
   const std::int64_t latent = unet.out_channels;
   const std::int64_t in = unet.in_channels;

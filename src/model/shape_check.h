@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "formats/checkpoint.h"
+#include "formats/dtype.h"
 #include "model/expected_keys.h"
 #include "model/model_spec.h"
 #include "util/status.h"
@@ -25,6 +26,17 @@ struct ShapeMismatch {
 // A VAE attention projection stored as Linear [c, c] (the diffusers layout)
 // matches the 1x1 convolution [c, c, 1, 1].
 std::vector<ShapeMismatch> FindShapeMismatches(const Checkpoint& checkpoint,
+                                               const ExpectedComponent& component);
+
+struct DTypeMismatch {
+  std::string key;
+  DType found;
+};
+
+// The tensors of `component` present in `checkpoint` that are stored as
+// integers or booleans instead of floating point, in module order. Missing
+// tensors are not listed.
+std::vector<DTypeMismatch> FindNonFloatWeights(const Checkpoint& checkpoint,
                                                const ExpectedComponent& component);
 
 // Rejects a UNet whose input channels are not latent (base), 2 x latent

@@ -8,6 +8,7 @@
 #include <initializer_list>
 
 #include "graph/layers.h"
+#include "networks/vae.h"
 
 namespace sdonnx {
 namespace {
@@ -249,6 +250,38 @@ std::int64_t LeadingDim(const Checkpoint& checkpoint, const std::string& p,
   return 0;
 }
 
+// Whether a UNet with `latent` output channels can take `in` input
+// channels: latent (base), 2 x latent (instruct-pix2pix) or 2 x latent + 1
+// (inpainting). An unknown `in` (0) fits any count.
+bool FitsInputChannels(std::int64_t latent, std::int64_t in) {
+  return in == 0 || in == latent || in == 2 * latent || in == 2 * latent + 1;
+}
+
+// The latent channel count, which the output convolution's weight and bias
+// both show. When they disagree, one of them is damaged, and the shape check
+// should blame that one. The count that fits the input channels wins. If
+// both or neither fit, the VAE's latent channels decide, then 4, the latent
+// channels of every SD family. Without either tensor the input channels
+// decide, and 4 when those are unknown too.
+std::int64_t OutputChannels(const Checkpoint& checkpoint, const std::string& p,
+                            std::int64_t in) {
+  const std::int64_t weight = LeadingDim(checkpoint, p, {"out.2.weight"}, 4);
+  const std::int64_t bias = LeadingDim(checkpoint, p, {"out.2.bias"}, 1);
+  if (weight > 0 && (bias == 0 || bias == weight)) return weight;
+  if (weight > 0) {
+    const bool weight_fits = FitsInputChannels(weight, in);
+    const bool bias_fits = FitsInputChannels(bias, in);
+    if (weight_fits != bias_fits) return bias_fits ? bias : weight;
+    const std::int64_t vae_latent =
+        LeadingDim(checkpoint, kVaePrefix, {"post_quant_conv.weight"}, 4);
+    if (vae_latent == weight || vae_latent == bias) return vae_latent;
+    return bias == 4 ? bias : weight;
+  }
+  if (bias > 0) return bias;
+  // Inpainting and instruct-pix2pix UNets take extra input channels.
+  return in == 0 ? 4 : (in == 8 || in == 9) ? 4 : in;
+}
+
 // The output channels of the ResBlock under `block`, from whichever of its
 // tensors is there.
 const TensorInfo* ResBlockOutput(const Checkpoint& checkpoint, const std::string& block) {
@@ -280,12 +313,7 @@ Status ReadUNetShapes(const Checkpoint& checkpoint, UNetSpec* spec) {
     return Status::Error(checkpoint.path() + ": no UNet: tensor '" + p +
                          "input_blocks.0.0.weight' (the input convolution) is missing or not 4-D");
   }
-  spec->out_channels = LeadingDim(checkpoint, p, {"out.2.weight"}, 4);
-  if (spec->out_channels == 0) {
-    // Inpainting and instruct-pix2pix UNets take extra input channels.
-    const std::int64_t in = spec->in_channels;
-    spec->out_channels = in == 0 ? 4 : (in == 8 || in == 9) ? 4 : in;
-  }
+  spec->out_channels = OutputChannels(checkpoint, p, spec->in_channels);
   if (spec->in_channels == 0) spec->in_channels = spec->out_channels;
   spec->channel_mult.clear();
   spec->transformer_depth.clear();

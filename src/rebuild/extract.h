@@ -27,6 +27,8 @@ struct ExtractReport {
 // component; not a loadable checkpoint"), sdonnx.extract_component,
 // sdonnx.extract_source_file and sdonnx.extract_made_by_sdonnx. The file is
 // written under a temporary name and renamed, so an error leaves nothing.
+// Missing folders above the output are created, and removed again when the
+// extract fails.
 Result<ExtractReport> ExtractInitializers(const ExtractOptions& options);
 
 }  // namespace sdonnx
