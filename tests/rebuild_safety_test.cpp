@@ -12,7 +12,9 @@
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "convert/convert.h"
@@ -37,6 +39,11 @@ using testing::TempDir;
 
 bool Contains(const std::string& text, const std::string& fragment) {
   return text.find(fragment) != std::string::npos;
+}
+
+std::string ReadText(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 Status Convert(const fs::path& model, const fs::path& out,
@@ -386,8 +393,8 @@ bool WaitForStagedFile(const fs::path& out) {
   return false;
 }
 
-// A synthetic SD 1.x checkpoint of about 0.5 GB with sparse zero weights,
-// so that convert is still writing when the test stops it.
+// A synthetic SD 1.x checkpoint (UNet width 128) with sparse zero weights,
+// large enough that convert is still writing when the test stops it.
 class KilledConvert : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -443,6 +450,44 @@ TEST_F(KilledConvert, SignalRemovesCreatedFolders) {
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGINT);
   EXPECT_EQ(ListFiles(dir.path()), std::vector<std::string>{});
   EXPECT_FALSE(fs::exists(dir / "a"));
+}
+
+// Signals at random moments of whole rebuild runs. Each run must leave
+// either no output or, only once it has renamed it into place, the finished
+// file with the source's bytes.
+TEST(RebuildSignal, LeavesNothingOrTheFinishedFile) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
+  const std::string source = ReadText(Fixture("tiny/tiny-sd1.safetensors"));
+  std::mt19937 random(2024);
+  // A run took about 100 ms on a 2-core machine, so the delays of up to
+  // 200 ms cover all of it there.
+  std::uniform_int_distribution<int> delay_us(0, 200000);
+  int interrupted = 0;
+  for (int run = 0; run < 24; ++run) {
+    SCOPED_TRACE("run " + std::to_string(run));
+    const fs::path out = dir / ("out-" + std::to_string(run));
+    fs::create_directories(out);
+    const pid_t pid =
+        StartSdonnx({"rebuild", (dir / "onnx").string(), "-o", (out / "r.safetensors").string()});
+    ASSERT_GT(pid, 0);
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_us(random)));
+    const int signal_number = run % 2 == 0 ? SIGINT : SIGTERM;
+    ::kill(pid, signal_number);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    const bool signalled = WIFSIGNALED(status) ||
+                           (WIFEXITED(status) && WEXITSTATUS(status) == 128 + signal_number);
+    if (signalled) ++interrupted;
+    const std::vector<std::string> left = ListFiles(out);
+    if (left.empty()) {
+      EXPECT_TRUE(signalled) << "a run that finished left no output";
+      continue;
+    }
+    ASSERT_EQ(left, std::vector<std::string>{"r.safetensors"});
+    EXPECT_TRUE(ReadText(out / "r.safetensors") == source) << "the output is not the source";
+  }
+  EXPECT_GT(interrupted, 0) << "every run finished before its signal";
 }
 
 TEST(ConvertOutput, FailureRemovesCreatedFolders) {
