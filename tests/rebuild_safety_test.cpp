@@ -217,7 +217,7 @@ fs::path DamageInitializer(const fs::path& model, const std::string& key) {
 void ExpectDamageNamed(const std::string& message, const std::string& key,
                        const fs::path& holder) {
   EXPECT_TRUE(Contains(message, key + " (XXH3-128 digest differs")) << message;
-  EXPECT_TRUE(Contains(message, "stored in " + holder.string() + " at byte ")) << message;
+  EXPECT_TRUE(Contains(message, "stored in " + holder.string() + " from byte ")) << message;
   EXPECT_TRUE(Contains(message, "convert the checkpoint again")) << message;
   EXPECT_TRUE(Contains(message, "--allow-partial")) << message;
   EXPECT_FALSE(Contains(message, "complete export")) << message;

@@ -265,8 +265,9 @@ VerifiedTensors VerifyTensors(const SourceRecord& record,
     }
     if (!difference.empty()) {
       report->differing_keys.push_back(expected.key + " (" + difference + "; stored in " +
-                                       source.file + " at byte " +
-                                       std::to_string(source.offset) + ")");
+                                       source.file + " from byte " +
+                                       std::to_string(source.offset) + ", " +
+                                       std::to_string(source.data.size()) + " bytes)");
       continue;
     }
     ++report->components[source.component].tensors;
@@ -511,7 +512,7 @@ std::string FileHashMessage(const std::string& output_path, const ExportSet& set
                "recorded header or metadata (sdonnx.source_header, sdonnx.source_metadata) was "
                "edited or damaged. ";
   } else {
-    message += "So the recorded header or metadata (sdonnx.source_header, "
+    message += "This means that the recorded header or metadata (sdonnx.source_header, "
                "sdonnx.source_metadata) was edited or damaged. ";
   }
   if (allow_partial) {
