@@ -3,6 +3,7 @@
 // errors name the file that contains a damaged tensor, the source format is
 // validated, stale staging folders and temporaries of killed runs are
 // removed, and folders created for an output are removed on failure.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -366,13 +367,17 @@ TEST(StaleTemporaries, RebuildRemovesDeadTemporaryOfItsOutput) {
 pid_t StartSdonnx(const std::vector<std::string>& arguments) {
   std::vector<std::string> text = {SDONNX_BINARY};
   text.insert(text.end(), arguments.begin(), arguments.end());
+  // Built before fork(): the child may only call async-signal-safe functions.
   std::vector<char*> argv;
   for (std::string& t : text) argv.push_back(t.data());
   argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
-    ::freopen("/dev/null", "w", stdout);
-    ::freopen("/dev/null", "w", stderr);
+    const int null_fd = ::open("/dev/null", O_WRONLY);
+    if (null_fd >= 0) {
+      ::dup2(null_fd, STDOUT_FILENO);
+      ::dup2(null_fd, STDERR_FILENO);
+    }
     ::execv(SDONNX_BINARY, argv.data());
     ::_exit(127);
   }
