@@ -25,6 +25,7 @@ namespace sdonnx {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::EditMetadata;
 using testing::Fixture;
 using testing::ListFiles;
 using testing::Quote;
@@ -306,24 +307,6 @@ TEST(Rebuild, ChangedTensorIsListedByKey) {
   ASSERT_FALSE(report.ok());
   ExpectOneChangedTensor(report.status().message(), key, "XXH3-128");
   EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
-}
-
-// Rewrites the safetensors file at `path` with `edit` applied to its metadata.
-void EditMetadata(const fs::path& path,
-                  const std::function<void(std::map<std::string, std::string>&)>& edit) {
-  const fs::path edited = path.string() + ".edited";
-  {
-    auto file = SafetensorsFile::Open(path.string());
-    ASSERT_TRUE(file.ok()) << file.status().message();
-    std::vector<TensorToWrite> tensors;
-    for (const TensorInfo& t : (*file)->tensors()) {
-      tensors.push_back({t.name, t.dtype, t.shape, (*file)->Data(t), {}});
-    }
-    std::map<std::string, std::string> metadata = (*file)->metadata();
-    edit(metadata);
-    ASSERT_TRUE(WriteSafetensors(edited.string(), tensors, metadata).ok());
-  }
-  fs::rename(edited, path);
 }
 
 TEST(Rebuild, ExtrasRecordXxh3DigestPerTensor) {

@@ -186,6 +186,23 @@ onnx::ModelProto ReadModel(const fs::path& path) {
   return model;
 }
 
+void EditMetadata(const fs::path& path,
+                  const std::function<void(std::map<std::string, std::string>&)>& edit) {
+  const fs::path edited = path.string() + ".edited";
+  {
+    auto file = SafetensorsFile::Open(path.string());
+    ASSERT_TRUE(file.ok()) << file.status().message();
+    std::vector<TensorToWrite> tensors;
+    for (const TensorInfo& t : (*file)->tensors()) {
+      tensors.push_back({t.name, t.dtype, t.shape, (*file)->Data(t), {}});
+    }
+    std::map<std::string, std::string> metadata = (*file)->metadata();
+    edit(metadata);
+    ASSERT_TRUE(WriteSafetensors(edited.string(), tensors, metadata).ok());
+  }
+  fs::rename(edited, path);
+}
+
 }  // namespace sdonnx::testing
 
 namespace {

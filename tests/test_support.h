@@ -84,6 +84,11 @@ struct ZipEntry {
 
 std::string MakeZip(const std::vector<ZipEntry>& entries);
 
+// Rewrites the safetensors file at `path` with `edit` applied to its
+// metadata; a failure to read or write it fails the test.
+void EditMetadata(const std::filesystem::path& path,
+                  const std::function<void(std::map<std::string, std::string>&)>& edit);
+
 // Writes `bytes` to `path` as they are.
 void WriteBytes(const std::filesystem::path& path, const std::string& bytes);
 

@@ -107,11 +107,20 @@ void PrintReport(const RebuildReport& report, const std::string& output_path) {
     return;
   }
   PrintLine(wrote);
+  std::string file_check;
+  if (report.file_identical) {
+    file_check = "; the whole file is byte-identical to the source (SHA-256)";
+  } else if (report.source_format == "ckpt") {
+    file_check = "; the source was a .ckpt file, so the output is a new safetensors file with "
+                 "its tensors and no file hash to compare";
+  } else {
+    // Reached with --allow-partial, after the library's warning, or for an
+    // extras file of an earlier version without the source's header.
+    file_check = "; the file is not byte-identical to the source (SHA-256 " +
+                 report.output_sha256 + ", source " + report.source_sha256 + ")";
+  }
   PrintLine("every tensor matches the " + std::string(TensorDigestLabel(report.tensor_digest)) +
-            " digest recorded at export" +
-            (report.file_identical ? "; the whole file is byte-identical to the source (SHA-256)"
-                                   : "; the file's header layout differs from the source's, so "
-                                     "the file hash does not match it"));
+            " digest recorded at export" + file_check);
 }
 
 int RunRebuild(const RebuildArgs& args) {
@@ -137,10 +146,12 @@ void AddRebuildCommand(CLI::App& app, std::function<int()>* run) {
       ->required();
   // Checked in RebuildCheckpoint rather than by CLI11, so that a missing -o
   // gets a plain message and exit code 1 like other usage errors.
-  cmd->add_option("-o,--output", args->output_path, "Checkpoint to write (.safetensors)");
+  cmd->add_option("-o,--output", args->output_path,
+                  "Checkpoint to write (.safetensors); missing parent folders are created");
   cmd->add_flag("--allow-partial", args->allow_partial,
                 "Write the verified tensors even when components are missing or tensors "
-                "differ; the file's metadata marks it partial");
+                "differ (the file's metadata then marks it partial), or when the rebuilt "
+                "file's SHA-256 differs from the source's (with a warning)");
   cmd->add_flag("--force", args->force, "Overwrite an existing output file");
   cmd->callback([run, args] { *run = [args] { return RunRebuild(*args); }; });
 }

@@ -1,5 +1,8 @@
 #include "convert/convert.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -31,31 +34,56 @@ namespace {
 
 namespace fs = std::filesystem;
 
+constexpr char kStagingPrefix[] = ".sdonnx-staging-";
+// The file inside a staging folder whose flock marks the folder's run as
+// alive. A run killed with SIGKILL leaves its staging folder behind, and
+// the next convert into the same output folder removes it.
+constexpr char kStagingLockName[] = "sdonnx.lock";
+
 // A hidden folder inside the output folder that keeps files until all of them
 // are complete. It is removed, with its contents, when destroyed.
 class StagingDir {
  public:
+  // Removes the staging folders of dead runs from `parent` and creates and
+  // locks a new one, both under the folder lock of `parent`.
   static Result<StagingDir> Create(const fs::path& parent) {
-    std::string pattern = (parent / ".sdonnx-staging-XXXXXX").string();
+    const FolderLock folder_lock(parent);
+    RemoveStaleTemporaries(folder_lock, parent, kStagingPrefix, kStagingLockName);
+    std::string pattern = (parent / (std::string(kStagingPrefix) + "XXXXXX")).string();
     if (CreateRegisteredTemporaryFolder(&pattern) != 0) {
       return Status::Error(parent.string() + ": cannot create a staging folder: " +
                            std::strerror(errno));
     }
-    return StagingDir(fs::path(pattern));
+    StagingDir staging{fs::path(pattern)};
+    const fs::path lock_path = staging.path_ / kStagingLockName;
+    const int created = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (created < 0) {
+      return Status::Error(lock_path.string() + ": cannot create the lock file: " +
+                           std::strerror(errno));
+    }
+    ::close(created);
+    // The lock fails only where the file system has no flock. The run then
+    // goes on unlocked, and later runs there cannot lock the file either,
+    // so they leave the folder alone.
+    staging.lock_fd_ = TryLockFile(lock_path);
+    return staging;
   }
-  StagingDir(StagingDir&& other) noexcept : path_(std::exchange(other.path_, {})) {}
+  StagingDir(StagingDir&& other) noexcept
+      : path_(std::exchange(other.path_, {})), lock_fd_(std::exchange(other.lock_fd_, -1)) {}
   StagingDir(const StagingDir&) = delete;
   ~StagingDir() {
     std::error_code ec;
     if (path_.empty()) return;
     fs::remove_all(path_, ec);
     UnregisterTemporary(path_.string());
+    if (lock_fd_ >= 0) ::close(lock_fd_);
   }
   const fs::path& path() const { return path_; }
 
  private:
   explicit StagingDir(fs::path path) : path_(std::move(path)) {}
   fs::path path_;
+  int lock_fd_ = -1;  // Holds the flock of the lock file.
 };
 
 std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
@@ -333,18 +361,14 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     return Status::Error("--output-dir " + out_dir.string() +
                          " exists and is not a folder; give a folder for the ONNX files");
   }
-  // A folder this run creates is removed again if the run fails and leaves
-  // it empty.
-  struct RemoveIfCreatedAndEmpty {
-    fs::path dir;
-    bool created = false;
-    ~RemoveIfCreatedAndEmpty() {
-      std::error_code error;
-      if (created && fs::is_empty(dir, error)) fs::remove(dir, error);
-    }
-  } created_dir{out_dir, !fs::exists(out_dir, ec)};
-  fs::create_directories(out_dir, ec);
-  if (ec) return Status::Error(out_dir.string() + ": cannot create the output folder: " + ec.message());
+  // The folders this run creates (the output folder and its missing
+  // parents) are removed again if the run fails or is interrupted and
+  // leaves them empty.
+  Result<CreatedFolders> created = CreatedFolders::Create(out_dir);
+  if (!created.ok()) {
+    return Status::Error("--output-dir: " + created.status().message());
+  }
+  CreatedFolders created_folders = std::move(created).value();
   const std::string stem = fs::path(options.model_path).stem().string();
   SDONNX_RETURN_IF_ERROR(CheckOutputs(out_dir, plan, stem, options.overwrite));
 
@@ -417,7 +441,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
 
   // Every file is complete and checked; move them into place.
   SDONNX_RETURN_IF_ERROR(MoveIntoPlace(out_dir, &report));
-  created_dir.created = false;
+  created_folders.Keep();
   return report;
 }
 

@@ -236,8 +236,14 @@ std::span<const std::uint8_t> SafetensorsFile::Data(const TensorInfo& tensor) co
   return file_->bytes().subspan(tensor.offset, tensor.nbytes);
 }
 
-Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                        const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// Writes the file to an AtomicFile without committing it; with `hash` the
+// file's SHA-256 is computed as it is written.
+Result<AtomicFile> WriteUncommitted(const std::string& path,
+                                    const std::vector<TensorToWrite>& tensors,
+                                    const std::map<std::string, std::string>& metadata,
+                                    bool hash) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
@@ -259,6 +265,7 @@ Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite
   for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(text.size() >> (8 * i));
 
   SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
+  if (hash) SDONNX_RETURN_IF_ERROR(out.HashContents());
   SDONNX_RETURN_IF_ERROR(out.Write(std::span<const std::uint8_t>(length, 8)));
   SDONNX_RETURN_IF_ERROR(out.Write(text));
   const std::uint64_t data_start = out.bytes_written();
@@ -279,7 +286,21 @@ Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite
   if (data_start + offset > out.bytes_written()) {
     SDONNX_RETURN_IF_ERROR(out.ExtendTo(data_start + offset));
   }
+  return out;
+}
+
+}  // namespace
+
+Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                        const std::map<std::string, std::string>& metadata) {
+  SDONNX_ASSIGN_OR_RETURN(AtomicFile out, WriteUncommitted(path, tensors, metadata, false));
   return out.Commit();
+}
+
+Result<AtomicFile> WriteHashedSafetensors(const std::string& path,
+                                          const std::vector<TensorToWrite>& tensors,
+                                          const std::map<std::string, std::string>& metadata) {
+  return WriteUncommitted(path, tensors, metadata, true);
 }
 
 }  // namespace sdonnx

@@ -24,6 +24,7 @@
 
 #include "formats/dtype.h"
 #include "formats/mapped_file.h"
+#include "util/atomic_file.h"
 #include "util/status.h"
 
 namespace sdonnx {
@@ -89,5 +90,13 @@ struct TensorToWrite {
 // under a temporary name beside `path` and renamed at the end.
 Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                         const std::map<std::string, std::string>& metadata);
+
+// Writes the file as WriteSafetensors does but leaves it under its
+// temporary name, with the SHA-256 of its bytes computed while they were
+// written (AtomicFile::HashContents). The caller checks it and calls
+// Commit(); destroying the result removes the temporary.
+Result<AtomicFile> WriteHashedSafetensors(const std::string& path,
+                                          const std::vector<TensorToWrite>& tensors,
+                                          const std::map<std::string, std::string>& metadata);
 
 }  // namespace sdonnx

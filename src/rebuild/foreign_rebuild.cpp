@@ -6,6 +6,7 @@
 #include "rebuild/source_record.h"
 #include "rebuild/rebuild.h"
 #include "util/log.h"
+#include "util/temporaries.h"
 
 namespace sdonnx {
 namespace {
@@ -86,8 +87,11 @@ Result<RebuildReport> RebuildForeignExport(const std::string& dir, const Rebuild
     metadata["sdonnx.rebuild_missing_components"] = JoinComponents(report.missing_components);
   }
   report.tensors_written = tensors.size();
+  SDONNX_ASSIGN_OR_RETURN(CreatedFolders folders,
+                          CreatedFolders::Create(fs::path(options.output_path).parent_path()));
   SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata)
                              .WithContext("writing " + options.output_path));
+  folders.Keep();
   std::error_code ec;
   report.bytes = fs::file_size(options.output_path, ec);
   return report;

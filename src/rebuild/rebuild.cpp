@@ -18,7 +18,7 @@
 #include "rebuild/source_record.h"
 #include "util/atomic_file.h"
 #include "util/log.h"
-#include "util/sha256.h"
+#include "util/temporaries.h"
 
 namespace sdonnx {
 namespace {
@@ -37,6 +37,10 @@ struct TensorSource {
   DType dtype = DType::kF32;
   std::vector<std::int64_t> shape;
   std::size_t component = 0;  // Index into RebuildReport::components.
+  // The file that contains the bytes (an .onnx file, its external data file or
+  // the extras file) and where they begin in it.
+  std::string file;
+  std::uint64_t offset = 0;
   // Drops the pages of a memory-mapped source once they are read; empty
   // for bytes in memory.
   std::function<void()> release;
@@ -204,7 +208,8 @@ std::map<std::string, TensorSource> LocateTensors(const ExportSet& set, RebuildR
       for (const TensorInfo& t : set.extras->tensors()) {
         const SafetensorsFile* extras = set.extras.get();
         found.emplace(t.name, TensorSource{extras->Data(t), t.dtype, t.shape,
-                                           report->components.size(), [extras, &t] {
+                                           report->components.size(), extras->path(), t.offset,
+                                           [extras, &t] {
                                              extras->file().DontNeed(t.offset, t.nbytes);
                                            }});
       }
@@ -214,8 +219,12 @@ std::map<std::string, TensorSource> LocateTensors(const ExportSet& set, RebuildR
       if (it->second->MetadataValue("sdonnx.weights_file").empty()) {
         for (const OnnxInitializer& init : it->second->initializers()) {
           const OnnxFile* model = it->second;
+          const std::string holder =
+              init.storage == InitializerStorage::kExternal
+                  ? (fs::path(model->path()).parent_path() / init.location).string()
+                  : model->path();
           found.emplace(init.name, TensorSource{model->Data(init), init.dtype, init.dims,
-                                                report->components.size(),
+                                                report->components.size(), holder, init.offset,
                                                 [model, &init] { model->ReleasePages(init); }});
         }
       }
@@ -255,7 +264,10 @@ VerifiedTensors VerifyTensors(const SourceRecord& record,
       }
     }
     if (!difference.empty()) {
-      report->differing_keys.push_back(expected.key + " (" + difference + ")");
+      report->differing_keys.push_back(expected.key + " (" + difference + "; stored in " +
+                                       source.file + " from byte " +
+                                       std::to_string(source.offset) + ", " +
+                                       std::to_string(source.data.size()) + " bytes)");
       continue;
     }
     ++report->components[source.component].tensors;
@@ -289,8 +301,18 @@ Status IncompleteError(const RebuildReport& report, const ExportSet& set) {
     message += std::to_string(n) + (n == 1 ? " tensor differs" : " tensors differ") +
                " from the source: " + ListText(report.differing_keys, 20) + "; ";
   }
-  return Status::Error(message + "nothing was written; give the complete export, or pass "
-                       "--allow-partial to write the verified tensors as a partial file");
+  message += "nothing was written. ";
+  const bool incomplete = !report.missing_components.empty() || !report.missing_keys.empty();
+  if (incomplete) message += "Give the complete export";
+  if (!report.differing_keys.empty()) {
+    // A digest that differs means bytes changed after convert wrote them,
+    // which no other file of the export can repair.
+    message += std::string(incomplete ? ". " : "") +
+               "The files named were changed or damaged after convert wrote them, so convert "
+               "the checkpoint again";
+  }
+  return Status::Error(message + ", or pass --allow-partial to write the verified tensors as a "
+                       "partial file");
 }
 
 // The tensors as WriteSafetensors entries that copy each one's bytes and
@@ -419,12 +441,21 @@ Result<HeaderLayout> CheckHeaderLayout(const nlohmann::json& header, const Sourc
   return layout;
 }
 
+// A rebuilt file under its temporary name, hashed while it was written.
+struct ExactOutput {
+  AtomicFile file;
+  // Bytes of the source outside its header and tensors (gaps between the
+  // tensors and bytes after the last), which the export does not keep.
+  std::uint64_t bytes_outside_tensors = 0;
+};
+
 // Writes the tensors under the source's header text, so a source without
 // gaps between its tensors comes back byte for byte. A header that does not
 // fit the tensors is an error that names the extras file; nothing is
-// written then.
-Status WriteWithSourceHeader(const std::string& path, const ExportSet& set,
-                             const VerifiedTensors& verified) {
+// written then. The file is left under its temporary name for the caller to
+// check its hash.
+Result<ExactOutput> WriteWithSourceHeader(const std::string& path, const ExportSet& set,
+                                          const VerifiedTensors& verified) {
   const std::string& header_text = set.record.source_header;
   const nlohmann::json header = nlohmann::json::parse(header_text, nullptr, false);
   Result<HeaderLayout> layout = CheckHeaderLayout(header, set.record, verified.tensors);
@@ -440,6 +471,7 @@ Status WriteWithSourceHeader(const std::string& path, const ExportSet& set,
                          "damaged, so nothing was written. Convert the checkpoint again");
   }
   SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
+  SDONNX_RETURN_IF_ERROR(out.HashContents());
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) {
     length[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(header_text.size()) >> (8 * i));
@@ -447,15 +479,51 @@ Status WriteWithSourceHeader(const std::string& path, const ExportSet& set,
   SDONNX_RETURN_IF_ERROR(out.Write(std::span<const std::uint8_t>(length, 8)));
   SDONNX_RETURN_IF_ERROR(out.Write(header_text));
   const std::uint64_t data_start = out.bytes_written();
+  std::uint64_t tensor_bytes = 0;
   for (const auto& [begin, index] : layout->order) {
-    // NOTE: a gap in the source comes back as zeros, so only the file hash differs.
+    // A gap in the source comes back as zeros. The caller's hash check
+    // shows whether the source had other bytes there.
     if (data_start + begin > out.bytes_written()) {
       SDONNX_RETURN_IF_ERROR(out.ExtendTo(data_start + begin));
     }
     SDONNX_RETURN_IF_ERROR(out.Write(verified.tensors[index].data));
+    tensor_bytes += verified.tensors[index].data.size();
     if (verified.releases[index]) verified.releases[index]();
   }
-  return out.Commit();
+  const std::uint64_t source_bytes = std::max(set.record.source_bytes, out.bytes_written());
+  return ExactOutput{std::move(out), source_bytes - data_start - tensor_bytes};
+}
+
+// The message for a rebuilt file whose SHA-256 differs from the source's
+// although every tensor matches its digest: an error, or with
+// --allow-partial a warning.
+std::string FileHashMessage(const std::string& output_path, const ExportSet& set,
+                            const std::string& sha256, std::uint64_t bytes_outside_tensors,
+                            bool allow_partial) {
+  std::string message = set.extras->path() + ": the rebuilt file's SHA-256 is " + sha256 +
+                        ", but the source's (sdonnx.source_sha256) is " +
+                        set.record.source_sha256 + ", although every tensor matches its digest. ";
+  if (bytes_outside_tensors > 0) {
+    message += "The source had " + std::to_string(bytes_outside_tensors) +
+               " bytes outside its header and tensors (gaps between tensors, or bytes after "
+               "the last one). The export does not keep them: rebuild writes zeros in the gaps "
+               "and nothing after the last tensor. If the gaps held other bytes, or the source "
+               "had bytes after its last tensor, that explains the difference; otherwise the "
+               "recorded header or metadata (sdonnx.source_header, sdonnx.source_metadata) was "
+               "edited or damaged. ";
+  } else {
+    message += "This means that the recorded header or metadata (sdonnx.source_header, "
+               "sdonnx.source_metadata) was edited or damaged. ";
+  }
+  if (allow_partial) {
+    return message + "--allow-partial was given, so " + output_path + " is written anyway: its "
+           "tensors are verified, but the file is not byte-identical to the source";
+  }
+  message += "Nothing was written to " + output_path + ". Convert the checkpoint again";
+  if (bytes_outside_tensors > 0) {
+    message += ", or pass --allow-partial to write the file without those bytes";
+  }
+  return message;
 }
 
 }  // namespace
@@ -501,6 +569,7 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
 
   RebuildReport report;
   report.source_file = set.record.source_file;
+  report.source_format = set.record.source_format;
   report.source_sha256 = set.record.source_sha256;
   report.tensor_digest = set.record.tensor_digest;
   const std::map<std::string, TensorSource> found = LocateTensors(set, &report);
@@ -520,20 +589,36 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
                metadata["sdonnx.rebuild_omitted_tensors"] + " source tensors");
   }
   report.tensors_written = verified.tensors.size();
+  SDONNX_ASSIGN_OR_RETURN(CreatedFolders folders,
+                          CreatedFolders::Create(fs::path(options.output_path).parent_path()));
+  // The SHA-256 is computed while the file is written and checked before
+  // the file is renamed into place, so an output that differs from the
+  // source never appears, and a signal leaves no output or the finished one.
   if (!report.partial && !set.record.source_header.empty()) {
-    SDONNX_RETURN_IF_ERROR(WriteWithSourceHeader(options.output_path, set, verified));
+    SDONNX_ASSIGN_OR_RETURN(ExactOutput exact,
+                            WriteWithSourceHeader(options.output_path, set, verified));
+    report.bytes = exact.file.bytes_written();
+    report.output_sha256 = exact.file.FinishSha256Hex();
+    report.file_identical = report.output_sha256 == report.source_sha256;
+    if (!report.file_identical) {
+      const std::string message =
+          FileHashMessage(options.output_path, set, report.output_sha256,
+                          exact.bytes_outside_tensors, options.allow_partial);
+      if (!options.allow_partial) return Status::Error(message);
+      LogWarning(message);
+    }
+    SDONNX_RETURN_IF_ERROR(exact.file.Commit());
   } else {
-    // The writer's messages already name the output file.
-    SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, Streamed(verified), metadata));
+    // The writer's messages already name the output file. The file cannot
+    // equal the source: its header is sdonnx's own (a .ckpt source, an
+    // extras file without the source header, or a partial rebuild).
+    SDONNX_ASSIGN_OR_RETURN(
+        AtomicFile out, WriteHashedSafetensors(options.output_path, Streamed(verified), metadata));
+    report.bytes = out.bytes_written();
+    report.output_sha256 = out.FinishSha256Hex();
+    SDONNX_RETURN_IF_ERROR(out.Commit());
   }
-  SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> output,
-                          MappedFile::Open(options.output_path));
-  report.bytes = output->size();
-  const MappedFile& mapped = *output;
-  report.file_identical =
-      Sha256Hex(mapped.bytes(), [&mapped](std::size_t at, std::size_t n) {
-        mapped.DontNeed(at, n);
-      }) == report.source_sha256;
+  folders.Keep();
   return report;
 }
 

@@ -21,7 +21,8 @@ struct RebuildOptions {
   std::vector<std::string> inputs;
   std::string output_path;
   // Write what is present when components are missing or tensors differ;
-  // the output's metadata then marks it partial.
+  // the output's metadata then marks it partial. Also write a complete
+  // rebuild whose SHA-256 differs from the source's, with a warning.
   bool allow_partial = false;
   bool overwrite = false;
 };
@@ -35,6 +36,7 @@ struct RebuiltComponent {
 struct RebuildReport {
   std::string source_file;
   std::string source_sha256;
+  std::string source_format;  // sdonnx.source_format: "safetensors" or "ckpt".
   // The algorithm of the recorded per-tensor digests.
   TensorDigest tensor_digest = TensorDigest::kXxh3_128;
   std::vector<RebuiltComponent> components;
@@ -46,8 +48,10 @@ struct RebuildReport {
   std::vector<std::string> differing_keys;
   std::size_t tensors_written = 0;
   bool partial = false;
-  // Whether the written file's SHA-256 equals the source file's (it does
-  // when the source's header has the layout sdonnx writes).
+  // The written file's SHA-256, and whether it equals the source file's.
+  // Without --allow-partial, a safetensors source that does not come back
+  // identical is an error, so then it always does.
+  std::string output_sha256;
   bool file_identical = false;
   std::uint64_t bytes = 0;
   // A diffusers/optimum ONNX folder was rebuilt: no source record, so no
@@ -58,8 +62,11 @@ struct RebuildReport {
   std::vector<std::string> unmapped;
 };
 
-// Rebuilds the checkpoint. Without allow_partial, a missing component or a
-// differing tensor is an error that names them, and nothing is written.
+// Rebuilds the checkpoint. Without allow_partial, a missing component, a
+// differing tensor or (for a safetensors source) a file whose SHA-256
+// differs from the source's is an error that names them, and nothing is
+// written. Missing parent folders of the output are created, and removed
+// again if the rebuild fails.
 // A single folder in diffusers' ONNX layout (unet/model.onnx, ...) is mapped
 // back to checkpoint keys instead (see rebuild/foreign_keys.h).
 Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options);

@@ -172,6 +172,11 @@ Result<SourceRecord> ParseSourceRecord(const std::string& path,
                          "sdonnx.components, " + std::string(kTensorsKey) + ", " + kMetadataKey +
                          "); convert the checkpoint again");
   }
+  if (record.source_format != "safetensors" && record.source_format != "ckpt") {
+    return Status::Error(path + ": metadata 'sdonnx.source_format' is '" + record.source_format +
+                         "'; convert writes only 'safetensors' or 'ckpt', so the extras file "
+                         "was edited or damaged. Convert the checkpoint again");
+  }
   SDONNX_ASSIGN_OR_RETURN(record.tensor_digest, ParseTensorDigest(path, metadata));
   SDONNX_ASSIGN_OR_RETURN(record.tensors, ParseTensors(path, tensors, record.tensor_digest));
   if (auto header = metadata.find(kHeaderKey); header != metadata.end()) {

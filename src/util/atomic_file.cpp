@@ -4,9 +4,11 @@
 #include "util/temporaries.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -44,27 +46,39 @@ Result<AtomicFile> AtomicFile::Create(const std::string& path, bool overwrite) {
   }
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::string temp_name = ".";
-  temp_name += target.filename().string();
-  temp_name += ".sdonnx-tmp-XXXXXX";
-  std::string temp_path = (dir / temp_name).string();
+  const std::string prefix = "." + target.filename().string() + ".sdonnx-tmp-";
+  std::string temp_path = (dir / (prefix + "XXXXXX")).string();
+  // The folder lock makes the creation and the lock of the new temporary
+  // one step for every other run that looks for stale temporaries here.
+  const FolderLock folder_lock(dir);
+  RemoveStaleTemporaries(folder_lock, dir, prefix, /*lock_name=*/"");
   const int fd = CreateRegisteredTemporaryFile(&temp_path);
   if (fd < 0) {
     return Status::Error(path + ": cannot create a temporary file in " + dir.string() + ": " +
                          std::strerror(errno));
   }
   ::fchmod(fd, 0644);
-  return AtomicFile(path, std::move(temp_path), fd);
+  // Without a lock (a file system without flock) the file is still written;
+  // a later run then cannot tell whether it is stale and leaves it alone.
+  int lock_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (lock_fd >= 0 && ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd);
+    lock_fd = -1;
+  }
+  return AtomicFile(path, std::move(temp_path), fd, lock_fd);
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
     : path_(std::move(other.path_)),
       temp_path_(std::move(other.temp_path_)),
       fd_(other.fd_),
+      lock_fd_(other.lock_fd_),
+      hasher_(std::move(other.hasher_)),
       committed_(other.committed_),
       written_(other.written_),
       writeback_started_(other.writeback_started_) {
   other.fd_ = -1;
+  other.lock_fd_ = -1;
   other.committed_ = true;  // The moved-from object owns nothing to clean up.
 }
 
@@ -88,7 +102,25 @@ void AtomicFile::Discard() {
     ::unlink(temp_path_.c_str());
     UnregisterTemporary(temp_path_);
   }
+  ReleaseLock();
   committed_ = true;
+}
+
+void AtomicFile::ReleaseLock() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  lock_fd_ = -1;
+}
+
+Status AtomicFile::HashContents() {
+  if (written_ != 0) return Status::Error(path_ + ": hashing must start before the first write");
+  hasher_ = std::make_unique<Sha256Hasher>();
+  return Status::Ok();
+}
+
+std::string AtomicFile::FinishSha256Hex() { return hasher_ ? hasher_->FinishHex() : ""; }
+
+void AtomicFile::Hash(std::span<const std::uint8_t> bytes) {
+  if (hasher_) hasher_->Update(bytes);
 }
 
 Status AtomicFile::Write(std::span<const std::uint8_t> bytes) {
@@ -101,6 +133,7 @@ Status AtomicFile::Write(std::span<const std::uint8_t> bytes) {
       if (errno == EINTR) continue;
       return Status::Error(WriteFailure(path_, written_, left, errno));
     }
+    Hash(std::span<const std::uint8_t>(data, static_cast<std::size_t>(n)));
     data += n;
     left -= static_cast<std::size_t>(n);
     written_ += static_cast<std::uint64_t>(n);
@@ -128,6 +161,9 @@ Status AtomicFile::CopyRange(int source_fd, std::uint64_t offset, std::uint64_t 
     }
     if (n < 0) return Status::Error(WriteFailure(path_, written_, length - copied, errno));
     if (n == 0) return Write(fallback.subspan(copied));  // Source shorter than expected.
+    // NOTE: the hash covers `fallback`, which the caller promises contains
+    // the same bytes as the source file range.
+    if (hasher_) Hash(fallback.subspan(copied, static_cast<std::size_t>(n)));
     copied += static_cast<std::uint64_t>(n);
     written_ += static_cast<std::uint64_t>(n);
     StartWriteback();
@@ -154,6 +190,14 @@ Status AtomicFile::ExtendTo(std::uint64_t size) {
   }
   if (::lseek(fd_, 0, SEEK_END) < 0) {
     return Status::Error(path_ + ": seek failed: " + std::strerror(errno));
+  }
+  if (hasher_) {
+    static const std::uint8_t kZeros[1 << 16] = {};
+    for (std::uint64_t left = size - written_; left > 0;) {
+      const std::uint64_t n = std::min<std::uint64_t>(left, sizeof(kZeros));
+      hasher_->Update(std::span<const std::uint8_t>(kZeros, n));
+      left -= n;
+    }
   }
   written_ = size;
   return Status::Ok();
@@ -184,6 +228,7 @@ Status AtomicFile::CommitAll(std::span<AtomicFile> files) {
   for (AtomicFile& file : files) {
     file.committed_ = true;
     UnregisterTemporary(file.temp_path_);
+    file.ReleaseLock();
   }
   return Status::Ok();
 }

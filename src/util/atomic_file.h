@@ -6,13 +6,19 @@
 // leaves a half-written file that looks like a finished one. Every 64 MiB
 // written starts the disk writing them in the background, so that the
 // fsync before the rename waits only for the last part.
+//
+// The temporary is locked with flock until it is renamed or removed. Create()
+// removes the unlocked temporaries of the same NAME, which only a killed
+// run leaves behind (see RemoveStaleTemporaries).
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <span>
 #include <string>
 
+#include "util/sha256.h"
 #include "util/status.h"
 
 namespace sdonnx {
@@ -31,6 +37,14 @@ class AtomicFile {
   const std::string& path() const { return path_; }
   const std::string& temp_path() const { return temp_path_; }
   std::uint64_t bytes_written() const { return written_; }
+
+  // Starts a SHA-256 of the file's bytes, holes included, updated by every
+  // later write, so that the caller can check the file before Commit()
+  // makes it visible. Call it before the first write.
+  Status HashContents();
+  // Returns the lowercase hex SHA-256 of the bytes written so far. Call it
+  // once, after the last write; HashContents() must have been called.
+  std::string FinishSha256Hex();
 
   Status Write(std::span<const std::uint8_t> bytes);
   Status Write(const std::string& bytes);
@@ -54,9 +68,11 @@ class AtomicFile {
   static Status CommitAll(std::span<AtomicFile> files);
 
  private:
-  AtomicFile(std::string path, std::string temp_path, int fd)
-      : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd) {}
+  AtomicFile(std::string path, std::string temp_path, int fd, int lock_fd)
+      : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd), lock_fd_(lock_fd) {}
   void Discard();
+  void ReleaseLock();
+  void Hash(std::span<const std::uint8_t> bytes);
   // Starts writeback of what was written since the last call, once that
   // reaches kWritebackBytes.
   void StartWriteback();
@@ -64,6 +80,10 @@ class AtomicFile {
   std::string path_;
   std::string temp_path_;
   int fd_ = -1;
+  // A second descriptor of the temporary that holds its flock from Create()
+  // until the rename or removal, after fd_ is closed; -1 without a lock.
+  int lock_fd_ = -1;
+  std::unique_ptr<Sha256Hasher> hasher_;  // Set by HashContents().
   bool committed_ = false;
   std::uint64_t written_ = 0;
   std::uint64_t writeback_started_ = 0;  // bytes handed to the disk so far

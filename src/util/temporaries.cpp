@@ -2,16 +2,25 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <filesystem>
+#include <cstring>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
+
+#include "util/log.h"
 
 namespace sdonnx {
 namespace {
+
+namespace fs = std::filesystem;
 
 std::mutex& ListMutex() {
   static std::mutex mutex;
@@ -23,11 +32,43 @@ std::set<std::string>& List() {
   return paths;
 }
 
+// Folders that CreatedFolders made, in creation order (outermost first).
+std::vector<std::string>& CreatedList() {
+  static std::vector<std::string> paths;
+  return paths;
+}
+
 // True once RemoveRegisteredTemporaries has run. The process is then about
 // to exit, and a temporary created after that would be left behind.
 bool& Removed() {
   static bool removed = false;
   return removed;
+}
+
+// The number of bytes in the regular files under `path`, for the log.
+std::uintmax_t BytesUnder(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(fs::symlink_status(path, ec))) return fs::file_size(path, ec);
+  std::uintmax_t total = 0;
+  for (fs::recursive_directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->is_regular_file(ec) && !it->is_symlink(ec)) total += it->file_size(ec);
+  }
+  return total;
+}
+
+// Whether the temporary `entry` belongs to no running process: its lock can
+// be taken, or (for a folder) it has no lock file. On true, `*lock_fd`
+// holds the lock, or -1.
+bool IsStale(const fs::path& entry, const std::string& lock_name, int* lock_fd) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(entry, ec);
+  const fs::path lock_path = lock_name.empty() ? entry : entry / lock_name;
+  if (lock_name.empty() ? !fs::is_regular_file(status) : !fs::is_directory(status)) return false;
+  *lock_fd = TryLockFile(lock_path);
+  if (*lock_fd >= 0) return true;
+  // Only a folder may lack its lock file: a run creates both while it holds
+  // the folder lock that the caller holds now.
+  return errno == ENOENT && !lock_name.empty();
 }
 
 }  // namespace
@@ -80,7 +121,115 @@ void RemoveRegisteredTemporaries() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   List().clear();
+  // rmdir removes only empty folders, so one that holds anything stays.
+  for (auto it = CreatedList().rbegin(); it != CreatedList().rend(); ++it) ::rmdir(it->c_str());
+  CreatedList().clear();
   Removed() = true;
+}
+
+FolderLock::FolderLock(const fs::path& dir) {
+  fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_ < 0) return;
+  while (::flock(fd_, LOCK_EX) != 0) {
+    if (errno != EINTR) return;
+  }
+  locked_ = true;
+}
+
+FolderLock::~FolderLock() {
+  if (fd_ >= 0) ::close(fd_);  // Closing releases the lock.
+}
+
+int TryLockFile(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return -1;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+std::vector<std::string> RemoveStaleTemporaries(const FolderLock& folder_lock, const fs::path& dir,
+                                                const std::string& prefix,
+                                                const std::string& lock_name) {
+  std::vector<std::string> removed;
+  if (!folder_lock.locked()) return removed;
+  constexpr std::size_t kUniqueChars = 6;  // The XXXXXX of mkstemp and mkdtemp.
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() == prefix.size() + kUniqueChars && name.starts_with(prefix)) {
+      candidates.push_back(entry.path());
+    }
+  }
+  std::sort(candidates.begin(), candidates.end());
+  for (const fs::path& entry : candidates) {
+    int lock_fd = -1;
+    if (!IsStale(entry, lock_name, &lock_fd)) continue;
+    const std::uintmax_t bytes = BytesUnder(entry);
+    fs::remove_all(entry, ec);
+    if (lock_fd >= 0) ::close(lock_fd);
+    if (ec) {
+      LogWarning(entry.string() + ": cannot remove this temporary of an earlier sdonnx run that "
+                 "was killed: " + ec.message() + "; remove it by hand");
+      continue;
+    }
+    LogWarning("removed " + entry.string() + " (" + std::to_string(bytes) +
+               " bytes), a temporary left by an earlier sdonnx run that was killed before it "
+               "could clean up");
+    removed.push_back(entry.filename().string());
+  }
+  return removed;
+}
+
+Result<CreatedFolders> CreatedFolders::Create(const fs::path& dir) {
+  CreatedFolders folders;
+  fs::path target = dir.lexically_normal();
+  if (target.filename().empty()) target = target.parent_path();
+  if (target.empty()) return folders;  // The current folder.
+  std::vector<fs::path> missing;
+  std::error_code ec;
+  for (fs::path p = target; !p.empty() && !fs::exists(fs::symlink_status(p, ec));
+       p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    std::lock_guard<std::mutex> lock(ListMutex());
+    if (Removed()) return Status::Error(it->string() + ": not created, the run is stopping");
+    if (::mkdir(it->c_str(), 0777) == 0) {
+      CreatedList().push_back(it->string());
+      folders.created_.push_back(it->string());
+    } else if (errno != EEXIST) {
+      return Status::Error(it->string() + ": cannot create the folder: " + std::strerror(errno));
+    }
+  }
+  if (!fs::is_directory(target, ec)) {
+    return Status::Error(target.string() + ": exists and is not a folder, so nothing can be "
+                         "written inside it; give another path");
+  }
+  return folders;
+}
+
+CreatedFolders::CreatedFolders(CreatedFolders&& other) noexcept
+    : created_(std::exchange(other.created_, {})) {}
+
+CreatedFolders::~CreatedFolders() {
+  std::lock_guard<std::mutex> lock(ListMutex());
+  for (auto it = created_.rbegin(); it != created_.rend(); ++it) {
+    ::rmdir(it->c_str());
+    std::erase(CreatedList(), *it);
+  }
+}
+
+void CreatedFolders::Keep() {
+  std::lock_guard<std::mutex> lock(ListMutex());
+  for (const std::string& path : created_) std::erase(CreatedList(), path);
+  created_.clear();
 }
 
 }  // namespace sdonnx

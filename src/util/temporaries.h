@@ -1,9 +1,18 @@
 // A process-wide list of temporary files and folders that an interrupted
 // run should remove: the staging folders of convert and the temporaries of
 // AtomicFile. The CLI removes them when SIGINT or SIGTERM arrives.
+//
+// A run killed with SIGKILL (or by a crash or power loss) removes nothing.
+// Each temporary is therefore locked with flock for the life of its run, and
+// a later run that writes into the same folder removes the temporaries whose
+// lock it can take (RemoveStaleTemporaries).
 #pragma once
 
+#include <filesystem>
 #include <string>
+#include <vector>
+
+#include "util/status.h"
 
 namespace sdonnx {
 
@@ -20,9 +29,74 @@ namespace sdonnx {
 void RegisterTemporary(const std::string& path);
 void UnregisterTemporary(const std::string& path);
 
-// Removes every registered path and stops later creations (see above). It
-// takes a lock and allocates, so it must not be called from a signal
-// handler.
+// Removes every registered path and stops later creations (see above).
+// Then removes the folders registered by CreatedFolders, deepest first, if
+// they are empty. It takes a lock and allocates, so it must not be called
+// from a signal handler.
 void RemoveRegisteredTemporaries();
+
+// An exclusive flock on a folder, held while a run removes stale
+// temporaries from it and creates and locks its own. Every run that does
+// this takes the same lock, so none of them sees another run's temporary in
+// the moment between its creation and its lock. locked() is false where the
+// file system rejects flock on a folder; callers then remove nothing.
+class FolderLock {
+ public:
+  explicit FolderLock(const std::filesystem::path& dir);
+  ~FolderLock();
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+  bool locked() const { return locked_; }
+
+ private:
+  int fd_ = -1;
+  bool locked_ = false;
+};
+
+// Opens `path` for reading and writing and takes an exclusive flock on it
+// without waiting. Returns the descriptor (O_CLOEXEC), which holds the lock
+// until it is closed, or -1 with errno set (EWOULDBLOCK: another open file
+// holds the lock).
+[[nodiscard]] int TryLockFile(const std::filesystem::path& path);
+
+// Removes the temporaries of dead runs from `dir`: each entry named
+// `prefix` followed by exactly six characters (the XXXXXX of mkstemp). With
+// an empty `lock_name` the entry must be a regular file, and it is its own
+// lock. Otherwise it must be a folder, and its lock is the file
+// `lock_name` inside it. A folder without that file is stale too, because
+// sdonnx versions before the lock left such folders. An entry is removed only if
+// its lock can be taken. Call it while holding `folder_lock` on `dir`; it
+// does nothing if that lock is not held. Logs a warning for each removal
+// and returns the names removed.
+std::vector<std::string> RemoveStaleTemporaries(const FolderLock& folder_lock,
+                                                const std::filesystem::path& dir,
+                                                const std::string& prefix,
+                                                const std::string& lock_name);
+
+// The folders that one run created for its output, and their removal if the
+// run fails. Each folder is registered, so that an interrupted run removes
+// it too. Only folders that are still empty are removed: a folder that
+// gained a file (from this run or another program) stays.
+class CreatedFolders {
+ public:
+  // Creates `dir` and each missing parent. The error names the folder that
+  // could not be created.
+  static Result<CreatedFolders> Create(const std::filesystem::path& dir);
+
+  CreatedFolders(CreatedFolders&& other) noexcept;
+  CreatedFolders(const CreatedFolders&) = delete;
+  CreatedFolders& operator=(const CreatedFolders&) = delete;
+  // Removes the created folders, deepest first, unless Keep() was called.
+  ~CreatedFolders();
+
+  // Keeps the folders after a successful run and unregisters them.
+  void Keep();
+  // The folders created, outermost first; empty if `dir` existed.
+  const std::vector<std::string>& created() const { return created_; }
+
+ private:
+  CreatedFolders() = default;
+  std::vector<std::string> created_;
+};
 
 }  // namespace sdonnx
