@@ -388,7 +388,7 @@ TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
       // Missing folders are created, but not inside a regular file.
       {"folder that is a file",
        [](GenerateOptions& o) { o.output = (dir_->path() / "file.txt" / "x.png").string(); },
-       "cannot create a temporary file"},
+       "file.txt: exists and is not a folder"},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);

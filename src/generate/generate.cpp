@@ -16,6 +16,7 @@
 #include "text/unicode.h"
 #include "util/log.h"
 #include "util/atomic_file.h"
+#include "util/temporaries.h"
 
 namespace sdonnx {
 namespace {
@@ -603,44 +604,6 @@ std::vector<std::string> OutputPaths(const std::string& output, int batch) {
   return paths;
 }
 
-// The folders above the output files that a run creates, removed again
-// (those left empty) unless Keep() is called after a successful run.
-class CreatedFolders {
- public:
-  CreatedFolders() = default;
-  CreatedFolders(const CreatedFolders&) = delete;
-  ~CreatedFolders() {
-    for (auto folder = folders_.rbegin(); folder != folders_.rend(); ++folder) {
-      std::error_code ec;
-      fs::remove(*folder, ec);  // Removes only an empty folder.
-    }
-  }
-
-  // Creates `dir` and the missing folders above it.
-  Status Create(const fs::path& dir) {
-    std::vector<fs::path> missing;
-    std::error_code ec;
-    for (fs::path at = dir; !at.empty() && !fs::exists(fs::symlink_status(at, ec));
-         at = at.parent_path()) {
-      missing.push_back(at);
-      if (at == at.parent_path()) break;
-    }
-    for (auto folder = missing.rbegin(); folder != missing.rend(); ++folder) {
-      if (!fs::create_directory(*folder, ec) && ec) {
-        return Status::Error(folder->string() +
-                             ": cannot create the folder for --output: " + ec.message());
-      }
-      folders_.push_back(*folder);
-    }
-    return Status::Ok();
-  }
-
-  void Keep() { folders_.clear(); }
-
- private:
-  std::vector<fs::path> folders_;  // outermost first
-};
-
 // Creates the output files as temporaries, before any work, so that a
 // read-only folder or an existing file is reported at once.
 Result<std::vector<AtomicFile>> CreateOutputFiles(const GenerateOptions& options) {
@@ -682,8 +645,9 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
   }
   // Missing folders above --output are created, as convert creates its
   // output folder, and removed again if the run fails.
-  CreatedFolders created_folders;
-  SDONNX_RETURN_IF_ERROR(created_folders.Create(fs::path(options.output).parent_path()));
+  Result<CreatedFolders> created = CreatedFolders::Create(fs::path(options.output).parent_path());
+  if (!created.ok()) return Status::Error("--output: " + created.status().message());
+  CreatedFolders created_folders = std::move(created).value();
   SDONNX_ASSIGN_OR_RETURN(std::vector<AtomicFile> files, CreateOutputFiles(options));
   GenerateResult result;
   const auto load_start = Clock::now();

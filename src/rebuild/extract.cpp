@@ -6,6 +6,7 @@
 
 #include "formats/onnx_file.h"
 #include "formats/safetensors.h"
+#include "util/temporaries.h"
 
 namespace sdonnx {
 namespace {
@@ -22,57 +23,6 @@ std::string GuessComponent(const OnnxFile& file) {
     return path.parent_path().filename().string();
   }
   return path.stem().string();
-}
-
-// The folders that CreateParentFolders made for the output. Unless
-// Keep() is called, the destructor removes those that are still empty,
-// the deepest first, so a failed extract leaves no folder behind.
-class CreatedFolders {
- public:
-  CreatedFolders() = default;
-  CreatedFolders(const CreatedFolders&) = delete;
-  CreatedFolders& operator=(const CreatedFolders&) = delete;
-  ~CreatedFolders() {
-    std::error_code ec;
-    for (auto it = folders_.rbegin(); it != folders_.rend(); ++it) {
-      if (fs::is_empty(*it, ec)) fs::remove(*it, ec);
-    }
-  }
-  void Add(const fs::path& folder) { folders_.push_back(folder); }
-  void Keep() { folders_.clear(); }
-
- private:
-  std::vector<fs::path> folders_;  // outermost first
-};
-
-// Creates the missing folders above `output_path`, as convert creates its
-// output folder, and records them in `created`.
-Status CreateParentFolders(const std::string& output_path, CreatedFolders* created) {
-  std::error_code ec;
-  const fs::path parent = fs::absolute(output_path, ec).parent_path();
-  std::vector<fs::path> missing;  // deepest first
-  for (fs::path folder = parent; !folder.empty(); folder = folder.parent_path()) {
-    const fs::file_status status = fs::status(folder, ec);
-    if (fs::is_directory(status)) break;
-    if (fs::exists(status)) {
-      return Status::Error(output_path + ": cannot create the output folder: " +
-                           folder.string() + " exists and is not a folder; give an output "
-                           "path whose parents are folders");
-    }
-    missing.push_back(folder);
-    if (folder == folder.root_path()) break;
-  }
-  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
-    // A folder that appeared meanwhile, or a ".." step, is not this run's
-    // to remove.
-    if (fs::create_directory(*it, ec)) {
-      created->Add(*it);
-    } else if (ec) {
-      return Status::Error(output_path + ": cannot create the output folder " + it->string() +
-                           ": " + ec.message());
-    }
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -120,11 +70,15 @@ Result<ExtractReport> ExtractInitializers(const ExtractOptions& options) {
       {"sdonnx.extract_source_file", fs::path(options.onnx_path).filename().string()},
       {"sdonnx.extract_made_by_sdonnx", report.made_by_sdonnx ? "true" : "false"},
   };
-  CreatedFolders created;
-  SDONNX_RETURN_IF_ERROR(CreateParentFolders(options.output_path, &created));
+  Result<CreatedFolders> created =
+      CreatedFolders::Create(fs::absolute(options.output_path, ec).parent_path());
+  if (!created.ok()) {
+    return Status::Error(options.output_path + ": cannot create the output folder: " +
+                         created.status().message());
+  }
   // The writer's messages already name the output file.
   SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata));
-  created.Keep();
+  created->Keep();
   report.bytes = fs::file_size(options.output_path, ec);
   return report;
 }

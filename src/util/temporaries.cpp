@@ -121,7 +121,7 @@ void RemoveRegisteredTemporaries() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   List().clear();
-  // rmdir removes only empty folders, so one that holds anything stays.
+  // rmdir removes only empty folders, so a folder with contents stays.
   for (auto it = CreatedList().rbegin(); it != CreatedList().rend(); ++it) ::rmdir(it->c_str());
   CreatedList().clear();
   Removed() = true;
@@ -204,6 +204,14 @@ Result<CreatedFolders> CreatedFolders::Create(const fs::path& dir) {
     if (::mkdir(it->c_str(), 0777) == 0) {
       CreatedList().push_back(it->string());
       folders.created_.push_back(it->string());
+    } else if (errno == ENOTDIR) {
+      // A file is where a parent folder should be, so name that file.
+      fs::path file = it->parent_path();
+      while (file.has_parent_path() && !fs::exists(fs::symlink_status(file, ec))) {
+        file = file.parent_path();
+      }
+      return Status::Error(file.string() + ": exists and is not a folder, so " + it->string() +
+                           " cannot be created; give another path");
     } else if (errno != EEXIST) {
       return Status::Error(it->string() + ": cannot create the folder: " + std::strerror(errno));
     }
