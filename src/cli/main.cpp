@@ -3,6 +3,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -84,6 +86,10 @@ std::string HumanCount(std::int64_t count) {
 
 namespace {
 
+// Set by the signal watcher as soon as a signal arrives, before it waits
+// for the output moves to finish.
+std::atomic<bool> g_interrupted{false};
+
 // Blocks SIGINT and SIGTERM in this thread and every thread started later,
 // and starts one thread that waits for them, removes half-written outputs
 // and exits. The removal allocates and takes locks, so it must not run in a
@@ -97,6 +103,7 @@ void StartSignalWatcher() {
   std::thread([signals] {
     int signal_number = 0;
     if (sigwait(&signals, &signal_number) != 0) return;
+    g_interrupted = true;
     // Finished files that are being moved into place are all moved (or all
     // put back) first, so the run leaves a complete set of outputs or none.
     // The lock is kept until the exit, so no later move starts.
@@ -192,10 +199,16 @@ int main(int argc, char** argv) {
         break;
     }
   });
+  int code = 1;
   try {
-    return run ? run() : 1;
+    code = run ? run() : 1;
   } catch (const std::exception& e) {
     // Errors travel as Status values, so reaching here is a bug to report.
-    return sdonnx::cli::ReportError(std::string("internal error (please report it): ") + e.what());
+    code = sdonnx::cli::ReportError(std::string("internal error (please report it): ") + e.what());
   }
+  // A run interrupted during its output moves finishes them and then
+  // exits through the watcher with 128 + the signal. Returning here would
+  // race the watcher and could exit 0.
+  while (g_interrupted) std::this_thread::sleep_for(std::chrono::seconds(1));
+  return code;
 }
