@@ -210,6 +210,28 @@ TEST(Cli, OptionErrorsExitOneWithHelpHint) {
   }
 }
 
+TEST(Cli, AttentionChunksMustBeAnInteger) {
+  const std::string model = Quote(Fixture("tiny/tiny-sd1.safetensors"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"abc", "Value abc is not an integer"},
+      {"1.5", "Value 1.5 is not an integer"},
+      {"4x", "Value 4x is not an integer"},
+      {"0", "not in range 1 to 256"},
+      {"257", "not in range 1 to 256"},
+      {"99999999999999999999", "not in range 1 to 256"},
+  };
+  for (const auto& [value, message] : cases) {
+    SCOPED_TRACE(value);
+    TempDir dir;
+    const CommandResult r = RunSdonnx("convert " + model + " out --attention-chunks " + value,
+                                      "cd " + Quote(dir.path()) + " &&");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("--attention-chunks"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
+    EXPECT_TRUE(ListFiles(dir.path()).empty());
+  }
+}
+
 }  // namespace
 }  // namespace sdonnx
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -325,6 +326,14 @@ INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetyMove, ::testing::Values(SIGINT, SIG
                                                        : std::string("Sigterm");
                          });
 
+// Converts the tiny SD 1.x checkpoint into `out` in this process.
+Status ConvertTiny(const fs::path& out) {
+  ConvertOptions options;
+  options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  options.output_dir = out.string();
+  return ConvertCheckpoint(options).status();
+}
+
 // Names in `dir` that a finished or interrupted run must not leave: its
 // temporaries and the folders that keep replaced files.
 std::vector<std::string> LeftOverTemporaries(const fs::path& dir) {
@@ -343,10 +352,7 @@ std::vector<std::string> LeftOverTemporaries(const fs::path& dir) {
 TEST(CrashSafetyEarlySignal, RebuildAndExtractLeaveNoTemporaries) {
   TempDir dir;
   const fs::path model = dir / "model";
-  ConvertOptions options;
-  options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
-  options.output_dir = model.string();
-  ASSERT_TRUE(ConvertCheckpoint(options).ok());
+  ASSERT_TRUE(ConvertTiny(model).ok());
   // A whole run takes about 100 ms (rebuild) or 30 ms (extract) here, and
   // the delays cover its first part, where the temporaries are created.
   std::mt19937 random(12345);
@@ -378,6 +384,129 @@ TEST(CrashSafetyEarlySignal, RebuildAndExtractLeaveNoTemporaries) {
     EXPECT_EQ(LeftOverTemporaries(out), std::vector<std::string>{});
   }
   EXPECT_GT(interrupted, 0) << "every run finished before its signal";
+}
+
+// Copies the tiny SD 1.x checkpoint into `dir` under its own name, with one
+// low mantissa bit of a late tensor element flipped, so that a convert of
+// the copy writes the same output names with other contents.
+fs::path AlteredCopy(const fs::path& dir) {
+  fs::create_directories(dir);
+  const fs::path copy = dir / "tiny-sd1.safetensors";
+  std::string bytes = ReadText(Fixture("tiny/tiny-sd1.safetensors"));
+  // The lowest byte of a float16 or float32 element, stored little-endian.
+  bytes[bytes.size() - 4] = static_cast<char>(bytes[bytes.size() - 4] ^ 1);
+  testing::WriteBytes(copy, bytes);
+  // The tiny model's head count comes from the YAML beside it.
+  fs::copy_file(Fixture("tiny/tiny-sd1.yaml"), dir / "tiny-sd1.yaml");
+  return copy;
+}
+
+// Returns the names in `dir` that do not start with '.', with their contents.
+std::map<std::string, std::string> VisibleFiles(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (const std::string& name : ListFiles(dir)) {
+    if (!name.starts_with(".")) files[name] = ReadText(dir / name);
+  }
+  return files;
+}
+
+// A file that another run writes while convert moves its set into place
+// fails the set without --force, and the other run's file is kept.
+TEST(CrashSafetyOverlap, FileWrittenDuringMovesIsKept) {
+  TempDir dir;
+  const fs::path out = dir / "out";
+  fs::create_directories(out);
+  // convert moves the extras file first and vae_decoder third; the pause
+  // after each rename leaves time to write vae_decoder in between.
+  const pid_t pid = StartSdonnxWithMovePause(
+      {"convert", Fixture("tiny/tiny-sd1.safetensors").string(), out.string()}, 300,
+      /*quiet=*/true);
+  ASSERT_GT(pid, 0);
+  const bool visible = WaitForVisibleFile(out);
+  testing::WriteBytes(out / "vae_decoder_tiny-sd1.onnx", "another run's file");
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(visible) << "no output file appeared within 60 s";
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_EQ(ListFiles(out), (std::vector<std::string>{"vae_decoder_tiny-sd1.onnx"}));
+  EXPECT_EQ(ReadText(out / "vae_decoder_tiny-sd1.onnx"), "another run's file");
+}
+
+// Two converts of different checkpoints with the same output names, started
+// together without --force: one of them writes its whole set, and the other
+// fails, whether it finds the first run's files at its start or during its
+// moves.
+TEST(CrashSafetyOverlap, TwoConvertsKeepOneWholeSet) {
+  TempDir dir;
+  const fs::path first_model = Fixture("tiny/tiny-sd1.safetensors");
+  const fs::path second_model = AlteredCopy(dir / "alt");
+  std::map<std::string, std::string> expected[2];
+  for (int i = 0; i < 2; ++i) {
+    ConvertOptions options;
+    options.model_path = (i == 0 ? first_model : second_model).string();
+    options.output_dir = (dir / ("reference-" + std::to_string(i))).string();
+    const Status converted = ConvertCheckpoint(options).status();
+    ASSERT_TRUE(converted.ok()) << converted.message();
+    expected[i] = VisibleFiles(options.output_dir);
+  }
+  ASSERT_NE(expected[0], expected[1]);
+
+  const fs::path out = dir / "out";
+  const std::string script = "export SDONNX_TEST_MOVE_PAUSE_MS=50\n" + std::string(SDONNX_BINARY) +
+                             " " + ConvertArguments(first_model, out) + " >" +
+                             Quote(dir / "first.log") + " 2>&1 &\n" + "first=$!\n" + SDONNX_BINARY +
+                             " " + ConvertArguments(second_model, out) + " >" +
+                             Quote(dir / "second.log") + " 2>&1 &\n" + "second=$!\n" +
+                             "wait $first; echo \"first=$?\"\nwait $second; echo \"second=$?\"\n";
+  testing::WriteBytes(dir / "run.sh", script);
+  const CommandResult r = testing::RunCommand("sh " + Quote(dir / "run.sh"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const bool first_won = Contains(r.output, "first=0");
+  const bool second_won = Contains(r.output, "second=0");
+  ASSERT_NE(first_won, second_won) << r.output;
+  EXPECT_TRUE(Contains(r.output, first_won ? "second=1" : "first=1")) << r.output;
+  const std::string loser_log = ReadText(dir / (first_won ? "second.log" : "first.log"));
+  EXPECT_TRUE(Contains(loser_log, ": already exists")) << loser_log;
+  EXPECT_TRUE(Contains(loser_log, "pass --force to overwrite it")) << loser_log;
+  EXPECT_EQ(VisibleFiles(out), expected[first_won ? 0 : 1]);
+  EXPECT_EQ(LeftOverTemporaries(out), std::vector<std::string>{});
+}
+
+// A --force run killed with SIGKILL during its moves leaves the files it
+// kept aside in .NAME.sdonnx-old-XXXXXX folders. The next run that writes
+// the same names removes them and logs each one.
+TEST(CrashSafetyKill, NextRunRemovesKeptAsideFiles) {
+  TempDir dir;
+  const fs::path out = dir / "out";
+  ASSERT_TRUE(ConvertTiny(out).ok());
+
+  const fs::path model = Fixture("tiny/tiny-sd1.safetensors");
+  const pid_t pid = StartSdonnxWithMovePause({"convert", model.string(), out.string(), "--force"},
+                                             300, /*quiet=*/true);
+  ASSERT_GT(pid, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::vector<std::string> kept;
+  while (kept.empty() && std::chrono::steady_clock::now() < deadline) {
+    for (const std::string& name : ListFiles(out)) {
+      if (Contains(name, ".sdonnx-old-")) kept.push_back(name);
+    }
+    if (kept.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_FALSE(kept.empty()) << "no kept-aside folder appeared within 60 s";
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before SIGKILL arrived";
+  EXPECT_EQ(WTERMSIG(status), SIGKILL);
+
+  const CommandResult r = RunSdonnx(ConvertArguments(model, out) + " --force");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const std::string& name : kept) {
+    EXPECT_TRUE(Contains(r.output, "removed " + (out / name).string() + " (")) << r.output;
+  }
+  EXPECT_TRUE(Contains(r.output, " bytes), a temporary left by an earlier sdonnx run")) << r.output;
+  EXPECT_EQ(LeftOverTemporaries(out), std::vector<std::string>{});
 }
 
 }  // namespace

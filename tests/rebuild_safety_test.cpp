@@ -37,6 +37,7 @@ using testing::ListFiles;
 using testing::Quote;
 using testing::RunSdonnx;
 using testing::TempDir;
+using testing::WarningLog;
 
 bool Contains(const std::string& text, const std::string& fragment) {
   return text.find(fragment) != std::string::npos;
@@ -65,22 +66,6 @@ Result<RebuildReport> Rebuild(const fs::path& dir, const fs::path& output,
   options.allow_partial = allow_partial;
   return RebuildCheckpoint(options);
 }
-
-// Collects the warnings logged while it exists.
-class WarningLog {
- public:
-  WarningLog() {
-    previous_ = SetLogSink([this](LogLevel level, const std::string& message) {
-      if (level == LogLevel::kWarning) text_ += message + "\n";
-    });
-  }
-  ~WarningLog() { SetLogSink(previous_); }
-  const std::string& text() const { return text_; }
-
- private:
-  LogSink previous_;
-  std::string text_;
-};
 
 // Replaces the first `from` in `text` with `to`, which has the same length.
 void ReplaceOnce(std::string* text, const std::string& from, const std::string& to) {

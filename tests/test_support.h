@@ -12,6 +12,7 @@
 #include <onnx/onnx_pb.h>
 
 #include "runtime/ort_session.h"
+#include "util/log.h"
 
 namespace sdonnx::testing {
 
@@ -46,6 +47,22 @@ std::map<std::string, HostTensor> RunModel(const std::filesystem::path& path,
 
 // Parses the ONNX file at `path` (a failed parse fails the test).
 onnx::ModelProto ReadModel(const std::filesystem::path& path);
+
+// Collects the warnings logged while it exists.
+class WarningLog {
+ public:
+  WarningLog() {
+    previous_ = SetLogSink([this](LogLevel level, const std::string& message) {
+      if (level == LogLevel::kWarning) text_ += message + "\n";
+    });
+  }
+  ~WarningLog() { SetLogSink(previous_); }
+  const std::string& text() const { return text_; }
+
+ private:
+  LogSink previous_;
+  std::string text_;
+};
 
 // Names of the regular files in `dir`, sorted; hidden ones included.
 std::vector<std::string> ListFiles(const std::filesystem::path& dir);

@@ -1,3 +1,4 @@
+#include <charconv>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -8,6 +9,24 @@
 
 namespace sdonnx::cli {
 namespace {
+
+// Rejects a value that is not a whole number, such as "abc" or "1.5", before
+// CLI::Range runs: Range reports such a value as out of range. A number too
+// large for int64 passes here, so that Range reports it as out of range.
+CLI::Validator IntegerValidator() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::int64_t value = 0;
+        const char* end = text.data() + text.size();
+        const auto [stop, error] = std::from_chars(text.data(), end, value);
+        if (stop == end && !text.empty() &&
+            (error == std::errc() || error == std::errc::result_out_of_range)) {
+          return "";
+        }
+        return "Value " + text + " is not an integer";
+      },
+      "INT");
+}
 
 struct ConvertArgs {
   std::string model_path;
@@ -153,6 +172,7 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
                   "one chunk's scores are in memory at a time; the VAE gets a quarter; 1 "
                   "writes each attention in one piece, as TensorRT wants; ignored with "
                   "--ort-attention")
+      ->check(IntegerValidator())
       ->check(CLI::Range(std::int64_t{1}, kMaxAttentionChunks));
   cmd->add_option("--static-shape", args->static_shape,
                   "Write fixed-shape models for images of WIDTHxHEIGHT pixels, such as 512x512");

@@ -207,15 +207,15 @@ Status WithEmaAdvice(const Checkpoint& checkpoint, const ModelSpec& spec, Status
 }
 
 // Moves every staged file into the output folder, all or none
-// (MoveFilesIntoPlace).
-Status MoveIntoPlace(const fs::path& out_dir, ConvertReport* report) {
+// (MoveFilesIntoPlace). Without `overwrite`, no existing file is replaced.
+Status MoveIntoPlace(const fs::path& out_dir, bool overwrite, ConvertReport* report) {
   std::vector<WrittenFile*> files = {&report->extras};
   for (ConvertedComponent& c : report->components) {
     for (WrittenFile& f : c.files) files.push_back(&f);
   }
   std::vector<FileMove> moves;
   for (const WrittenFile* f : files) {
-    moves.push_back({f->path, (out_dir / fs::path(f->path).filename()).string()});
+    moves.push_back({f->path, (out_dir / fs::path(f->path).filename()).string(), overwrite});
   }
   SDONNX_RETURN_IF_ERROR(MoveFilesIntoPlace(moves));
   for (std::size_t i = 0; i < files.size(); ++i) files[i]->path = moves[i].to;
@@ -440,7 +440,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   report.extras = extras;
 
   // Every file is complete and checked; move them into place.
-  SDONNX_RETURN_IF_ERROR(MoveIntoPlace(out_dir, &report));
+  SDONNX_RETURN_IF_ERROR(MoveIntoPlace(out_dir, options.overwrite, &report));
   created_folders.Keep();
   return report;
 }

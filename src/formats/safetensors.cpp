@@ -242,8 +242,8 @@ namespace {
 // file's SHA-256 is computed as it is written.
 Result<AtomicFile> WriteUncommitted(const std::string& path,
                                     const std::vector<TensorToWrite>& tensors,
-                                    const std::map<std::string, std::string>& metadata,
-                                    bool hash) {
+                                    const std::map<std::string, std::string>& metadata, bool hash,
+                                    bool overwrite) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
@@ -264,7 +264,7 @@ Result<AtomicFile> WriteUncommitted(const std::string& path,
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(text.size() >> (8 * i));
 
-  SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
+  SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, overwrite));
   if (hash) SDONNX_RETURN_IF_ERROR(out.HashContents());
   SDONNX_RETURN_IF_ERROR(out.Write(std::span<const std::uint8_t>(length, 8)));
   SDONNX_RETURN_IF_ERROR(out.Write(text));
@@ -292,15 +292,17 @@ Result<AtomicFile> WriteUncommitted(const std::string& path,
 }  // namespace
 
 Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                        const std::map<std::string, std::string>& metadata) {
-  SDONNX_ASSIGN_OR_RETURN(AtomicFile out, WriteUncommitted(path, tensors, metadata, false));
+                        const std::map<std::string, std::string>& metadata, bool overwrite) {
+  SDONNX_ASSIGN_OR_RETURN(AtomicFile out,
+                          WriteUncommitted(path, tensors, metadata, false, overwrite));
   return out.Commit();
 }
 
 Result<AtomicFile> WriteHashedSafetensors(const std::string& path,
                                           const std::vector<TensorToWrite>& tensors,
-                                          const std::map<std::string, std::string>& metadata) {
-  return WriteUncommitted(path, tensors, metadata, true);
+                                          const std::map<std::string, std::string>& metadata,
+                                          bool overwrite) {
+  return WriteUncommitted(path, tensors, metadata, true, overwrite);
 }
 
 }  // namespace sdonnx

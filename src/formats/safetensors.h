@@ -87,9 +87,10 @@ struct TensorToWrite {
 
 // Writes a safetensors file with tensors laid out in the given order and the
 // header padded with spaces to a multiple of 8 bytes. The file is written
-// under a temporary name beside `path` and renamed at the end.
+// under a temporary name beside `path` and renamed at the end. Without
+// `overwrite`, an existing `path` is an error (AtomicFile::Create).
 Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                        const std::map<std::string, std::string>& metadata);
+                        const std::map<std::string, std::string>& metadata, bool overwrite = true);
 
 // Writes the file as WriteSafetensors does but leaves it under its
 // temporary name, with the SHA-256 of its bytes computed while they were
@@ -97,6 +98,7 @@ Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite
 // Commit(); destroying the result removes the temporary.
 Result<AtomicFile> WriteHashedSafetensors(const std::string& path,
                                           const std::vector<TensorToWrite>& tensors,
-                                          const std::map<std::string, std::string>& metadata);
+                                          const std::map<std::string, std::string>& metadata,
+                                          bool overwrite = true);
 
 }  // namespace sdonnx

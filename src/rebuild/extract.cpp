@@ -87,7 +87,8 @@ Result<ExtractReport> ExtractInitializers(const ExtractOptions& options) {
                          created.status().message());
   }
   // The writer's messages already name the output file.
-  SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata));
+  SDONNX_RETURN_IF_ERROR(
+      WriteSafetensors(options.output_path, tensors, metadata, options.overwrite));
   created->Keep();
   report.bytes = fs::file_size(options.output_path, ec);
   return report;

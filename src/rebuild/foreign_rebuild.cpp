@@ -89,7 +89,7 @@ Result<RebuildReport> RebuildForeignExport(const std::string& dir, const Rebuild
   report.tensors_written = tensors.size();
   SDONNX_ASSIGN_OR_RETURN(CreatedFolders folders,
                           CreatedFolders::Create(fs::path(options.output_path).parent_path()));
-  SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata)
+  SDONNX_RETURN_IF_ERROR(WriteSafetensors(options.output_path, tensors, metadata, options.overwrite)
                              .WithContext("writing " + options.output_path));
   folders.Keep();
   std::error_code ec;

@@ -453,9 +453,9 @@ struct ExactOutput {
 // gaps between its tensors comes back byte for byte. A header that does not
 // fit the tensors is an error that names the extras file; nothing is
 // written then. The file is left under its temporary name for the caller to
-// check its hash.
+// check its hash. Without `overwrite`, an existing `path` is an error.
 Result<ExactOutput> WriteWithSourceHeader(const std::string& path, const ExportSet& set,
-                                          const VerifiedTensors& verified) {
+                                          const VerifiedTensors& verified, bool overwrite) {
   const std::string& header_text = set.record.source_header;
   const nlohmann::json header = nlohmann::json::parse(header_text, nullptr, false);
   Result<HeaderLayout> layout = CheckHeaderLayout(header, set.record, verified.tensors);
@@ -470,7 +470,7 @@ Result<ExactOutput> WriteWithSourceHeader(const std::string& path, const ExportS
                          layout.status().message() + "; the extras file was edited or "
                          "damaged, so nothing was written. Convert the checkpoint again");
   }
-  SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
+  SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, overwrite));
   SDONNX_RETURN_IF_ERROR(out.HashContents());
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) {
@@ -595,8 +595,8 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   // the file is renamed into place, so an output that differs from the
   // source never appears, and a signal leaves no output or the finished one.
   if (!report.partial && !set.record.source_header.empty()) {
-    SDONNX_ASSIGN_OR_RETURN(ExactOutput exact,
-                            WriteWithSourceHeader(options.output_path, set, verified));
+    SDONNX_ASSIGN_OR_RETURN(ExactOutput exact, WriteWithSourceHeader(options.output_path, set,
+                                                                     verified, options.overwrite));
     report.bytes = exact.file.bytes_written();
     report.output_sha256 = exact.file.FinishSha256Hex();
     report.file_identical = report.output_sha256 == report.source_sha256;
@@ -613,7 +613,8 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
     // equal the source: its header is sdonnx's own (a .ckpt source, an
     // extras file without the source header, or a partial rebuild).
     SDONNX_ASSIGN_OR_RETURN(
-        AtomicFile out, WriteHashedSafetensors(options.output_path, Streamed(verified), metadata));
+        AtomicFile out, WriteHashedSafetensors(options.output_path, Streamed(verified), metadata,
+                                               options.overwrite));
     report.bytes = out.bytes_written();
     report.output_sha256 = out.FinishSha256Hex();
     SDONNX_RETURN_IF_ERROR(out.Commit());

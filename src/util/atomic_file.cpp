@@ -65,7 +65,7 @@ Result<AtomicFile> AtomicFile::Create(const std::string& path, bool overwrite) {
     ::close(lock_fd);
     lock_fd = -1;
   }
-  return AtomicFile(path, std::move(temp_path), fd, lock_fd);
+  return AtomicFile(path, std::move(temp_path), fd, lock_fd, overwrite);
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept
@@ -73,6 +73,7 @@ AtomicFile::AtomicFile(AtomicFile&& other) noexcept
       temp_path_(std::move(other.temp_path_)),
       fd_(other.fd_),
       lock_fd_(other.lock_fd_),
+      overwrite_(other.overwrite_),
       hasher_(std::move(other.hasher_)),
       committed_(other.committed_),
       written_(other.written_),
@@ -222,7 +223,7 @@ Status AtomicFile::CommitAll(std::span<AtomicFile> files) {
   std::vector<FileMove> moves;
   for (AtomicFile& file : files) {
     SDONNX_RETURN_IF_ERROR(file.Close());
-    moves.push_back({file.temp_path_, file.path_});
+    moves.push_back({file.temp_path_, file.path_, file.overwrite_});
   }
   SDONNX_RETURN_IF_ERROR(MoveFilesIntoPlace(moves));
   for (AtomicFile& file : files) {

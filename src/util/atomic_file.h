@@ -26,7 +26,8 @@ namespace sdonnx {
 class AtomicFile {
  public:
   // Creates the temporary file. With `overwrite` false, an existing `path` is
-  // an error that names it and suggests --force.
+  // an error that names it and suggests --force, and so is a `path` that
+  // another run creates before Commit().
   static Result<AtomicFile> Create(const std::string& path, bool overwrite);
 
   AtomicFile(AtomicFile&& other) noexcept;
@@ -68,8 +69,12 @@ class AtomicFile {
   static Status CommitAll(std::span<AtomicFile> files);
 
  private:
-  AtomicFile(std::string path, std::string temp_path, int fd, int lock_fd)
-      : path_(std::move(path)), temp_path_(std::move(temp_path)), fd_(fd), lock_fd_(lock_fd) {}
+  AtomicFile(std::string path, std::string temp_path, int fd, int lock_fd, bool overwrite)
+      : path_(std::move(path)),
+        temp_path_(std::move(temp_path)),
+        fd_(fd),
+        lock_fd_(lock_fd),
+        overwrite_(overwrite) {}
   void Discard();
   void ReleaseLock();
   void Hash(std::span<const std::uint8_t> bytes);
@@ -83,6 +88,7 @@ class AtomicFile {
   // A second descriptor of the temporary that holds its flock from Create()
   // until the rename or removal, after fd_ is closed; -1 without a lock.
   int lock_fd_ = -1;
+  bool overwrite_ = false;                // Whether Commit() may replace an existing file.
   std::unique_ptr<Sha256Hasher> hasher_;  // Set by HashContents().
   bool committed_ = false;
   std::uint64_t written_ = 0;

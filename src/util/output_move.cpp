@@ -1,5 +1,7 @@
 #include "util/output_move.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <thread>
 
 #include "util/log.h"
+#include "util/temporaries.h"
 
 namespace sdonnx {
 namespace {
@@ -26,37 +29,122 @@ std::mutex& MoveMutex() {
 struct MoveState {
   std::string backup_dir;  // contains the replaced file as backup_dir/NAME
   std::string backup;
+  int backup_lock_fd = -1;  // the descriptor with the flock of backup_dir's lock file
   bool moved = false;
 };
 
+// The hidden folders that keep a replaced NAME are ".NAME.sdonnx-old-XXXXXX".
+std::string BackupPrefix(const fs::path& target) {
+  // Appended piece by piece: GCC 12 warns (-Wrestrict) on "." + string.
+  std::string prefix = ".";
+  prefix += target.filename().string();
+  prefix += ".sdonnx-old-";
+  return prefix;
+}
+
+// The lock file inside a backup folder. It is longer than NAME, so it never
+// takes the place of the kept file.
+std::string BackupLockName(const fs::path& target) { return target.filename().string() + ".lock"; }
+
+fs::path ParentOf(const fs::path& target) {
+  return target.has_parent_path() ? target.parent_path() : fs::path(".");
+}
+
+void ReleaseBackupLock(MoveState* state) {
+  if (state->backup_lock_fd >= 0) ::close(state->backup_lock_fd);
+  state->backup_lock_fd = -1;
+}
+
 // Keeps the file at `path` aside in a new hidden folder beside it,
-// ".NAME.sdonnx-old-XXXXXX". A hard link keeps `path` in place until the
-// rename replaces it. Where the file system has no hard links, the file is
-// renamed instead.
+// ".NAME.sdonnx-old-XXXXXX", whose lock file this run holds. A hard link
+// keeps `path` in place until the rename replaces it. Where the file system
+// has no hard links, the file is renamed instead. Call it while holding the
+// folder lock of the parent, so that no other run finds the new folder
+// before its lock is taken.
 Status KeepAside(const std::string& path, MoveState* state) {
   const fs::path target(path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  // Appended piece by piece: GCC 12 warns (-Wrestrict) on "." + string.
-  std::string name = ".";
-  name += target.filename().string();
-  name += ".sdonnx-old-XXXXXX";
-  std::string pattern = (dir / name).string();
+  std::string pattern = (ParentOf(target) / (BackupPrefix(target) + "XXXXXX")).string();
   if (::mkdtemp(pattern.data()) == nullptr) {
     return Status::Error(path +
                          ": cannot create a folder to keep the existing file in while it "
                          "is replaced: " +
                          std::strerror(errno));
   }
+  const fs::path lock_path = fs::path(pattern) / BackupLockName(target);
+  const int created = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (created < 0) {
+    const int err = errno;
+    ::rmdir(pattern.c_str());
+    return Status::Error(lock_path.string() +
+                         ": cannot create the lock file: " + std::strerror(err));
+  }
+  ::close(created);
+  // Without flock the folder stays unlocked, and later runs cannot take its
+  // lock either, so they leave it alone.
+  state->backup_lock_fd = TryLockFile(lock_path);
+  state->backup_dir = pattern;
   const std::string backup = (fs::path(pattern) / target.filename()).string();
   if (::link(path.c_str(), backup.c_str()) != 0 && ::rename(path.c_str(), backup.c_str()) != 0) {
     const int err = errno;
-    ::rmdir(pattern.c_str());
+    std::error_code ec;
+    fs::remove_all(pattern, ec);
+    ReleaseBackupLock(state);
+    state->backup_dir.clear();
     return Status::Error(
         path + ": cannot keep the existing file aside while it is replaced: " + std::strerror(err));
   }
-  state->backup_dir = pattern;
   state->backup = backup;
   return Status::Ok();
+}
+
+// Renames `from` to `to` unless `to` exists. Returns 0, or the errno value
+// of the failure (EEXIST: `to` exists).
+int RenameWithoutReplacing(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  // The file system rejects RENAME_NOREPLACE. link() fails with EEXIST too.
+  if (::link(from.c_str(), to.c_str()) == 0) {
+    if (::unlink(from.c_str()) == 0) return 0;
+    // Two names of one file would make the undo's rename a no-op.
+    const int err = errno;
+    ::unlink(to.c_str());
+    return err;
+  }
+  if (errno == EEXIST) return EEXIST;
+  if (errno != EPERM && errno != EOPNOTSUPP && errno != ENOSYS) return errno;
+  // NOTE: without hard links either, a file that appears between this
+  // check and the rename is still replaced.
+  struct stat info {};
+  if (::lstat(to.c_str(), &info) == 0) return EEXIST;
+  return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : errno;
+}
+
+// Removes the backup folders of `move.to` whose lock no live run has, and keeps
+// the existing `to` aside if the move may replace it. Both happen under the
+// folder lock of the parent.
+Status PrepareMove(const FileMove& move, MoveState* state) {
+  const fs::path target(move.to);
+  const fs::path dir = ParentOf(target);
+  const FolderLock folder_lock(dir);
+  RemoveStaleTemporaries(folder_lock, dir, BackupPrefix(target), BackupLockName(target));
+  if (!move.overwrite) return Status::Ok();
+  struct stat info {};
+  if (::lstat(move.to.c_str(), &info) != 0 || S_ISDIR(info.st_mode)) return Status::Ok();
+  return KeepAside(move.to, state);
+}
+
+// Renames `move.from` to `move.to`, replacing `to` only with `overwrite`.
+Status Move(const FileMove& move) {
+  const int err = move.overwrite ? (::rename(move.from.c_str(), move.to.c_str()) == 0 ? 0 : errno)
+                                 : RenameWithoutReplacing(move.from, move.to);
+  if (err == 0) return Status::Ok();
+  if (err == EEXIST && !move.overwrite) {
+    return Status::Error(move.to +
+                         ": already exists (another run wrote it meanwhile?); pass --force to "
+                         "overwrite it");
+  }
+  return Status::Error(move.to + ": cannot move the finished file " + move.from +
+                       " into place: " + std::strerror(err));
 }
 
 // Undoes `move`. Returns an empty string on success, else what failed.
@@ -74,6 +162,8 @@ std::string Undo(const FileMove& move, const MoveState& state) {
       std::error_code ec;
       fs::remove_all(state.backup_dir, ec);
     } else {
+      // NOTE: the folder's lock ends with this run, so a later run that
+      // writes the same NAME removes the folder and the old file in it.
       if (failure.empty()) {
         failure = move.to + ": cannot put the old file back: " + std::strerror(errno);
       }
@@ -101,26 +191,21 @@ Status MoveFilesIntoPlace(const std::vector<FileMove>& moves) {
   for (; done < moves.size(); ++done) {
     const FileMove& move = moves[done];
     MoveState& state = states[done];
-    struct stat info {};
-    if (::lstat(move.to.c_str(), &info) == 0 && !S_ISDIR(info.st_mode)) {
-      failed = KeepAside(move.to, &state);
-      if (!failed.ok()) break;
-    }
-    if (::rename(move.from.c_str(), move.to.c_str()) != 0) {
-      failed = Status::Error(move.to + ": cannot move the finished file " + move.from +
-                             " into place: " + std::strerror(errno));
-      break;
-    }
+    failed = PrepareMove(move, &state);
+    if (!failed.ok()) break;
+    failed = Move(move);
+    if (!failed.ok()) break;
     state.moved = true;
     PauseForTests();
   }
 
   if (failed.ok()) {
-    for (const MoveState& state : states) {
+    for (MoveState& state : states) {
       if (state.backup_dir.empty()) continue;
       std::error_code ec;
       fs::remove_all(state.backup_dir, ec);
       if (ec) LogWarning(state.backup_dir + ": cannot remove the replaced file: " + ec.message());
+      ReleaseBackupLock(&state);
     }
     return Status::Ok();
   }
@@ -129,6 +214,7 @@ Status MoveFilesIntoPlace(const std::vector<FileMove>& moves) {
   std::string undo_failures;
   for (std::size_t i = done + 1; i-- > 0;) {
     const std::string failure = Undo(moves[i], states[i]);
+    ReleaseBackupLock(&states[i]);
     if (!failure.empty()) undo_failures += "; " + failure;
   }
   if (undo_failures.empty()) {

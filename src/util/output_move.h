@@ -16,14 +16,24 @@ namespace sdonnx {
 struct FileMove {
   std::string from;
   std::string to;
+  // Whether an existing `to` may be replaced (the run was given --force).
+  bool overwrite = false;
 };
 
 // Renames each `from` to its `to`, in order, while holding the lock of
-// LockOutputMoves. A `to` that exists and is not a folder is kept aside
-// first. If a rename fails, the moves already done are undone in reverse
-// order: each new file goes back to `from`, and the file it replaced is put
-// back at `to`. The error names the file that failed and, if undoing failed
-// too, where each old file was kept.
+// LockOutputMoves. Without `overwrite`, a `to` that exists at the moment of
+// its rename fails the set, even if it appeared after the run checked its
+// output names: another run may have written it meanwhile. With
+// `overwrite`, a `to` that exists and is not a folder is kept aside first,
+// in a folder ".NAME.sdonnx-old-XXXXXX" beside it that is locked with flock
+// while this run lives. If a rename fails, the moves already done are
+// undone in reverse order: each new file goes back to `from`, and the file
+// it replaced is put back at `to`. The error names the file that failed
+// and, if undoing failed too, where each old file was kept.
+//
+// Before each move, the ".NAME.sdonnx-old-XXXXXX" folders of the same NAME
+// whose lock no live run has are removed, with a warning that names the
+// path and its size. A run killed by SIGKILL during its moves leaves them.
 //
 // For tests only: SDONNX_TEST_MOVE_PAUSE_MS=N sleeps N milliseconds after
 // each rename, still holding the lock, so that a test can send a signal in
