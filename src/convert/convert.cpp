@@ -14,6 +14,7 @@
 #include "convert/component_settings.h"
 #include "convert/prediction_probe.h"
 #include "formats/checkpoint.h"
+#include "formats/conversion_id.h"
 #include "formats/diffusers_vae_keys.h"
 #include "model/expected_keys.h"
 #include "model/shape_check.h"
@@ -280,7 +281,8 @@ void WarnAboutPositionIds(const Checkpoint& checkpoint) {
 // rebuild needs to restore the checkpoint.
 Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std::string>& used,
                                 const std::vector<std::string>& components,
-                                const SourceDigests& digests, const std::string& path) {
+                                const SourceDigests& digests, const std::string& conversion_id,
+                                const std::string& path) {
   SourceRecord record;
   record.source_file = fs::path(checkpoint.path()).filename().string();
   record.source_sha256 = digests.file_sha256;
@@ -297,7 +299,8 @@ Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std
   }
   LogInfo("writing " + fs::path(path).filename().string() + " with " +
           std::to_string(checkpoint.tensors().size() - used.size()) + " tensors no graph uses");
-  return WriteExtrasFile(path, checkpoint, used, record, {{"sdonnx.version", SDONNX_VERSION}});
+  return WriteExtrasFile(path, checkpoint, used, record,
+                         {{"sdonnx.version", SDONNX_VERSION}, {kConversionIdKey, conversion_id}});
 }
 
 }  // namespace
@@ -393,6 +396,10 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   write_options.external_data = options.external_data;
   write_options.producer_version = SDONNX_VERSION;
   write_options.metadata = CommonMetadata(spec, options.model_path);
+  // Every file of this run names the id; readers reject a folder or an
+  // .onnx/.data pair whose files name different ones.
+  report.conversion_id = NewConversionId();
+  write_options.metadata[kConversionIdKey] = report.conversion_id;
   std::vector<std::string> components;
   for (const ComponentPlan& p : plan) components.push_back(p.component);
   components.push_back(kExtrasComponent);
@@ -436,7 +443,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   report.source_sha256 = digests.get().file_sha256;
   SDONNX_ASSIGN_OR_RETURN(const WrittenFile extras,
                           WriteExtras(*checkpoint, used_keys, components, digests.get(),
-                                      (staging.path() / ExtrasFileName(stem)).string()));
+                                      report.conversion_id, (staging.path() / ExtrasFileName(stem)).string()));
   report.extras = extras;
 
   // Every file is complete and checked; move them into place.

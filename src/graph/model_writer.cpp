@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "formats/conversion_id.h"
 #include "formats/onnx_file.h"
 #include "runtime/ort_session.h"
 #include "util/atomic_file.h"
@@ -208,6 +209,12 @@ Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& c
                                                     "external data of " + data_name));
   const std::string data_path = (std::filesystem::path(dir) / data_name).string();
   SDONNX_ASSIGN_OR_RETURN(AtomicFile data, AtomicFile::Create(data_path, /*overwrite=*/true));
+  // A run with a conversion id marks the data file as its own, so that a
+  // reader can tell when the .onnx file is paired with another run's data.
+  const auto id = options.metadata.find(kConversionIdKey);
+  if (id != options.metadata.end()) {
+    SDONNX_RETURN_IF_ERROR(data.Write(DataFileHeader(id->second)));
+  }
   std::map<std::string, onnx::TensorProto*> by_name;
   for (auto& init : *builder.model().mutable_graph()->mutable_initializer()) {
     by_name[init.name()] = &init;
@@ -331,6 +338,9 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
   if (external) {
     SDONNX_ASSIGN_OR_RETURN(WrittenFile data, WriteExternalData(builder, checkpoint, dir,
                                                                 file_name + ".data", options));
+    if (options.metadata.contains(kConversionIdKey)) {
+      add_metadata({{kExternalDataBytesKey, std::to_string(data.bytes)}});
+    }
     if (options.late_metadata) add_metadata(options.late_metadata());
     SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
     SDONNX_RETURN_IF_ERROR(out.Write(Serialize(model)));
