@@ -170,5 +170,20 @@ TEST(Extract, ParentThatIsAFileFails) {
   EXPECT_EQ(testing::ListFiles(dir.path()), std::vector<std::string>{"file"});
 }
 
+TEST(Extract, CheckpointInsteadOfModelIsNamed) {
+  TempDir dir;
+  ExtractOptions options;
+  options.onnx_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  options.output_path = (dir / "out.safetensors").string();
+  auto report = ExtractInitializers(options);
+  ASSERT_FALSE(report.ok());
+  const std::string message = report.status().message();
+  EXPECT_NE(message.find("tiny-sd1.safetensors: is a safetensors file, not an ONNX model"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("convert"), std::string::npos) << message;
+  EXPECT_TRUE(testing::ListFiles(dir.path()).empty());
+}
+
 }  // namespace
 }  // namespace sdonnx

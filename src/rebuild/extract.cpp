@@ -6,6 +6,7 @@
 
 #include "formats/onnx_file.h"
 #include "formats/safetensors.h"
+#include "formats/sniff.h"
 #include "util/temporaries.h"
 
 namespace sdonnx {
@@ -45,6 +46,15 @@ Result<ExtractReport> ExtractInitializers(const ExtractOptions& options) {
     return Status::Error(options.output_path +
                          ": is an existing file in the model's folder; write the extract to a "
                          "new file name or another folder");
+  }
+  // A checkpoint given by mistake gets a message about what it is instead
+  // of a protobuf parse error.
+  Result<FileFormat> format = SniffFile(options.onnx_path);
+  if (format.ok() && *format != FileFormat::kOnnx && *format != FileFormat::kUnknown &&
+      *format != FileFormat::kEmpty) {
+    return Status::Error(options.onnx_path + ": is a " + FileFormatName(*format) +
+                         " file, not an ONNX model; extract reads the .onnx files that convert "
+                         "writes (convert turns a checkpoint into them)");
   }
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<OnnxFile> file, OnnxFile::Open(options.onnx_path));
   ExtractReport report;
