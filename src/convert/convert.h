@@ -74,7 +74,7 @@ struct ConvertedComponent {
 struct ConvertReport {
   ModelSpec spec;
   std::string source_sha256;
-  // The random id that every file of this run names (sdonnx.conversion_id).
+  // The id that every file of this run names (sdonnx.conversion_id).
   std::string conversion_id;
   std::vector<ConvertedComponent> components;
   // extras_STEM.safetensors: the source tensors no graph stores and the

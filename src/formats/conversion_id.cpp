@@ -2,7 +2,8 @@
 
 #include <charconv>
 #include <cstring>
-#include <random>
+
+#include "util/sha256.h"
 
 namespace sdonnx {
 namespace {
@@ -24,15 +25,10 @@ bool IsLowerHex(const std::string& text) {
 
 }  // namespace
 
-std::string NewConversionId() {
-  std::random_device device;
-  std::string id;
-  constexpr char kDigits[] = "0123456789abcdef";
-  for (int word = 0; word < 4; ++word) {
-    const std::uint32_t bits = device();
-    for (int shift = 28; shift >= 0; shift -= 4) id.push_back(kDigits[(bits >> shift) & 0xf]);
-  }
-  return id;
+std::string ConversionId(const std::string& source_sha256, const std::string& settings) {
+  const std::string text = source_sha256 + "\n" + settings;
+  return Sha256Hex(std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()))
+      .substr(0, kIdDigits);
 }
 
 std::string DataFileHeader(const std::string& id) {

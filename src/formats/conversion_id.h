@@ -1,6 +1,6 @@
 // The id that ties together the files of one `sdonnx convert` run.
 //
-// Every file of a run names the same random 128-bit id, so that a folder
+// Every file of a run names the same 128-bit id, so that a folder
 // whose files come from different runs (an interrupted --force overwrite,
 // files copied over by hand) can be distinguished from a complete export:
 //  - .onnx files carry it as the metadata entry sdonnx.conversion_id, and
@@ -32,8 +32,11 @@ inline constexpr char kExternalDataBytesKey[] = "sdonnx.external_data_bytes";
 inline constexpr std::uint64_t kDataHeaderBytes = 4096;
 inline constexpr std::uint32_t kDataHeaderVersion = 1;
 
-// Returns a new id: 32 lowercase hex digits from std::random_device.
-std::string NewConversionId();
+// Returns the id of a run: the first 32 hex digits of the SHA-256 of the
+// source file's SHA-256 and `settings`, a text that names every setting the
+// output depends on. A repeated run therefore writes the same bytes, and runs
+// that differ in their source or settings get different ids.
+std::string ConversionId(const std::string& source_sha256, const std::string& settings);
 
 // Returns the kDataHeaderBytes bytes of a data file header naming `id`.
 std::string DataFileHeader(const std::string& id);
