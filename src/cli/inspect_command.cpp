@@ -165,6 +165,7 @@ void PrintOnnxFile(const OnnxFileSummary& s) {
     PrintLine("  metadata: " + key + " = " + Shortened(value));
   }
   for (const std::string& warning : s.warnings) PrintLine("  warning: " + warning);
+  for (const std::string& problem : s.problems) PrintLine("  problem: " + problem);
 }
 
 void PrintOnnxFolder(const OnnxFolderSummary& s) {
@@ -181,6 +182,7 @@ void PrintOnnxFolder(const OnnxFolderSummary& s) {
     PrintLine("rebuild: " + s.rebuild);
   }
   for (const std::string& warning : s.warnings) PrintLine("warning: " + warning);
+  for (const std::string& problem : s.problems) PrintLine("problem: " + problem);
   for (const OnnxFileSummary& file : s.files) PrintOnnxFile(file);
 }
 
@@ -200,7 +202,18 @@ int Reject(const InspectArgs& args, const std::string& format, const std::string
   return ReportError(message);
 }
 
-// Prints `json` or the text form; returns the exit code.
+// Whether a summary lists problems, which make inspect exit with 1.
+bool HasProblems(const CheckpointSummary&) { return false; }
+bool HasProblems(const OnnxFileSummary& s) { return !s.problems.empty(); }
+bool HasProblems(const OnnxFolderSummary& s) {
+  return !s.problems.empty() || std::any_of(s.files.begin(), s.files.end(),
+                                            [](const OnnxFileSummary& f) {
+                                              return HasProblems(f);
+                                            });
+}
+
+// Prints `json` or the text form; returns the exit code: 1 when the
+// summary lists problems.
 template <typename Summary, typename Text, typename Json>
 int Emit(const InspectArgs& args, const std::string& format, const Result<Summary>& summary,
          Text text, Json to_json) {
@@ -210,7 +223,7 @@ int Emit(const InspectArgs& args, const std::string& format, const Result<Summar
   } else {
     text(*summary);
   }
-  return 0;
+  return HasProblems(*summary) ? 1 : 0;
 }
 
 int InspectCheckpointFile(const InspectArgs& args, FileFormat format) {

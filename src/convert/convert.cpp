@@ -14,6 +14,7 @@
 #include "convert/component_settings.h"
 #include "convert/prediction_probe.h"
 #include "formats/checkpoint.h"
+#include "formats/conversion_id.h"
 #include "formats/diffusers_vae_keys.h"
 #include "model/expected_keys.h"
 #include "model/shape_check.h"
@@ -276,11 +277,49 @@ void WarnAboutPositionIds(const Checkpoint& checkpoint) {
   }
 }
 
+// The settings a run's output depends on besides the source file, as text
+// for ConversionId: the sdonnx version, every option and the metadata that
+// detection produced.
+std::string RunSettings(const ConvertOptions& options,
+                        const std::map<std::string, std::string>& metadata) {
+  std::string text = std::string("version=") + SDONNX_VERSION;
+  auto add = [&text](const std::string& key, const std::string& value) {
+    text += "\n" + key + "=" + value;
+  };
+  add("opset", std::to_string(options.opset));
+  add("external_data", std::to_string(static_cast<int>(options.external_data)));
+  add("ema", options.ema ? "1" : "0");
+  add("fp16", options.fp16 ? "1" : "0");
+  add("fp16_sdxl_vae_decoder", options.fp16_sdxl_vae_decoder ? "1" : "0");
+  add("ort_attention", options.ort_attention ? "1" : "0");
+  add("attention_chunks", std::to_string(options.attention_chunks.value_or(0)));
+  add("prediction_type", options.prediction_type.value_or(""));
+  if (options.static_shape) {
+    add("static_shape", std::to_string(options.static_shape->width) + "x" +
+                            std::to_string(options.static_shape->height) + "x" +
+                            std::to_string(options.static_shape->batch));
+  }
+  // NOTE: a separate VAE file or config is named by its path, size and
+  // modification time, not its contents, which are not hashed.
+  for (const auto& [key, path] : {std::pair{"vae", options.vae_path},
+                                  std::pair{"config", options.config_path}}) {
+    if (!path) continue;
+    std::error_code ec;
+    const auto size = fs::file_size(*path, ec);
+    const auto time = fs::last_write_time(*path, ec).time_since_epoch().count();
+    add(key, fs::absolute(*path, ec).string() + " " + std::to_string(size) + " " +
+                 std::to_string(time));
+  }
+  for (const auto& [key, value] : metadata) add("metadata." + key, value);
+  return text;
+}
+
 // Writes the source tensors that no graph stores, with the record that
 // rebuild needs to restore the checkpoint.
 Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std::string>& used,
                                 const std::vector<std::string>& components,
-                                const SourceDigests& digests, const std::string& path) {
+                                const SourceDigests& digests, const std::string& conversion_id,
+                                const std::string& path) {
   SourceRecord record;
   record.source_file = fs::path(checkpoint.path()).filename().string();
   record.source_sha256 = digests.file_sha256;
@@ -297,7 +336,8 @@ Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std
   }
   LogInfo("writing " + fs::path(path).filename().string() + " with " +
           std::to_string(checkpoint.tensors().size() - used.size()) + " tensors no graph uses");
-  return WriteExtrasFile(path, checkpoint, used, record, {{"sdonnx.version", SDONNX_VERSION}});
+  return WriteExtrasFile(path, checkpoint, used, record,
+                         {{"sdonnx.version", SDONNX_VERSION}, {kConversionIdKey, conversion_id}});
 }
 
 }  // namespace
@@ -397,6 +437,12 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   for (const ComponentPlan& p : plan) components.push_back(p.component);
   components.push_back(kExtrasComponent);
   write_options.metadata["sdonnx.components"] = JoinComponents(components);
+  // Every file of this run names the id; readers reject a folder or an
+  // .onnx/.data pair whose files name different ones.
+  const std::string settings_text = RunSettings(options, write_options.metadata);
+  write_options.conversion_id = [digests, settings_text] {
+    return ConversionId(digests.get().file_sha256, settings_text);
+  };
   std::set<std::string> used_keys;  // Source tensors that some graph stores.
   write_options.late_metadata = [digests]() -> std::map<std::string, std::string> {
     return {{"sdonnx.source_sha256", digests.get().file_sha256}};
@@ -434,8 +480,10 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   }
 
   report.source_sha256 = digests.get().file_sha256;
+  report.conversion_id = write_options.conversion_id();
   SDONNX_ASSIGN_OR_RETURN(const WrittenFile extras,
                           WriteExtras(*checkpoint, used_keys, components, digests.get(),
+                                      report.conversion_id,
                                       (staging.path() / ExtrasFileName(stem)).string()));
   report.extras = extras;
 

@@ -74,6 +74,8 @@ struct ConvertedComponent {
 struct ConvertReport {
   ModelSpec spec;
   std::string source_sha256;
+  // The id that every file of this run names (sdonnx.conversion_id).
+  std::string conversion_id;
   std::vector<ConvertedComponent> components;
   // extras_STEM.safetensors: the source tensors no graph stores and the
   // record that rebuild restores the checkpoint from.

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "formats/conversion_id.h"
 #include "formats/protobuf_wire.h"
 
 namespace sdonnx {
@@ -165,6 +166,12 @@ Result<std::unique_ptr<OnnxFile>> OnnxFile::Open(const std::string& path) {
   for (int i = 0; i < graph.initializer_size(); ++i) {
     SDONNX_RETURN_IF_ERROR(file->LoadInitializer(graph.initializer(i), file->initializers_.size())
                                .WithContext(path));
+  }
+  // After the per-initializer range checks, so that a truncated data file
+  // is reported with the initializer and the bytes it needs.
+  for (const auto& [location, data] : file->data_files_) {
+    SDONNX_RETURN_IF_ERROR(
+        CheckDataFileMatches(path, file->metadata_, data->path(), data->bytes(), data->size()));
   }
   return file;
 }

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <set>
 
+#include "formats/conversion_id.h"
+
 namespace sdonnx {
 namespace {
 
@@ -162,6 +164,25 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   return Status::Ok();
 }
 
+// Checks that every loaded file names the same sdonnx.conversion_id, or
+// that none does (exports of older sdonnx versions). A mix means that the
+// folder contains files of different convert runs, such as after a --force
+// overwrite that was killed part way.
+Status CheckSameConversion(const std::string& dir, const std::vector<const OrtModel*>& models) {
+  std::map<std::string, std::vector<std::string>> files_by_id;  // "" for no id
+  for (const OrtModel* model : models) {
+    const auto metadata = model->Metadata();
+    const auto id = metadata.find(kConversionIdKey);
+    files_by_id[id == metadata.end() ? std::string() : id->second].push_back(
+        fs::path(model->path()).filename().string());
+  }
+  if (files_by_id.size() <= 1) return Status::Ok();
+  return Status::Error(dir + ": the files come from different convert runs (" +
+                       DescribeConversions(files_by_id) +
+                       "), so they may not fit together; convert the checkpoint again with "
+                       "--force");
+}
+
 }  // namespace
 
 Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_t height,
@@ -207,6 +228,11 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
   if (need_encoder) {
     SDONNX_ASSIGN_OR_RETURN(set->encoder_, LoadComponent(dir, "vae_encoder", stem, options, run));
   }
+  std::vector<const OrtModel*> loaded;
+  for (const auto* model : {&set->unet_, &set->text_, &set->text_2_, &set->decoder_, &set->encoder_}) {
+    if (*model) loaded.push_back(model->get());
+  }
+  SDONNX_RETURN_IF_ERROR(CheckSameConversion(dir, loaded));
   return set;
 }
 

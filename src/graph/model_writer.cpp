@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "formats/conversion_id.h"
 #include "formats/onnx_file.h"
 #include "runtime/ort_session.h"
 #include "util/atomic_file.h"
@@ -208,6 +209,13 @@ Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& c
                                                     "external data of " + data_name));
   const std::string data_path = (std::filesystem::path(dir) / data_name).string();
   SDONNX_ASSIGN_OR_RETURN(AtomicFile data, AtomicFile::Create(data_path, /*overwrite=*/true));
+  // A run with a conversion id marks the data file as its own, so that a
+  // reader can tell when the .onnx file is paired with another run's data.
+  // The id is known only after the weights are written, so its header is
+  // reserved here and filled in below.
+  if (options.conversion_id) {
+    SDONNX_RETURN_IF_ERROR(data.Write(std::string(kDataHeaderBytes, '\0')));
+  }
   std::map<std::string, onnx::TensorProto*> by_name;
   for (auto& init : *builder.model().mutable_graph()->mutable_initializer()) {
     by_name[init.name()] = &init;
@@ -226,6 +234,11 @@ Result<WrittenFile> WriteExternalData(GraphBuilder& builder, const Checkpoint& c
     add_entry("location", data_name);
     add_entry("offset", std::to_string(offset));
     add_entry("length", std::to_string(ref.stored_bytes()));
+  }
+  if (options.conversion_id) {
+    const std::string header = DataFileHeader(options.conversion_id());
+    SDONNX_RETURN_IF_ERROR(data.WriteAt(
+        0, std::span(reinterpret_cast<const std::uint8_t*>(header.data()), header.size())));
   }
   const WrittenFile file{data_path, data.bytes_written()};
   SDONNX_RETURN_IF_ERROR(data.Commit());
@@ -331,6 +344,10 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
   if (external) {
     SDONNX_ASSIGN_OR_RETURN(WrittenFile data, WriteExternalData(builder, checkpoint, dir,
                                                                 file_name + ".data", options));
+    if (options.conversion_id) {
+      add_metadata({{kConversionIdKey, options.conversion_id()},
+                    {kExternalDataBytesKey, std::to_string(data.bytes)}});
+    }
     if (options.late_metadata) add_metadata(options.late_metadata());
     SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
     SDONNX_RETURN_IF_ERROR(out.Write(Serialize(model)));
@@ -338,6 +355,7 @@ Result<std::vector<WrittenFile>> WriteModel(GraphBuilder& builder, const Checkpo
     written.push_back(data);
     SDONNX_RETURN_IF_ERROR(out.Commit());
   } else {
+    if (options.conversion_id) add_metadata({{kConversionIdKey, options.conversion_id()}});
     if (options.late_metadata) add_metadata(options.late_metadata());
     SDONNX_ASSIGN_OR_RETURN(AtomicFile out, AtomicFile::Create(path, /*overwrite=*/true));
     SDONNX_RETURN_IF_ERROR(WriteInline(builder, checkpoint, out, options));

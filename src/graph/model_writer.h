@@ -38,8 +38,12 @@ struct ModelWriteOptions {
   ExternalData external_data = ExternalData::kAuto;
   std::map<std::string, std::string> metadata;
   // Metadata that may still be computing while weights are written (the
-  // source file's hash); called once, right before the model is serialized.
+  // source file's hash); called right before the model is serialized.
   std::function<std::map<std::string, std::string>()> late_metadata;
+  // The id of the convert run (see formats/conversion_id.h), which may also
+  // depend on the source file's hash; called once the weights are written.
+  // When set, the id goes into the metadata and the header of the data file.
+  std::function<std::string()> conversion_id;
   std::string producer_version;
   // Threads that convert weight dtypes (float32 to float16) while writing.
   int conversion_threads = 2;

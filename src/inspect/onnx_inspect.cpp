@@ -7,10 +7,13 @@
 #include <climits>
 #include <optional>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
+#include "formats/conversion_id.h"
 #include "formats/dtype.h"
 #include "formats/mapped_file.h"
+#include "formats/safetensors.h"
 #include "inspect/onnx_family.h"
 #include "rebuild/source_record.h"
 
@@ -120,6 +123,21 @@ std::optional<fs::path> FirstSymlink(const fs::path& dir, const fs::path& relati
   return std::nullopt;
 }
 
+// Records a problem when the data file at `data` belongs to another
+// conversion than the model (see formats/conversion_id.h).
+void CheckDataFileConversion(const fs::path& model_path, const fs::path& data,
+                             std::uint64_t size, OnnxFileSummary* out) {
+  std::vector<std::uint8_t> head(static_cast<std::size_t>(std::min(size, kDataHeaderBytes)));
+  std::ifstream in(data, std::ios::binary);
+  if (!in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(head.size()))) {
+    out->problems.push_back(data.string() + ": cannot be read");
+    return;
+  }
+  const Status matches = CheckDataFileMatches(model_path.string(), out->metadata, data.string(),
+                                              head, size);
+  if (!matches.ok()) out->problems.push_back(matches.message());
+}
+
 void CheckExternalFiles(const std::map<std::string, std::uint64_t>& needed,
                         const fs::path& model_path, OnnxFileSummary* out) {
   for (const auto& [location, end] : needed) {
@@ -146,7 +164,12 @@ void CheckExternalFiles(const std::map<std::string, std::uint64_t>& needed,
       continue;
     }
     const std::uint64_t size = fs::file_size(data, ec);
-    if (ec || size >= end) continue;
+    if (ec) continue;
+    if (size >= end) {
+      // A truncated file gets the warning below instead.
+      CheckDataFileConversion(model_path, data, size, out);
+      continue;
+    }
     out->truncated_external_data_files.push_back({location, end, size});
     out->warnings.push_back("external data file " + data.string() + " is truncated: the "
                             "initializers need " + std::to_string(end) + " bytes, but it has " +
@@ -261,10 +284,35 @@ Result<OnnxFileSummary> InspectOnnxFile(const std::string& path) {
   return out;
 }
 
+// Adds the extras file of the export in `dir`, when there is one, to the
+// file names by conversion id. Its id is in its safetensors metadata.
+void AddExtrasConversion(const std::string& dir, const std::vector<OnnxFileSummary>& files,
+                         std::map<std::string, std::vector<std::string>>* conversions) {
+  std::set<std::string> names;
+  for (const OnnxFileSummary& file : files) {
+    if (!file.made_by_sdonnx) continue;
+    std::string stem = fs::path(file.path).stem().string();
+    if (stem.starts_with(file.component + "_")) stem = stem.substr(file.component.size() + 1);
+    names.insert(ExtrasFileName(stem));
+  }
+  for (const std::string& name : names) {
+    std::error_code ec;
+    const fs::path extras = fs::path(dir) / name;
+    if (!fs::is_regular_file(extras, ec)) continue;
+    Result<std::unique_ptr<SafetensorsFile>> opened = SafetensorsFile::Open(extras.string());
+    if (!opened.ok()) continue;  // DescribeRebuild and rebuild report a damaged extras file.
+    const auto id = (*opened)->metadata().find(kConversionIdKey);
+    (*conversions)[id == (*opened)->metadata().end() ? std::string() : id->second].push_back(
+        name);
+  }
+}
+
 // Whether `sdonnx rebuild` can restore the checkpoint that an sdonnx export
 // came from: it needs the extras file, every component the export listed
 // (sdonnx.components), and weights kept at the source's precision.
-void DescribeRebuild(const std::string& path, OnnxFolderSummary* out) {
+// `mixed` is why the files do not form one export (different checkpoints or
+// conversions), or empty.
+void DescribeRebuild(const std::string& path, const std::string& mixed, OnnxFolderSummary* out) {
   const OnnxFileSummary* first = nullptr;
   for (const OnnxFileSummary& file : out->files) {
     if (file.made_by_sdonnx && file.metadata.contains("sdonnx.components")) first = &file;
@@ -294,7 +342,10 @@ void DescribeRebuild(const std::string& path, OnnxFolderSummary* out) {
     }
   }
 
-  if (out->extras_file.empty()) {
+  if (!mixed.empty()) {
+    out->rebuild = "cannot restore the checkpoint: " + mixed +
+                   "; convert the checkpoint again into an empty folder";
+  } else if (out->extras_file.empty()) {
     out->rebuild = "cannot restore the checkpoint: the extras file " + extras + " is missing";
   } else if (!missing.empty()) {
     out->rebuild = "cannot restore the checkpoint: the export lacks " + JoinComponents(missing) +
@@ -333,8 +384,21 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
   std::set<std::string> families;
   std::set<std::string> sources;
   std::set<std::string> present;
+  // File names by conversion id, "" for sdonnx files without one.
+  std::map<std::string, std::vector<std::string>> conversions;
   for (const fs::path& file : paths) {
-    SDONNX_ASSIGN_OR_RETURN(OnnxFileSummary summary, InspectOnnxFile(file.string()));
+    Result<OnnxFileSummary> inspected = InspectOnnxFile(file.string());
+    if (!inspected.ok()) {
+      // One damaged file should not hide what the others hold.
+      out.problems.push_back(inspected.status().message());
+      continue;
+    }
+    OnnxFileSummary summary = std::move(inspected).value();
+    if (summary.made_by_sdonnx) {
+      const auto id = summary.metadata.find(kConversionIdKey);
+      conversions[id == summary.metadata.end() ? std::string() : id->second].push_back(
+          file.filename().string());
+    }
     if (auto f = summary.metadata.find("sdonnx.family"); f != summary.metadata.end()) {
       families.insert(f->second);
     }
@@ -349,9 +413,21 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
     out.files.push_back(std::move(summary));
   }
   if (families.size() > 1) out.warnings.push_back("files of different families in one folder");
+  AddExtrasConversion(path, out.files, &conversions);
+  std::string mixed;
   if (sources.size() > 1) {
-    out.warnings.push_back("files converted from " + std::to_string(sources.size()) +
-                           " different checkpoints (sdonnx.source_sha256 differs)");
+    mixed = "files converted from " + std::to_string(sources.size()) +
+            " different checkpoints (sdonnx.source_sha256 differs)";
+    out.warnings.push_back(mixed);
+  } else if (conversions.size() > 1) {
+    mixed = "files from " + std::to_string(conversions.size()) +
+            " different convert runs (" + DescribeConversions(conversions) + ")";
+  }
+  if (conversions.size() > 1) {
+    out.problems.push_back("files from " + std::to_string(conversions.size()) +
+                           " different convert runs (" + DescribeConversions(conversions) +
+                           "); they may not fit together, so convert the checkpoint again "
+                           "into an empty folder");
   }
   const OnnxFileSummary* unet = nullptr;
   for (const OnnxFileSummary& file : out.files) {
@@ -370,7 +446,7 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
     (present.contains(component) ? out.present_components : out.missing_components)
         .push_back(component);
   }
-  DescribeRebuild(path, &out);
+  DescribeRebuild(path, mixed, &out);
   return out;
 }
 
@@ -412,7 +488,8 @@ nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& s) {
           {"truncated_external_data_files", truncated},
           {"family", s.family.empty() ? json(nullptr) : json(s.family)},
           {"family_basis", s.family_basis},
-          {"warnings", s.warnings}};
+          {"warnings", s.warnings},
+          {"problems", s.problems}};
 }
 
 nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& s) {
@@ -426,6 +503,7 @@ nlohmann::json OnnxFolderSummaryJson(const OnnxFolderSummary& s) {
           {"present_components", s.present_components},
           {"missing_components", s.missing_components},
           {"warnings", s.warnings},
+          {"problems", s.problems},
           {"extras_file", s.extras_file.empty() ? json(nullptr) : json(s.extras_file)},
           {"rebuild_possible", s.rebuild_possible},
           {"rebuild", s.rebuild},

@@ -1,6 +1,6 @@
 // Summaries of ONNX files and folders of them, for `sdonnx inspect`.
 // Files are parsed with onnx::ModelProto. External data files are checked
-// for existence and size but never read.
+// for existence, size and their sdonnx header; their tensors are never read.
 #pragma once
 
 #include <cstdint>
@@ -59,6 +59,9 @@ struct OnnxFileSummary {
   std::string family;
   std::string family_basis;
   std::vector<std::string> warnings;
+  // Reasons the file cannot be used as it is, such as an external data file
+  // of another conversion (formats/conversion_id.h).
+  std::vector<std::string> problems;
 };
 
 struct OnnxFolderSummary {
@@ -69,6 +72,9 @@ struct OnnxFolderSummary {
   std::vector<std::string> present_components;
   std::vector<std::string> missing_components;  // of a full pipeline of `family`
   std::vector<std::string> warnings;
+  // Files that cannot be read, and files of different conversions. The
+  // files' own problems are in `files`.
+  std::vector<std::string> problems;
   // For an export that sdonnx wrote: the extras file's name, or empty when
   // it is missing, and whether `sdonnx rebuild` can restore the source
   // checkpoint, with the reason when it cannot. Both empty for other
@@ -80,7 +86,8 @@ struct OnnxFolderSummary {
 
 Result<OnnxFileSummary> InspectOnnxFile(const std::string& path);
 // Reads every .onnx file in `path` and in its direct subfolders (the
-// diffusers layout: unet/model.onnx, ...).
+// diffusers layout: unet/model.onnx, ...). A file that cannot be parsed is
+// listed in `problems` and the others are still summarized.
 Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path);
 
 nlohmann::json OnnxFileSummaryJson(const OnnxFileSummary& summary);

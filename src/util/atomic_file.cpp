@@ -124,6 +124,23 @@ void AtomicFile::Hash(std::span<const std::uint8_t> bytes) {
   if (hasher_) hasher_->Update(bytes);
 }
 
+Status AtomicFile::WriteAt(std::uint64_t offset, std::span<const std::uint8_t> bytes) {
+  if (fd_ < 0) return Status::Error(path_ + ": write after close");
+  if (offset + bytes.size() > written_) {
+    return Status::Error(path_ + ": internal error: rewriting bytes " + std::to_string(offset) +
+                         " to " + std::to_string(offset + bytes.size()) + " of " +
+                         std::to_string(written_) + " written");
+  }
+  for (std::size_t done = 0; done < bytes.size();) {
+    const ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done,
+                               static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::Error(WriteFailure(path_, offset + done, bytes.size() - done, errno));
+    done += static_cast<std::size_t>(n);
+  }
+  return Status::Ok();
+}
+
 Status AtomicFile::Write(std::span<const std::uint8_t> bytes) {
   if (fd_ < 0) return Status::Error(path_ + ": write after close");
   const std::uint8_t* data = bytes.data();

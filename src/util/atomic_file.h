@@ -54,6 +54,9 @@ class AtomicFile {
   // in memory) is written instead where they do not.
   Status CopyRange(int source_fd, std::uint64_t offset, std::uint64_t length,
                    std::span<const std::uint8_t> fallback);
+  // Overwrites bytes already written, from `offset`; the file size and
+  // bytes_written() stay as they are.
+  Status WriteAt(std::uint64_t offset, std::span<const std::uint8_t> bytes);
   // Writes zero bytes until the file size is a multiple of `alignment`.
   Status PadTo(std::uint64_t alignment);
   // Grows the file to `size` bytes without writing (a sparse hole).
