@@ -292,7 +292,8 @@ std::string RunSettings(const ConvertOptions& options,
   add("fp16", options.fp16 ? "1" : "0");
   add("fp16_sdxl_vae_decoder", options.fp16_sdxl_vae_decoder ? "1" : "0");
   add("ort_attention", options.ort_attention ? "1" : "0");
-  add("attention_chunks", std::to_string(options.attention_chunks.value_or(0)));
+  add("attention_chunks",
+      std::to_string(options.attention_chunks.value_or(kDefaultAttentionChunks)));
   add("prediction_type", options.prediction_type.value_or(""));
   if (options.static_shape) {
     add("static_shape", std::to_string(options.static_shape->width) + "x" +
