@@ -148,7 +148,7 @@ TEST(MixedExport, GenerateRejectsMixedConversionIds) {
 
   Result<std::unique_ptr<ModelSet>> set = LoadSet(dir / "old");
   ASSERT_FALSE(set.ok());
-  const std::string& message = set.status().message();
+  const std::string message = set.status().message();
   EXPECT_TRUE(Contains(message, "different convert runs")) << message;
   EXPECT_TRUE(Contains(message, "vae_decoder_tiny-sd1.onnx")) << message;
   EXPECT_TRUE(Contains(message, "unet_tiny-sd1.onnx")) << message;
