@@ -163,7 +163,7 @@ TEST(MixedExport, GenerateRejectsMixedConversionIds) {
 }
 
 // A new .onnx paired with another run's data file of the same size: the
-// offsets fit, so only the header tells the runs apart.
+// offsets fit, so only the header distinguishes the runs.
 TEST(MixedExport, OtherRunsDataOfSameSizeIsRejected) {
   TempDir dir;
   ASSERT_TRUE(Convert(dir / "old", ExternalData::kAlways).ok());

@@ -1,8 +1,8 @@
 // rebuild's checks before its output appears, and the cleanup of what a
-// killed or failed run leaves: the file hash is checked before the rename,
-// errors name the file that contains a damaged tensor, the source format is
-// validated, stale staging folders and temporaries of killed runs are
-// removed, and folders created for an output are removed on failure.
+// killed or failed run leaves. rebuild checks the file hash before the
+// rename, names the file that contains a damaged tensor and validates the
+// source format. Stale staging folders and temporaries of killed runs are
+// removed, and so are the folders created for an output that failed.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>

@@ -6,7 +6,7 @@
 //  - .onnx files carry it as the metadata entry sdonnx.conversion_id, and
 //    the extras safetensors file in its header metadata;
 //  - an external data file starts with a header of kDataHeaderBytes bytes
-//    that holds a magic string, a format version and the id, zero-padded.
+//    that contains a magic string, a format version and the id, zero-padded.
 //    Tensor offsets start after it, still 4096-aligned so that ONNX Runtime
 //    can memory-map them. The .onnx file also records the data file's exact
 //    length (sdonnx.external_data_bytes).

@@ -58,7 +58,7 @@ Result<TensorInfo> ParseTensorEntry(const std::string& where, const std::string&
   auto dtype = DTypeFromName(dtype_name);
   if (!dtype) {
     // safetensors spells the float8 dtypes F8_E4M3 and F8_E5M2. sdonnx reads
-    // neither, so the message asks for a copy of the file in a wider dtype.
+    // neither, so the message suggests a copy of the file in a wider dtype.
     const std::string advice =
         dtype_name.starts_with("F8_")
             ? "; float8 weights are not supported: use an F16, BF16 or F32 version of the file"

@@ -37,7 +37,7 @@ void RemoveRegisteredTemporaries();
 
 // An exclusive flock on a folder, held while a run removes stale
 // temporaries from it and creates and locks its own. Every run that does
-// this takes the same lock, so none of them sees another run's temporary in
+// this takes the same lock, so none of them finds another run's temporary in
 // the moment between its creation and its lock. locked() is false where the
 // file system rejects flock on a folder; callers then remove nothing.
 class FolderLock {
