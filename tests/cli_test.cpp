@@ -232,6 +232,28 @@ TEST(Cli, AttentionChunksMustBeAnInteger) {
   }
 }
 
+// Every integer option with a range says "not an integer" for text, not
+// "not in range".
+TEST(Cli, RangedIntegerOptionsRejectText) {
+  const std::string model = Quote(Fixture("tiny/tiny-sd1.safetensors"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"convert " + model + " out --opset-version abc", "--opset-version"},
+      {"convert " + model + " out --opset-version 17.5", "--opset-version"},
+      {"generate --model m --prompt p --output o.png --steps ten", "--steps"},
+      {"generate --model m --prompt p --output o.png --threads 2.5", "--threads"},
+  };
+  for (const auto& [arguments, option] : cases) {
+    SCOPED_TRACE(arguments);
+    TempDir dir;
+    const CommandResult r = RunSdonnx(arguments, "cd " + Quote(dir.path()) + " &&");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(option), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("is not an integer"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("not in range"), std::string::npos) << r.output;
+    EXPECT_TRUE(ListFiles(dir.path()).empty());
+  }
+}
+
 }  // namespace
 }  // namespace sdonnx
 

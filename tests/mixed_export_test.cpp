@@ -162,6 +162,23 @@ TEST(MixedExport, GenerateRejectsMixedConversionIds) {
   EXPECT_TRUE(Contains(summary->rebuild, "cannot restore")) << summary->rebuild;
 }
 
+// The ids are compared before any model is loaded: here loading the UNet
+// would fail on its missing data file, but the mix is reported first.
+TEST(MixedExport, GenerateComparesIdsBeforeLoading) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(dir / "old", ExternalData::kAlways).ok());
+  ASSERT_TRUE(Convert(dir / "new", ExternalData::kAlways, false, "tiny-sd1", 1).ok());
+  fs::remove(dir / "old" / "unet_tiny-sd1.onnx.data");
+  for (const char* name : {"vae_decoder_tiny-sd1.onnx", "vae_decoder_tiny-sd1.onnx.data"}) {
+    fs::copy_file(dir / "new" / name, dir / "old" / name, fs::copy_options::overwrite_existing);
+  }
+  Result<std::unique_ptr<ModelSet>> set = LoadSet(dir / "old");
+  ASSERT_FALSE(set.ok());
+  const std::string message = set.status().message();
+  EXPECT_TRUE(Contains(message, "different convert runs")) << message;
+  EXPECT_FALSE(Contains(message, ".onnx.data")) << message;
+}
+
 // A new .onnx paired with another run's data file of the same size: the
 // offsets fit, so only the header distinguishes the runs.
 TEST(MixedExport, OtherRunsDataOfSameSizeIsRejected) {
@@ -292,6 +309,43 @@ TEST(Inspect, TruncatedOnnxInFolderIsListedAsProblem) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(Contains(r.output, "problem: " + text.string())) << r.output;
   EXPECT_TRUE(Contains(r.output, "unet_tiny-sd1.onnx")) << r.output;
+}
+
+// verify on an export folder: OK for a complete export, FAILED with the
+// reason for a mixed folder and for a missing data file.
+TEST(VerifyFolder, CompleteExportPasses) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(dir / "onnx", ExternalData::kAlways).ok());
+  const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "onnx"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Contains(r.output, "OK: every component is present")) << r.output;
+  const auto json = testing::RunSdonnx("verify --json " + testing::Quote(dir / "onnx"));
+  EXPECT_EQ(json.exit_code, 0) << json.output;
+  EXPECT_TRUE(Contains(json.output, "\"ok\": true")) << json.output;
+}
+
+TEST(VerifyFolder, MixedExportFails) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(dir / "old", ExternalData::kNever).ok());
+  ASSERT_TRUE(Convert(dir / "new", ExternalData::kNever, false, "tiny-sd1", 1).ok());
+  fs::copy_file(dir / "new" / "vae_decoder_tiny-sd1.onnx", dir / "old" / "vae_decoder_tiny-sd1.onnx",
+                fs::copy_options::overwrite_existing);
+  const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "old"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "different convert runs")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "FAILED")) << r.output;
+}
+
+TEST(VerifyFolder, MissingDataFileFails) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(dir / "onnx", ExternalData::kAlways).ok());
+  fs::remove(dir / "onnx" / "unet_tiny-sd1.onnx.data");
+  const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "onnx"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "unet_tiny-sd1.onnx.data")) << r.output;
+  const auto json = testing::RunSdonnx("verify --json " + testing::Quote(dir / "onnx"));
+  EXPECT_EQ(json.exit_code, 1) << json.output;
+  EXPECT_TRUE(Contains(json.output, "\"ok\": false")) << json.output;
 }
 
 }  // namespace

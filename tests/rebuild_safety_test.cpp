@@ -25,6 +25,7 @@
 #include "rebuild/rebuild.h"
 #include "test_support.h"
 #include "util/log.h"
+#include "util/sha256.h"
 #include "util/temporaries.h"
 
 namespace sdonnx {
@@ -36,6 +37,7 @@ using testing::Fixture;
 using testing::ListFiles;
 using testing::Quote;
 using testing::RunSdonnx;
+using testing::RebuildFolder;
 using testing::TempDir;
 using testing::WarningLog;
 
@@ -56,15 +58,6 @@ Status Convert(const fs::path& model, const fs::path& out,
   options.config_path = Fixture("tiny/tiny-sd1.yaml").string();
   options.external_data = external;
   return ConvertCheckpoint(options).status();
-}
-
-Result<RebuildReport> Rebuild(const fs::path& dir, const fs::path& output,
-                              bool allow_partial = false) {
-  RebuildOptions options;
-  options.inputs = {dir.string()};
-  options.output_path = output.string();
-  options.allow_partial = allow_partial;
-  return RebuildCheckpoint(options);
 }
 
 // Replaces the first `from` in `text` with `to`, which has the same length.
@@ -125,22 +118,33 @@ TEST(RebuildHash, AllowPartialWritesMismatchWithWarning) {
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
   ASSERT_NO_FATAL_FAILURE(EditRecordedFormat(dir / "onnx" / "extras_tiny-sd1.safetensors"));
   WarningLog warnings;
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_FALSE(report->file_identical);
-  EXPECT_FALSE(report->partial);
+  EXPECT_TRUE(report->partial);
   EXPECT_EQ(report->output_sha256.size(), 64u);
   EXPECT_NE(report->output_sha256, report->source_sha256);
   EXPECT_TRUE(Contains(warnings.text(), "--allow-partial was given")) << warnings.text();
+  EXPECT_TRUE(Contains(warnings.text(), "marked partial")) << warnings.text();
   auto rebuilt = SafetensorsFile::Open((dir / "rebuilt.safetensors").string());
   ASSERT_TRUE(rebuilt.ok()) << rebuilt.status().message();
-  EXPECT_EQ((*rebuilt)->metadata().at("format"), "tf");
+  const auto& metadata = (*rebuilt)->metadata();
+  EXPECT_EQ(metadata.at("format"), "tf");
+  EXPECT_EQ(metadata.at("sdonnx.rebuild"), "partial");
+  EXPECT_EQ(metadata.at("sdonnx.rebuild_omitted_tensors"), "0");
+  EXPECT_EQ(metadata.at("sdonnx.rebuild_file_sha256_differs"), "true");
+  const std::string written = ReadText(dir / "rebuilt.safetensors");
+  EXPECT_EQ(report->output_sha256,
+            Sha256Hex({reinterpret_cast<const std::uint8_t*>(written.data()), written.size()}));
+  EXPECT_EQ(Temporaries(dir.path()), std::vector<std::string>{});
+  const auto result = RunSdonnx("verify " + Quote(dir / "rebuilt.safetensors"));
+  EXPECT_TRUE(Contains(result.output, "partial")) << result.output;
 }
 
 TEST(RebuildHash, ReportsWrittenFileHash) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_TRUE(report->file_identical);
   EXPECT_EQ(report->output_sha256, report->source_sha256);
@@ -160,7 +164,7 @@ fs::path ConvertWithTrailingBytes(const fs::path& dir, const std::string& traili
 TEST(RebuildHash, BytesOutsideTensorsAreNamed) {
   TempDir dir;
   ConvertWithTrailingBytes(dir.path(), "JUNKJUNK");
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
   const std::string message = report.status().message();
   EXPECT_TRUE(Contains(message, "The source had 8 bytes outside its header and tensors"))
@@ -169,7 +173,7 @@ TEST(RebuildHash, BytesOutsideTensorsAreNamed) {
   EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
 
   WarningLog warnings;
-  report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_FALSE(report->file_identical);
   EXPECT_TRUE(Contains(warnings.text(), "8 bytes outside")) << warnings.text();
@@ -217,7 +221,7 @@ void ExpectDamagedWeightNamed(ExternalData external, const std::string& holder_n
   const std::string key = "model.diffusion_model.out.2.bias";
   const fs::path holder = DamageInitializer(dir / "onnx" / "unet_tiny-sd1.onnx", key);
   EXPECT_EQ(holder.filename(), holder_name);
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
   ExpectDamageNamed(report.status().message(), key, holder);
 }
@@ -234,7 +238,7 @@ TEST(RebuildMessages, MissingComponentAdvisesCompleteExport) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
   fs::remove(dir / "onnx" / "vae_decoder_tiny-sd1.onnx");
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
   const std::string message = report.status().message();
   EXPECT_TRUE(Contains(message, "Give the complete export")) << message;
@@ -251,7 +255,7 @@ TEST(RebuildRecord, UnknownSourceFormatIsRejected) {
         extras, [&value](std::map<std::string, std::string>& m) {
           m["sdonnx.source_format"] = value;
         }));
-    auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+    auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
     ASSERT_FALSE(report.ok());
     const std::string message = report.status().message();
     EXPECT_TRUE(Contains(message, extras.string())) << message;
@@ -276,7 +280,7 @@ TEST(RebuildOutput, FailureRemovesCreatedFolders) {
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
   ASSERT_NO_FATAL_FAILURE(EditRecordedFormat(dir / "onnx" / "extras_tiny-sd1.safetensors"));
   fs::create_directories(dir / "kept");
-  auto report = Rebuild(dir / "onnx", dir / "kept" / "a" / "b" / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "kept" / "a" / "b" / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
   EXPECT_TRUE(fs::is_directory(dir / "kept"));
   EXPECT_FALSE(fs::exists(dir / "kept" / "a"));
@@ -286,7 +290,7 @@ TEST(RebuildOutput, ParentThatIsAFileIsRejected) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx").ok());
   testing::WriteBytes(dir / "notes.txt", "keep me");
-  auto report = Rebuild(dir / "onnx", dir / "notes.txt" / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "notes.txt" / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
   EXPECT_TRUE(Contains(report.status().message(), "notes.txt")) << report.status().message();
   EXPECT_EQ(ListFiles(dir.path()), (std::vector<std::string>{"notes.txt", "onnx"}));
@@ -339,7 +343,7 @@ TEST(StaleTemporaries, RebuildRemovesDeadTemporaryOfItsOutput) {
   const int lock_fd = TryLockFile(live);
   ASSERT_GE(lock_fd, 0);
   WarningLog warnings;
-  auto report = Rebuild(dir / "onnx", dir / "out" / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "out" / "rebuilt.safetensors");
   ::close(lock_fd);
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_FALSE(fs::exists(dead));

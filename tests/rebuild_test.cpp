@@ -30,6 +30,7 @@ using testing::Fixture;
 using testing::ListFiles;
 using testing::Quote;
 using testing::RunSdonnx;
+using testing::RebuildFolder;
 using testing::TempDir;
 
 Status Convert(const fs::path& model, const fs::path& out, const std::string& config,
@@ -41,15 +42,6 @@ Status Convert(const fs::path& model, const fs::path& out, const std::string& co
   options.external_data = external;
   options.ema = ema;
   return ConvertCheckpoint(options).status();
-}
-
-Result<RebuildReport> Rebuild(const fs::path& dir, const fs::path& output,
-                              bool allow_partial = false) {
-  RebuildOptions options;
-  options.inputs = {dir.string()};
-  options.output_path = output.string();
-  options.allow_partial = allow_partial;
-  return RebuildCheckpoint(options);
 }
 
 // Checks that `rebuilt` has exactly the tensors of `source` (any checkpoint
@@ -83,7 +75,7 @@ TEST_P(RoundTrip, RebuildGivesTheSourceTensors) {
   TempDir dir;
   const fs::path source = Fixture("tiny/" + GetParam() + ".safetensors");
   ASSERT_TRUE(Convert(source, dir / "onnx", GetParam()).ok());
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_FALSE(report->partial);
   EXPECT_TRUE(report->differing_keys.empty());
@@ -104,45 +96,11 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, RoundTrip,
                            return name;
                          });
 
-// Rewrites tiny-sd1 with every floating tensor narrowed to `dtype` (F16 by
-// rounding, BF16 by truncation) and adds `extra` tensors and metadata.
-fs::path NarrowedSource(const fs::path& dir, DType dtype,
-                        const std::vector<TensorToWrite>& extra = {}) {
-  auto source = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
-  EXPECT_TRUE(source.ok());
-  std::vector<std::vector<std::uint16_t>> buffers;
-  buffers.reserve((*source)->tensors().size());
-  std::vector<TensorToWrite> tensors;
-  for (const TensorInfo& t : (*source)->tensors()) {
-    if (!IsFloating(t.dtype) || t.dtype == dtype) {
-      tensors.push_back({t.name, t.dtype, t.shape, (*source)->Data(t), {}});
-      continue;
-    }
-    auto values = (*source)->ReadAsFloat(t.name);
-    EXPECT_TRUE(values.ok());
-    std::vector<std::uint16_t>& narrow = buffers.emplace_back(values->size());
-    for (std::size_t i = 0; i < narrow.size(); ++i) {
-      std::uint32_t bits;
-      std::memcpy(&bits, &(*values)[i], 4);
-      narrow[i] = dtype == DType::kF16 ? FloatToHalf((*values)[i])
-                                       : static_cast<std::uint16_t>(bits >> 16);
-    }
-    tensors.push_back({t.name, dtype, t.shape,
-                       {reinterpret_cast<const std::uint8_t*>(narrow.data()), narrow.size() * 2},
-                       {}});
-  }
-  for (const TensorToWrite& t : extra) tensors.push_back(t);
-  const fs::path path = dir / (std::string(DTypeName(dtype)) + "-sd1.safetensors");
-  EXPECT_TRUE(WriteSafetensors(path.string(), tensors, {{"format", "pt"}, {"note", "narrowed"}})
-                  .ok());
-  return path;
-}
-
 TEST(Rebuild, Float16SourceRoundTrips) {
   TempDir dir;
-  const fs::path source = NarrowedSource(dir.path(), DType::kF16);
+  const fs::path source = testing::NarrowedTinySd1(dir.path(), DType::kF16);
   ASSERT_TRUE(Convert(source, dir / "onnx", "tiny-sd1").ok());
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   ExpectSameTensors(source, dir / "rebuilt.safetensors");
   EXPECT_TRUE(report->file_identical);
@@ -159,9 +117,9 @@ TEST(Rebuild, Bfloat16SourceKeptAsBfloat16) {
     ASSERT_EQ(t.dtype, DType::kBF16);
     extra.push_back({"bf16_fixture." + t.name, t.dtype, t.shape, (*bf16)->Data(t), {}});
   }
-  const fs::path source = NarrowedSource(dir.path(), DType::kBF16, extra);
+  const fs::path source = testing::NarrowedTinySd1(dir.path(), DType::kBF16, extra);
   ASSERT_TRUE(Convert(source, dir / "onnx", "tiny-sd1").ok());
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   ExpectSameTensors(source, dir / "rebuilt.safetensors");
   auto rebuilt = SafetensorsFile::Open((dir / "rebuilt.safetensors").string());
@@ -175,7 +133,7 @@ TEST(Rebuild, CkptSourceRoundTrips) {
   TempDir dir;
   const fs::path source = Fixture("ckpt/tiny-sd1.ckpt");
   ASSERT_TRUE(Convert(source, dir / "onnx", "tiny-sd1").ok());
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   ExpectSameTensors(source, dir / "rebuilt.safetensors");
   // The tensors equal the safetensors file the .ckpt was saved from, too.
@@ -192,7 +150,7 @@ TEST(Rebuild, EmaConversionRoundTrips) {
   // Under --ema the main UNet weights are the ones no graph uses.
   EXPECT_NE((*extras)->Find("model.diffusion_model.input_blocks.0.0.weight"), nullptr);
   EXPECT_EQ((*extras)->Find("model_ema.diffusion_modelinput_blocks00weight"), nullptr);
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   ExpectSameTensors(source, dir / "rebuilt.safetensors");
 }
@@ -208,7 +166,7 @@ TEST(Rebuild, SeparateVaeConversionRoundTrips) {
   options.config_path = Fixture("tiny/tiny-sd1.yaml").string();
   options.vae_path = Fixture("tiny/tiny-sd1-inpaint.safetensors").string();
   ASSERT_TRUE(ConvertCheckpoint(options).ok());
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_TRUE(report->file_identical);
   ExpectSameTensors(source, dir / "rebuilt.safetensors");
@@ -218,7 +176,7 @@ TEST(Rebuild, ExternalDataExportRoundTrips) {
   TempDir dir;
   const fs::path source = Fixture("tiny/tiny-sdxl.safetensors");
   ASSERT_TRUE(Convert(source, dir / "onnx", "tiny-sdxl", ExternalData::kAlways).ok());
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   ExpectSameTensors(source, dir / "rebuilt.safetensors");
 }
@@ -303,7 +261,7 @@ TEST(Rebuild, ChangedTensorIsListedByKey) {
                   .ok());
   const std::string key = "model.diffusion_model.out.2.bias";
   ChangeUNetWeight(dir / "onnx", key);
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
   ExpectOneChangedTensor(report.status().message(), key, "XXH3-128");
   EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
@@ -352,7 +310,7 @@ void ConvertWithSha256Record(const fs::path& out) {
 TEST(Rebuild, Sha256RecordStillRebuilds) {
   TempDir dir;
   ASSERT_NO_FATAL_FAILURE(ConvertWithSha256Record(dir / "onnx"));
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();
   EXPECT_EQ(report->tensor_digest, TensorDigest::kSha256);
   EXPECT_TRUE(report->differing_keys.empty());
@@ -365,7 +323,7 @@ TEST(Rebuild, Sha256RecordNamesChangedTensor) {
   ASSERT_NO_FATAL_FAILURE(ConvertWithSha256Record(dir / "onnx"));
   const std::string key = "model.diffusion_model.out.2.bias";
   ChangeUNetWeight(dir / "onnx", key);
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors");
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors");
   ASSERT_FALSE(report.ok());
   ExpectOneChangedTensor(report.status().message(), key, "SHA-256");
 }
@@ -375,7 +333,7 @@ TEST(Rebuild, UnknownTensorDigestIsRejected) {
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1").ok());
   const fs::path extras = dir / "onnx" / "extras_tiny-sd1.safetensors";
   EditMetadata(extras, [](std::map<std::string, std::string>& m) { m[kTensorDigestKey] = "md5"; });
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
   ASSERT_FALSE(report.ok());
   const std::string message = report.status().message();
   EXPECT_NE(message.find(extras.string()), std::string::npos) << message;
@@ -390,7 +348,7 @@ TEST(Rebuild, DigestOfWrongLengthIsRejected) {
   // XXH3-128 digests under a record that names SHA-256.
   EditMetadata(dir / "onnx" / "extras_tiny-sd1.safetensors",
                [](std::map<std::string, std::string>& m) { m[kTensorDigestKey] = "sha256"; });
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
   ASSERT_FALSE(report.ok());
   EXPECT_NE(report.status().message().find("SHA-256 digest as 64 lowercase hex digits"),
             std::string::npos)
@@ -413,7 +371,7 @@ TEST(Rebuild, LossyExportIsRejected) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     ASSERT_TRUE(model.SerializeToOstream(&out));
   }
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
   ASSERT_FALSE(report.ok());
   EXPECT_NE(report.status().message().find("converted to fp16"), std::string::npos)
       << report.status().message();
@@ -439,7 +397,7 @@ TEST(Rebuild, MissingExtrasFileIsNamed) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1").ok());
   fs::remove(dir / "onnx" / "extras_tiny-sd1.safetensors");
-  auto report = Rebuild(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
+  auto report = RebuildFolder(dir / "onnx", dir / "rebuilt.safetensors", /*allow_partial=*/true);
   ASSERT_FALSE(report.ok());
   EXPECT_NE(report.status().message().find("extras_tiny-sd1.safetensors"), std::string::npos)
       << report.status().message();

@@ -54,3 +54,19 @@ TEST(SessionOptions, UnknownLevelIsRejected) {
 
 }  // namespace
 }  // namespace sdonnx
+
+namespace sdonnx {
+namespace {
+
+TEST(OrtErrors, AllocationFailureGetsSizeAndAdvice) {
+  const std::string advice = OrtAllocationAdvice(
+      "Non-zero status code returned while running MatMul node. Name:'/MatMul_0' Status "
+      "Message: bfc_arena.cc:359 Failed to allocate memory for requested buffer of size "
+      "4398046511104\n");
+  EXPECT_NE(advice.find("4096.0 GiB"), std::string::npos) << advice;
+  EXPECT_NE(advice.find("smaller image size"), std::string::npos) << advice;
+  EXPECT_EQ(OrtAllocationAdvice("Invalid input name: sample"), "");
+}
+
+}  // namespace
+}  // namespace sdonnx

@@ -203,6 +203,47 @@ void EditMetadata(const fs::path& path,
   fs::rename(edited, path);
 }
 
+std::filesystem::path NarrowedTinySd1(const std::filesystem::path& dir, DType dtype,
+                                      const std::vector<TensorToWrite>& extra) {
+  auto source = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
+  EXPECT_TRUE(source.ok());
+  std::vector<std::vector<std::uint16_t>> buffers;
+  buffers.reserve((*source)->tensors().size());
+  std::vector<TensorToWrite> tensors;
+  for (const TensorInfo& t : (*source)->tensors()) {
+    if (!IsFloating(t.dtype) || t.dtype == dtype) {
+      tensors.push_back({t.name, t.dtype, t.shape, (*source)->Data(t), {}});
+      continue;
+    }
+    auto values = (*source)->ReadAsFloat(t.name);
+    EXPECT_TRUE(values.ok());
+    std::vector<std::uint16_t>& narrow = buffers.emplace_back(values->size());
+    for (std::size_t i = 0; i < narrow.size(); ++i) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &(*values)[i], 4);
+      narrow[i] = dtype == DType::kF16 ? FloatToHalf((*values)[i])
+                                       : static_cast<std::uint16_t>(bits >> 16);
+    }
+    tensors.push_back({t.name, dtype, t.shape,
+                       {reinterpret_cast<const std::uint8_t*>(narrow.data()), narrow.size() * 2},
+                       {}});
+  }
+  for (const TensorToWrite& t : extra) tensors.push_back(t);
+  const std::filesystem::path path = dir / (std::string(DTypeName(dtype)) + "-sd1.safetensors");
+  EXPECT_TRUE(WriteSafetensors(path.string(), tensors, {{"format", "pt"}, {"note", "narrowed"}})
+                  .ok());
+  return path;
+}
+
+Result<RebuildReport> RebuildFolder(const std::filesystem::path& dir,
+                                    const std::filesystem::path& output, bool allow_partial) {
+  RebuildOptions options;
+  options.inputs = {dir.string()};
+  options.output_path = output.string();
+  options.allow_partial = allow_partial;
+  return RebuildCheckpoint(options);
+}
+
 }  // namespace sdonnx::testing
 
 namespace {

@@ -11,6 +11,9 @@
 
 #include <onnx/onnx_pb.h>
 
+#include "formats/dtype.h"
+#include "formats/safetensors.h"
+#include "rebuild/rebuild.h"
 #include "runtime/ort_session.h"
 #include "util/log.h"
 
@@ -108,5 +111,16 @@ void EditMetadata(const std::filesystem::path& path,
 
 // Writes `bytes` to `path` as they are.
 void WriteBytes(const std::filesystem::path& path, const std::string& bytes);
+
+// Writes tiny-sd1 into `dir` as DTYPE-sd1.safetensors (such as
+// F16-sd1.safetensors) with every floating tensor narrowed to `dtype` (F16
+// by rounding, BF16 by truncation), plus `extra` tensors. Returns its path.
+std::filesystem::path NarrowedTinySd1(const std::filesystem::path& dir, DType dtype,
+                                      const std::vector<TensorToWrite>& extra = {});
+
+// Runs RebuildCheckpoint on the export folder `dir`, writing `output`.
+Result<RebuildReport> RebuildFolder(const std::filesystem::path& dir,
+                                    const std::filesystem::path& output,
+                                    bool allow_partial = false);
 
 }  // namespace sdonnx::testing

@@ -82,7 +82,9 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--prompt", o.prompt, "What to draw (AUTOMATIC1111 emphasis syntax)")
       ->required();
   cmd->add_option("--negative-prompt", o.negative_prompt, "What to avoid");
-  cmd->add_option("--steps", o.steps, "Sampling steps")->check(CLI::Range(1, 1000))
+  cmd->add_option("--steps", o.steps, "Sampling steps")
+      ->check(IntegerValidator())
+      ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   cmd->add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale; 1 disables it")
       ->capture_default_str();
@@ -114,6 +116,7 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
                   "vocab.json and merges.txt");
   cmd->add_option("--threads", o.session.intra_op_threads, "CPU threads; 0 lets ONNX Runtime "
                   "choose")
+      ->check(IntegerValidator())
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   cmd->add_option("--graph-optimization", args->graph_optimization,

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -18,6 +19,21 @@
 #include "version.h"
 
 namespace sdonnx::cli {
+
+CLI::Validator IntegerValidator() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::int64_t value = 0;
+        const char* end = text.data() + text.size();
+        const auto [stop, error] = std::from_chars(text.data(), end, value);
+        if (stop == end && !text.empty() &&
+            (error == std::errc() || error == std::errc::result_out_of_range)) {
+          return "";
+        }
+        return "Value " + text + " is not an integer";
+      },
+      "INT");
+}
 
 int ReportError(const std::string& message) {
   std::cerr << "error: " << EscapeControlCharacters(message) << "\n";

@@ -114,8 +114,8 @@ void PrintReport(const RebuildReport& report, const std::string& output_path) {
     file_check = "; the source was a .ckpt file, so the output is a new safetensors file with "
                  "its tensors and no file hash to compare";
   } else {
-    // Reached with --allow-partial, after the library's warning, or for an
-    // extras file of an earlier version without the source's header.
+    // Reached for an extras file of an earlier version without the
+    // source's header.
     file_check = "; the file is not byte-identical to the source (SHA-256 " +
                  report.output_sha256 + ", source " + report.source_sha256 + ")";
   }

@@ -1,10 +1,14 @@
+#include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
+#include "inspect/onnx_inspect.h"
 #include "inspect/verify.h"
 
 namespace sdonnx::cli {
 namespace {
+
+namespace fs = std::filesystem;
 
 struct VerifyArgs {
   std::string path;
@@ -36,7 +40,66 @@ void PrintProblem(const VerifyProblem& problem) {
   PrintLine("  what to do: " + problem.advice);
 }
 
+// The problems that keep an export folder from being used as it is: files
+// that cannot be read or do not fit together, and missing components.
+std::vector<std::string> FolderProblems(const OnnxFolderSummary& folder) {
+  std::vector<std::string> problems = folder.problems;
+  for (const OnnxFileSummary& file : folder.files) {
+    const std::string name = fs::path(file.path).filename().string();
+    for (const std::string& problem : file.problems) problems.push_back(name + ": " + problem);
+    for (const std::string& data : file.missing_external_data_files) {
+      problems.push_back(name + ": its external data file " + data + " is missing");
+    }
+    for (const TruncatedDataFile& data : file.truncated_external_data_files) {
+      problems.push_back(name + ": its external data file " + data.location + " has " +
+                         std::to_string(data.actual_bytes) + " bytes, but its initializers end "
+                         "at byte " + std::to_string(data.expected_bytes));
+    }
+    for (const std::string& data : file.unsafe_external_data_files) {
+      problems.push_back(name + ": its external data location " + data +
+                         " points outside the folder");
+    }
+    for (const std::string& data : file.symlinked_external_data_files) {
+      problems.push_back(name + ": its external data location " + data + " is a symlink");
+    }
+  }
+  for (const std::string& component : folder.missing_components) {
+    problems.push_back("component " + component + " is missing");
+  }
+  return problems;
+}
+
+// Checks a folder of ONNX files (sdonnx's export or the diffusers layout)
+// instead of a checkpoint.
+int VerifyFolder(const VerifyArgs& args) {
+  Result<OnnxFolderSummary> folder = InspectOnnxFolder(args.path);
+  if (!folder.ok()) return ReportError(folder.status().message());
+  const std::vector<std::string> problems = FolderProblems(*folder);
+  if (args.json) {
+    nlohmann::json json = OnnxFolderSummaryJson(*folder);
+    json["ok"] = problems.empty();
+    json["verify_problems"] = problems;
+    PrintJson(json);
+    return problems.empty() ? 0 : 1;
+  }
+  PrintLine("folder: " + folder->path + " (ONNX export, " +
+            std::to_string(folder->files.size()) + " models)");
+  if (!folder->family.empty()) PrintLine("family: " + folder->family);
+  for (const std::string& problem : problems) PrintLine("problem: " + problem);
+  if (!folder->rebuild.empty()) PrintLine("rebuild: " + folder->rebuild);
+  if (!problems.empty()) {
+    PrintLine("FAILED: this export cannot be used as it is (" + std::to_string(problems.size()) +
+              (problems.size() == 1 ? " problem" : " problems") +
+              "); convert the checkpoint again into an empty folder, or with --force");
+    return 1;
+  }
+  PrintLine("OK: every component is present, readable and from one convert run");
+  return 0;
+}
+
 int RunVerify(const VerifyArgs& args) {
+  std::error_code ec;
+  if (fs::is_directory(args.path, ec)) return VerifyFolder(args);
   Result<VerifyReport> report = VerifyCheckpoint(args.path);
   if (!report.ok()) return ReportError(report.status().message());
   if (args.json) {
@@ -70,9 +133,11 @@ void AddVerifyCommand(CLI::App& app, std::function<int()>* run) {
   auto args = std::make_shared<VerifyArgs>();
   CLI::App* cmd = app.add_subcommand(
       "verify",
-      "Check that a checkpoint is complete for AUTOMATIC1111 and ComfyUI; exit 0 if it is, 1 "
-      "if a component or weight is missing");
-  cmd->add_option("path", args->path, "A .safetensors or .ckpt checkpoint")->required();
+      "Check that a checkpoint is complete for AUTOMATIC1111 and ComfyUI, or that a folder of "
+      "ONNX files is a complete export from one convert run; exit 0 if it is, 1 if not");
+  cmd->add_option("path", args->path,
+                  "A .safetensors or .ckpt checkpoint, or a folder of ONNX files")
+      ->required();
   cmd->add_flag("--json", args->json, "Print one JSON object (fields: docs/inspect-verify.md)");
   cmd->callback([run, args] { *run = [args] { return RunVerify(*args); }; });
 }

@@ -85,7 +85,10 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
         "vae_decoder: kept in float32 with source weights, because the SDXL VAE decoder "
         "overflows float16; --fp16-vae-decoder converts it anyway");
   }
-  settings.weight_precision = settings.float16 ? "fp16" : "source";
+  settings.float32_weights = options.fp32_weights && !settings.float16;
+  settings.weight_precision = settings.float16           ? "fp16"
+                              : settings.float32_weights ? "fp32"
+                                                         : "source";
   settings.metadata["sdonnx.weight_precision"] = settings.weight_precision;
   settings.metadata["sdonnx.compute_precision"] = settings.float16 ? "fp16" : "fp32";
   // The text encoders' attention has a causal mask, which the builder
@@ -113,11 +116,13 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
   return settings;
 }
 
-void LogConversion(const std::string& file_name, const WeightConversion& conversion) {
+void LogConversion(const std::string& file_name, const WeightConversion& conversion,
+                   bool widened) {
   if (conversion.converted_tensors == 0) return;
   const NarrowingCounts& total = conversion.total;
-  LogInfo(file_name + ": " + std::to_string(conversion.converted_tensors) +
-          " tensors converted to float16, " + std::to_string(total.values) + " values");
+  LogInfo(file_name + ": " + std::to_string(conversion.converted_tensors) + " tensors " +
+          (widened ? "widened to float32 (exact), " : "converted to float16, ") +
+          std::to_string(total.values) + " values");
   if (!total.lossy()) return;
   char largest[32];
   std::snprintf(largest, sizeof(largest), "%g", static_cast<double>(total.largest_clamped));

@@ -14,9 +14,10 @@ namespace sdonnx {
 
 struct ComponentSettings {
   bool float16 = false;
+  bool float32_weights = false;  // GraphBuilder::SetFloat32Weights
   bool ort_attention = false;  // GraphBuilder::SetOrtAttention
   std::int64_t attention_chunks = 1;  // GraphBuilder::SetAttentionChunks
-  std::string weight_precision = "source";          // sdonnx.weight_precision
+  std::string weight_precision = "source";  // sdonnx.weight_precision: or fp16, fp32
   std::map<std::string, std::int64_t> static_dims;  // GraphBuilder::SetStaticDims
   std::map<std::string, std::string> metadata;
 };
@@ -30,8 +31,10 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
 // checkpoint has no VAE.
 std::int64_t DownsampleFactor(const ModelSpec& spec);
 
-// Logs the narrowing counts of one written file: a warning with the worst
-// tensors when values were clamped or flushed to zero.
-void LogConversion(const std::string& file_name, const WeightConversion& conversion);
+// Logs the conversion counts of one written file: for a narrowing, a
+// warning with the worst tensors when values were clamped or flushed to
+// zero; `widened` for --fp32-weights, which is exact.
+void LogConversion(const std::string& file_name, const WeightConversion& conversion,
+                   bool widened);
 
 }  // namespace sdonnx

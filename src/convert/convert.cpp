@@ -290,6 +290,7 @@ std::string RunSettings(const ConvertOptions& options,
   add("external_data", std::to_string(static_cast<int>(options.external_data)));
   add("ema", options.ema ? "1" : "0");
   add("fp16", options.fp16 ? "1" : "0");
+  add("fp32_weights", options.fp32_weights ? "1" : "0");
   add("fp16_sdxl_vae_decoder", options.fp16_sdxl_vae_decoder ? "1" : "0");
   add("ort_attention", options.ort_attention ? "1" : "0");
   add("attention_chunks",
@@ -354,6 +355,10 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
                          " is invalid: use 1 (no chunks) to " +
                          std::to_string(kMaxAttentionChunks) + "; the default is " +
                          std::to_string(kDefaultAttentionChunks));
+  }
+  if (options.fp16 && options.fp32_weights) {
+    return Status::Error("--fp32-weights and --fp16 contradict each other: --fp16 stores every "
+                         "weight as float16; give one of them");
   }
   if (options.ort_attention && options.attention_chunks.has_value() && chunks > 1) {
     LogWarning("--attention-chunks " + std::to_string(chunks) +
@@ -454,6 +459,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     const ComponentSettings settings = SettingsFor(p.component, spec, options);
     GraphBuilder builder(*p.source, options.opset, p.component);
     builder.SetFloat16(settings.float16);
+    builder.SetFloat32Weights(settings.float32_weights);
     builder.SetOrtAttention(settings.ort_attention);
     builder.SetAttentionChunks(settings.attention_chunks);
     builder.SetStaticDims(settings.static_dims);
@@ -472,7 +478,15 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
     SDONNX_ASSIGN_OR_RETURN(
         std::vector<WrittenFile> files,
         WriteModel(builder, *p.source, staging.path().string(), file_name, component_options));
-    LogConversion(file_name, conversion);
+    LogConversion(file_name, conversion, settings.float32_weights);
+    if (!settings.float16 && !settings.float32_weights) {
+      for (const WeightRef& ref : builder.weights()) {
+        if (ref.stored == DType::kF16 || ref.stored == DType::kBF16) {
+          ++report.float32_graphs_with_narrow_weights;
+          break;
+        }
+      }
+    }
     report.components.push_back(
         {p.component, std::move(files), settings.weight_precision, conversion});
     if (p.source == checkpoint.get()) {

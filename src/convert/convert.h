@@ -46,6 +46,10 @@ struct ConvertOptions {
   // for attention scores, normalization statistics and the timestep
   // embedding. Inputs and outputs stay float32.
   bool fp16 = false;
+  // Without fp16: store float16 and bfloat16 source weights as float32,
+  // widened exactly. The files are twice as large, but ONNX Runtime loads
+  // them from the memory map instead of widening every weight at load.
+  bool fp32_weights = false;
   // With fp16: convert the SDXL VAE decoder to float16 too. By default it
   // stays float32, because its activations overflow float16.
   bool fp16_sdxl_vae_decoder = false;
@@ -67,7 +71,7 @@ struct ConvertOptions {
 struct ConvertedComponent {
   std::string component;  // unet, vae_encoder, vae_decoder, clip_text
   std::vector<WrittenFile> files;
-  std::string weight_precision;  // "source" or "fp16"
+  std::string weight_precision;  // "source", "fp16" or "fp32"
   WeightConversion conversion;   // counts of the float16 narrowing
 };
 
@@ -76,6 +80,9 @@ struct ConvertReport {
   std::string source_sha256;
   // The id that every file of this run names (sdonnx.conversion_id).
   std::string conversion_id;
+  // Float32 graphs that store float16 or bfloat16 weights, which ONNX
+  // Runtime widens at every load; ConvertOptions::fp32_weights avoids that.
+  int float32_graphs_with_narrow_weights = 0;
   std::vector<ConvertedComponent> components;
   // extras_STEM.safetensors: the source tensors no graph stores and the
   // record that rebuild restores the checkpoint from.

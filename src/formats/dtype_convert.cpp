@@ -106,6 +106,15 @@ Status ConvertElements(DType from, std::span<const std::uint8_t> source, DType t
     }
     return Status::Ok();
   }
+  if (to == DType::kF32 && (from == DType::kF16 || from == DType::kBF16)) {  // exact
+    for (std::size_t i = 0; i < count; ++i) {
+      std::uint16_t bits;
+      std::memcpy(&bits, source.data() + i * 2, 2);
+      const float value = from == DType::kF16 ? HalfToFloat(bits) : BFloat16ToFloat(bits);
+      std::memcpy(target.data() + i * 4, &value, 4);
+    }
+    return Status::Ok();
+  }
   for (std::size_t i = 0; i < count; ++i) {
     double wide;
     const float value = LoadAsFloat(from, source.data() + i * in_size, &wide);
@@ -117,6 +126,28 @@ Status ConvertElements(DType from, std::span<const std::uint8_t> source, DType t
     }
   }
   return Status::Ok();
+}
+
+bool NarrowExactly(std::span<const std::uint8_t> source, DType to,
+                   std::span<std::uint8_t> target) {
+  if ((to != DType::kF16 && to != DType::kBF16) || source.size() % 4 != 0 ||
+      target.size() * 2 != source.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < source.size() / 4; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, source.data() + i * 4, 4);
+    std::uint16_t narrow = 0;
+    if (to == DType::kBF16) {
+      if ((bits & 0xffffu) != 0) return false;
+      narrow = static_cast<std::uint16_t>(bits >> 16);
+    } else {
+      narrow = FloatToHalf(std::bit_cast<float>(bits));
+      if (std::bit_cast<std::uint32_t>(HalfToFloat(narrow)) != bits) return false;
+    }
+    std::memcpy(target.data() + i * 2, &narrow, 2);
+  }
+  return true;
 }
 
 Status ConvertElementsParallel(DType from, std::span<const std::uint8_t> source, DType to,

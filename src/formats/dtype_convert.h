@@ -42,4 +42,11 @@ Status ConvertElementsParallel(DType from, std::span<const std::uint8_t> source,
                                std::span<std::uint8_t> target, int threads,
                                NarrowingCounts* counts);
 
+// Narrows float32 values at `source` to `to` (F16 or BF16) when every one
+// of them is exactly a value of `to`, as after a widening. Returns false at
+// the first value that is not, or for another `to` or a size mismatch;
+// `target` is then partly written.
+[[nodiscard]] bool NarrowExactly(std::span<const std::uint8_t> source, DType to,
+                                 std::span<std::uint8_t> target);
+
 }  // namespace sdonnx

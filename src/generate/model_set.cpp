@@ -164,20 +164,35 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   return Status::Ok();
 }
 
-// Checks that every loaded file names the same sdonnx.conversion_id, or
-// that none does (exports of older sdonnx versions). A mix means that the
-// folder contains files of different convert runs, such as after a --force
-// overwrite that was killed part way.
-Status CheckSameConversion(const std::string& dir, const std::vector<const OrtModel*>& models) {
+// Checks that the files generate is about to load name the same
+// sdonnx.conversion_id, or that none does (exports of older sdonnx
+// versions). A mix means that the folder contains files of different
+// convert runs, such as after a --force overwrite that was killed part way.
+// Only the headers are read, so a mixed folder is refused before the
+// minutes a full load can take. A file whose header cannot be read is
+// skipped here; loading it reports why.
+Status CheckSameConversion(const fs::path& dir, const std::string& stem, bool need_encoder) {
+  const auto unet = ReadGraphHeader((dir / ("unet_" + stem + ".onnx")).string());
+  if (!unet.ok()) return Status::Ok();
+  const std::string family = unet->metadata.count("sdonnx.family") > 0
+                                 ? unet->metadata.at("sdonnx.family")
+                                 : std::string();
+  std::vector<std::string> components = {"unet", "vae_decoder"};
+  if (family != "sdxl-refiner") components.push_back("clip_text");
+  if (family.starts_with("sdxl")) components.push_back("clip_text_2");
+  if (need_encoder) components.push_back("vae_encoder");
   std::map<std::string, std::vector<std::string>> files_by_id;  // "" for no id
-  for (const OrtModel* model : models) {
-    const auto metadata = model->Metadata();
-    const auto id = metadata.find(kConversionIdKey);
-    files_by_id[id == metadata.end() ? std::string() : id->second].push_back(
-        fs::path(model->path()).filename().string());
+  for (const std::string& component : components) {
+    const std::string name = component + "_" + stem + ".onnx";
+    std::error_code ec;
+    if (!fs::is_regular_file(dir / name, ec)) continue;
+    const auto header = ReadGraphHeader((dir / name).string());
+    if (!header.ok()) continue;
+    const auto id = header->metadata.find(kConversionIdKey);
+    files_by_id[id == header->metadata.end() ? std::string() : id->second].push_back(name);
   }
   if (files_by_id.size() <= 1) return Status::Ok();
-  return Status::Error(dir + ": the files come from different convert runs (" +
+  return Status::Error(dir.string() + ": the files come from different convert runs (" +
                        DescribeConversions(files_by_id) +
                        "), so they may not fit together; convert the checkpoint again with "
                        "--force");
@@ -216,6 +231,7 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
     return Status::Error(dir + ": has no vae_decoder_" + stem + ".onnx; the checkpoint had no "
                          "VAE, so convert it again with --vae FILE");
   }
+  SDONNX_RETURN_IF_ERROR(CheckSameConversion(dir, stem, need_encoder));
   SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options, run));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
   if (set->facts_.family != "sdxl-refiner") {
@@ -228,11 +244,6 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
   if (need_encoder) {
     SDONNX_ASSIGN_OR_RETURN(set->encoder_, LoadComponent(dir, "vae_encoder", stem, options, run));
   }
-  std::vector<const OrtModel*> loaded;
-  for (const auto* model : {&set->unet_, &set->text_, &set->text_2_, &set->decoder_, &set->encoder_}) {
-    if (*model) loaded.push_back(model->get());
-  }
-  SDONNX_RETURN_IF_ERROR(CheckSameConversion(dir, loaded));
   return set;
 }
 

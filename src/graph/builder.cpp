@@ -241,7 +241,10 @@ std::string GraphBuilder::WeightAs(const std::string& key, const std::vector<std
   // The initializer is named by the key the bytes are stored under, which
   // differs from `key` when the checkpoint's EMA view is on.
   const std::string& stored = t->name;
-  const DType stored_dtype = float16_ ? DType::kF16 : t->dtype;
+  DType stored_dtype = float16_ ? DType::kF16 : t->dtype;
+  if (!float16_ && float32_weights_ && (t->dtype == DType::kF16 || t->dtype == DType::kBF16)) {
+    stored_dtype = DType::kF32;
+  }
   if (initialized_.insert(stored).second) {
     auto* init = graph_->add_initializer();
     init->set_name(stored);

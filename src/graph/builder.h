@@ -38,7 +38,8 @@ struct Attr {
 using Dim = std::variant<std::int64_t, std::string>;
 
 // A weight stored in the graph, and where its bytes come from. `stored` is
-// the initializer's dtype: the tensor's own, or F16 in a float16 graph.
+// the initializer's dtype: the tensor's own, F16 in a float16 graph, or F32
+// for a float16 or bfloat16 tensor under SetFloat32Weights.
 struct WeightRef {
   std::string key;
   const TensorInfo* tensor = nullptr;
@@ -61,6 +62,10 @@ class GraphBuilder {
   // islands that layers open with ToFloat32. Call before building.
   void SetFloat16(bool on) { float16_ = on; }
   bool float16() const { return float16_; }
+  // Stores float16 and bfloat16 weights of a float32 graph as float32,
+  // widened exactly at conversion, instead of as they are with a Cast
+  // that ONNX Runtime folds at every load. Ignored in a float16 graph.
+  void SetFloat32Weights(bool on) { float32_weights_ = on; }
   // onnx::TensorProto_DataType of the values between layers.
   int compute_type() const;
   // Writes attention without a mask as ONNX Runtime's contrib operator
@@ -148,6 +153,7 @@ class GraphBuilder {
   const Checkpoint& checkpoint_;
   int opset_;
   bool float16_ = false;
+  bool float32_weights_ = false;
   bool ort_attention_ = false;
   std::int64_t attention_chunks_ = 1;
   std::map<std::string, std::int64_t> static_dims_;

@@ -337,7 +337,8 @@ void DescribeRebuild(const std::string& path, const std::string& mixed, OnnxFold
   std::string fp16;
   for (const OnnxFileSummary& file : out->files) {
     const auto precision = file.metadata.find("sdonnx.weight_precision");
-    if (precision != file.metadata.end() && precision->second != "source" && fp16.empty()) {
+    if (precision != file.metadata.end() && precision->second != "source" &&
+        precision->second != "fp32" && fp16.empty()) {
       fp16 = fs::path(file.path).filename().string() + " has " + precision->second + " weights";
     }
   }

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/dtype_convert.h"
 #include "formats/onnx_file.h"
 #include "formats/safetensors.h"
 #include "formats/mapped_file.h"
@@ -158,7 +159,8 @@ Status CheckExportSet(const ExportSet& set) {
                            "' model; give the files of one export");
     }
     const std::string precision = model->MetadataValue("sdonnx.weight_precision");
-    if (!precision.empty() && precision != "source") {
+    // fp32 weights are widened exactly and narrowed back in VerifyTensors.
+    if (!precision.empty() && precision != "source" && precision != "fp32") {
       return Status::Error(model->path() + ": its weights were converted to " + precision +
                            " (sdonnx.weight_precision), so the source bytes are lost and an "
                            "exact rebuild is impossible; convert the checkpoint again without "
@@ -248,17 +250,31 @@ VerifiedTensors VerifyTensors(const SourceRecord& record,
       continue;
     }
     const TensorSource& source = it->second;
+    // convert --fp32-weights stores float16 and bfloat16 tensors widened
+    // to float32; they are narrowed back, which must be exact.
+    const bool widened = source.dtype == DType::kF32 &&
+                         (expected.dtype == DType::kF16 || expected.dtype == DType::kBF16);
     std::string difference;
-    if (source.dtype != expected.dtype) {
+    if (source.dtype != expected.dtype && !widened) {
       difference = "dtype " + std::string(DTypeName(source.dtype)) + ", source " +
                    std::string(DTypeName(expected.dtype));
     } else if (source.shape != expected.shape) {
       difference = "shape " + ShapeText(source.shape) + ", source " + ShapeText(expected.shape);
     } else {
+      std::vector<std::uint8_t> narrowed;
+      std::span<const std::uint8_t> bytes = source.data;
+      if (widened) {
+        narrowed.resize(source.data.size() / 2);
+        if (!NarrowExactly(source.data, expected.dtype, narrowed)) {
+          difference = "float32 values that are not exact " +
+                       std::string(DTypeName(expected.dtype)) + " values";
+        }
+        bytes = narrowed;
+      }
       const bool same_digest =
-          TensorDigestHex(record.tensor_digest, source.data) == expected.digest;
+          difference.empty() && TensorDigestHex(record.tensor_digest, bytes) == expected.digest;
       if (source.release) source.release();
-      if (!same_digest) {
+      if (difference.empty() && !same_digest) {
         difference = std::string(TensorDigestLabel(record.tensor_digest)) +
                      " digest differs from the one recorded at export";
       }
@@ -271,7 +287,15 @@ VerifiedTensors VerifyTensors(const SourceRecord& record,
       continue;
     }
     ++report->components[source.component].tensors;
-    verified.tensors.push_back({expected.key, expected.dtype, expected.shape, source.data, {}});
+    TensorToWrite tensor{expected.key, expected.dtype, expected.shape, source.data, {}};
+    if (widened) {
+      tensor.data = {};
+      tensor.generate = [wide = source.data, dtype = expected.dtype](std::span<std::uint8_t> out) {
+        // These bytes passed NarrowExactly above, unless the file changed since.
+        (void)NarrowExactly(wide, dtype, out);
+      };
+    }
+    verified.tensors.push_back(std::move(tensor));
     verified.releases.push_back(source.release);
   }
   return verified;
@@ -315,6 +339,15 @@ Status IncompleteError(const RebuildReport& report, const ExportSet& set) {
                        "partial file");
 }
 
+// The bytes a verified tensor takes in the output: its data's, or for a
+// widened tensor, which is narrowed while written, those of its shape.
+std::uint64_t OutputBytes(const TensorToWrite& t) {
+  if (!t.generate) return t.data.size();
+  std::uint64_t bytes = DTypeSize(t.dtype);
+  for (const std::int64_t d : t.shape) bytes *= static_cast<std::uint64_t>(d);
+  return bytes;
+}
+
 // The tensors as WriteSafetensors entries that copy each one's bytes and
 // then release its source pages, so a memory-mapped source does not stay
 // resident while the output is written.
@@ -325,8 +358,12 @@ std::vector<TensorToWrite> Streamed(const VerifiedTensors& verified) {
     const std::span<const std::uint8_t> data = t.data;
     const std::function<void()>& release = verified.releases[i];
     t.data = {};
-    t.generate = [data, &release](std::span<std::uint8_t> out) {
-      if (!data.empty()) std::memcpy(out.data(), data.data(), data.size());
+    t.generate = [data, narrow = t.generate, &release](std::span<std::uint8_t> out) {
+      if (narrow) {
+        narrow(out);
+      } else if (!data.empty()) {
+        std::memcpy(out.data(), data.data(), data.size());
+      }
       if (release) release();
     };
     streamed.push_back(std::move(t));
@@ -372,10 +409,10 @@ Result<std::uint64_t> CheckHeaderEntry(const nlohmann::json& header, const Tenso
   }
   const std::uint64_t begin = offsets[0].get<std::uint64_t>();
   const std::uint64_t end = offsets[1].get<std::uint64_t>();
-  if (end < begin || end - begin != t.data.size()) {
+  if (end < begin || end - begin != OutputBytes(t)) {
     return Status::Error(where + "has data_offsets [" + std::to_string(begin) + ", " +
                          std::to_string(end) + "], which do not span the tensor's " +
-                         std::to_string(t.data.size()) + " bytes");
+                         std::to_string(OutputBytes(t)) + " bytes");
   }
   return begin;
 }
@@ -406,7 +443,7 @@ Result<HeaderLayout> CheckHeaderLayout(const nlohmann::json& header, const Sourc
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     SDONNX_ASSIGN_OR_RETURN(std::uint64_t begin, CheckHeaderEntry(header, tensors[i]));
     layout.order.push_back({begin, i});
-    tensor_bytes += tensors[i].data.size();
+    tensor_bytes += OutputBytes(tensors[i]);
   }
   std::sort(layout.order.begin(), layout.order.end());
   for (const auto& [begin, index] : layout.order) {
@@ -415,7 +452,7 @@ Result<HeaderLayout> CheckHeaderLayout(const nlohmann::json& header, const Sourc
                            std::to_string(begin) + " overlaps the tensor before it, which ends "
                            "at byte " + std::to_string(layout.data_end));
     }
-    layout.data_end = begin + tensors[index].data.size();
+    layout.data_end = begin + OutputBytes(tensors[index]);
   }
   if (layout.data_end > UINT64_MAX - 8 - header_bytes) {
     return Status::Error("its data offsets end at byte " + std::to_string(layout.data_end) +
@@ -486,8 +523,15 @@ Result<ExactOutput> WriteWithSourceHeader(const std::string& path, const ExportS
     if (data_start + begin > out.bytes_written()) {
       SDONNX_RETURN_IF_ERROR(out.ExtendTo(data_start + begin));
     }
-    SDONNX_RETURN_IF_ERROR(out.Write(verified.tensors[index].data));
-    tensor_bytes += verified.tensors[index].data.size();
+    const TensorToWrite& tensor = verified.tensors[index];
+    if (tensor.generate) {
+      std::vector<std::uint8_t> narrowed(OutputBytes(tensor));
+      tensor.generate(narrowed);
+      SDONNX_RETURN_IF_ERROR(out.Write(narrowed));
+    } else {
+      SDONNX_RETURN_IF_ERROR(out.Write(tensor.data));
+    }
+    tensor_bytes += OutputBytes(tensor);
     if (verified.releases[index]) verified.releases[index]();
   }
   const std::uint64_t source_bytes = std::max(set.record.source_bytes, out.bytes_written());
@@ -516,14 +560,25 @@ std::string FileHashMessage(const std::string& output_path, const ExportSet& set
                "sdonnx.source_metadata) was edited or damaged. ";
   }
   if (allow_partial) {
-    return message + "--allow-partial was given, so " + output_path + " is written anyway: its "
-           "tensors are verified, but the file is not byte-identical to the source";
+    return message + "--allow-partial was given, so " + output_path + " is written anyway, "
+           "with sdonnx's own header and marked partial in its metadata: its tensors are "
+           "verified, but the file is not byte-identical to the source";
   }
   message += "Nothing was written to " + output_path + ". Convert the checkpoint again";
   if (bytes_outside_tensors > 0) {
     message += ", or pass --allow-partial to write the file without those bytes";
   }
   return message;
+}
+
+// Marks a rebuilt file as partial in its metadata, so that inspect and
+// verify never take it for the source checkpoint.
+void MarkPartial(const RebuildReport& report, std::map<std::string, std::string>* metadata) {
+  (*metadata)["sdonnx.rebuild"] = "partial";
+  (*metadata)["sdonnx.rebuild_missing_components"] = JoinComponents(report.missing_components);
+  (*metadata)["sdonnx.rebuild_omitted_tensors"] =
+      std::to_string(report.missing_keys.size() + report.differing_keys.size());
+  (*metadata)["sdonnx.rebuild_source_sha256"] = report.source_sha256;
 }
 
 }  // namespace
@@ -580,11 +635,7 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
 
   std::map<std::string, std::string> metadata = set.record.source_metadata;
   if (report.partial) {
-    metadata["sdonnx.rebuild"] = "partial";
-    metadata["sdonnx.rebuild_missing_components"] = JoinComponents(report.missing_components);
-    metadata["sdonnx.rebuild_omitted_tensors"] =
-        std::to_string(report.missing_keys.size() + report.differing_keys.size());
-    metadata["sdonnx.rebuild_source_sha256"] = report.source_sha256;
+    MarkPartial(report, &metadata);
     LogWarning(options.output_path + ": writing a partial checkpoint without " +
                metadata["sdonnx.rebuild_omitted_tensors"] + " source tensors");
   }
@@ -594,21 +645,31 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   // The SHA-256 is computed while the file is written and checked before
   // the file is renamed into place, so an output that differs from the
   // source never appears, and a signal leaves no output or the finished one.
+  bool written = false;
   if (!report.partial && !set.record.source_header.empty()) {
     SDONNX_ASSIGN_OR_RETURN(ExactOutput exact, WriteWithSourceHeader(options.output_path, set,
                                                                      verified, options.overwrite));
     report.bytes = exact.file.bytes_written();
     report.output_sha256 = exact.file.FinishSha256Hex();
     report.file_identical = report.output_sha256 == report.source_sha256;
-    if (!report.file_identical) {
+    if (report.file_identical) {
+      SDONNX_RETURN_IF_ERROR(exact.file.Commit());
+      written = true;
+    } else {
       const std::string message =
           FileHashMessage(options.output_path, set, report.output_sha256,
                           exact.bytes_outside_tensors, options.allow_partial);
       if (!options.allow_partial) return Status::Error(message);
       LogWarning(message);
+      // The recorded header cannot carry the partial marks, so the file is
+      // written again below with sdonnx's own header. The temporary file of
+      // this attempt is removed when `exact` goes out of scope.
+      report.partial = true;
+      MarkPartial(report, &metadata);
+      metadata["sdonnx.rebuild_file_sha256_differs"] = "true";
     }
-    SDONNX_RETURN_IF_ERROR(exact.file.Commit());
-  } else {
+  }
+  if (!written) {
     // The writer's messages already name the output file. The file cannot
     // equal the source: its header is sdonnx's own (a .ckpt source, an
     // extras file without the source header, or a partial rebuild).

@@ -6,6 +6,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <fstream>
 #include <functional>
@@ -79,13 +81,26 @@ Status OrtCall(const std::string& what, const std::function<void()>& body) {
   try {
     body();
   } catch (const Ort::Exception& e) {
-    return Status::Error(what + ": ONNX Runtime error " + std::to_string(e.GetOrtErrorCode()) +
-                         ": " + e.what());
+    return Status::Error(what + ": " + OrtAllocationAdvice(e.what()) + "ONNX Runtime error " +
+                         std::to_string(e.GetOrtErrorCode()) + ": " + e.what());
   }
   return Status::Ok();
 }
 
 }  // namespace
+
+std::string OrtAllocationAdvice(const std::string& message) {
+  static const std::string kMarker = "requested buffer of size ";
+  const std::size_t at = message.find(kMarker);
+  if (message.find("Failed to allocate memory") == std::string::npos || at == std::string::npos) {
+    return "";
+  }
+  const std::uint64_t bytes = std::strtoull(message.c_str() + at + kMarker.size(), nullptr, 10);
+  char size[32];
+  std::snprintf(size, sizeof size, "%.1f GiB", static_cast<double>(bytes) / (1ull << 30));
+  return "out of memory: one intermediate tensor needs " + std::string(size) +
+         ", more than this machine can give; use a smaller image size or batch size. ";
+}
 
 HostTensor HostTensor::Float(std::vector<std::int64_t> shape, std::vector<float> values) {
   HostTensor t;

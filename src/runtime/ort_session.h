@@ -110,4 +110,9 @@ class OrtModel {
   std::unique_ptr<Ort::Session> session_;
 };
 
+// For ONNX Runtime's "Failed to allocate memory for requested buffer of
+// size N" message: a sentence that gives the size asked for and what to
+// change. Empty for any other message.
+std::string OrtAllocationAdvice(const std::string& message);
+
 }  // namespace sdonnx

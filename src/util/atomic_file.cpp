@@ -46,7 +46,11 @@ Result<AtomicFile> AtomicFile::Create(const std::string& path, bool overwrite) {
   }
   fs::path target(path);
   fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const std::string prefix = "." + target.filename().string() + ".sdonnx-tmp-";
+  // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) about
+  // "." + std::string at -O3.
+  std::string prefix = ".";
+  prefix += target.filename().string();
+  prefix += ".sdonnx-tmp-";
   std::string temp_path = (dir / (prefix + "XXXXXX")).string();
   // The folder lock makes the creation and the lock of the new temporary
   // one step for every other run that looks for stale temporaries here.
