@@ -11,6 +11,7 @@
 namespace sdonnx {
 namespace {
 
+namespace fs = std::filesystem;
 using testing::Fixture;
 using testing::TempDir;
 
@@ -168,6 +169,31 @@ TEST_F(TensorRt, GenerateWithoutTheProviderSaysSo) {
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("TensorrtExecutionProvider"), std::string::npos)
       << result.status().message();
+}
+
+// A default conversion runs attention in a Loop. With TensorRT, generate
+// warns and names --attention-chunks 1, and is quiet for one piece.
+TEST_F(TensorRt, LoopAttentionGetsWarning) {
+  const fs::path one_piece = dir_->path() / "one-piece";
+  ConvertOptions convert;
+  convert.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  convert.output_dir = one_piece.string();
+  convert.attention_chunks = 1;
+  ASSERT_TRUE(ConvertCheckpoint(convert).ok());
+  for (const fs::path& folder : {dir_->path() / "dynamic", one_piece}) {
+    SCOPED_TRACE(folder.string());
+    GenerateOptions o;
+    o.model_dir = folder.string();
+    o.prompt = "a fox";
+    o.width = o.height = 64;
+    o.tokenizer = Fixture("clip/bpe_simple_vocab_16e6.txt.gz").string();
+    o.session.provider = Provider::kTensorRt;
+    o.output = (dir_->path() / "out.png").string();
+    testing::WarningLog warnings;
+    EXPECT_FALSE(Generate(o).ok());
+    const bool warned = warnings.text().find("--attention-chunks 1") != std::string::npos;
+    EXPECT_EQ(warned, folder != one_piece) << warnings.text();
+  }
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "formats/conversion_id.h"
+#include "util/log.h"
 
 namespace sdonnx {
 namespace {
@@ -61,6 +62,13 @@ Result<float> ParseFloat(const std::string& path, const std::string& key,
 Result<TensorRtProfile> ProfileForFile(const std::string& path, const std::string& component,
                                        const ProfileRequest& run) {
   SDONNX_ASSIGN_OR_RETURN(GraphHeader header, ReadGraphHeader(path));
+  const std::string& chunks = header.metadata["sdonnx.attention_chunks"];
+  if (!chunks.empty() && chunks != "1") {
+    LogWarning(path + ": its attention runs in a Loop over " + chunks + " query chunks "
+               "(sdonnx.attention_chunks), the default for ONNX Runtime on CPU. For TensorRT, "
+               "convert the checkpoint again with --attention-chunks 1, which writes each "
+               "attention as one MatMul-Softmax-MatMul (see docs/tensorrt.md)");
+  }
   ProfileRequest request = DefaultProfileRequest(header.metadata["sdonnx.family"]);
   request.width = run.width;
   request.height = run.height;
