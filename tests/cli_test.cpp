@@ -232,15 +232,18 @@ TEST(Cli, AttentionChunksMustBeAnInteger) {
   }
 }
 
-// Every integer option with a range says "not an integer" for text, not
-// "not in range".
-TEST(Cli, RangedIntegerOptionsRejectText) {
+// Every integer option rejects text with "is not an integer", not with
+// "not in range" or "Could not convert".
+TEST(Cli, IntegerOptionsRejectText) {
   const std::string model = Quote(Fixture("tiny/tiny-sd1.safetensors"));
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"convert " + model + " out --opset-version abc", "--opset-version"},
       {"convert " + model + " out --opset-version 17.5", "--opset-version"},
       {"generate --model m --prompt p --output o.png --steps ten", "--steps"},
       {"generate --model m --prompt p --output o.png --threads 2.5", "--threads"},
+      {"generate --model m --prompt p --output o.png --seed abc", "--seed"},
+      {"generate --model m --prompt p --output o.png --width 5.5", "--width"},
+      {"convert " + model + " out --static-shape 64x64 --batch-size 1.5", "--batch-size"},
   };
   for (const auto& [arguments, option] : cases) {
     SCOPED_TRACE(arguments);

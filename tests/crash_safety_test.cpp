@@ -137,9 +137,15 @@ TEST(CrashSafety, FailedMoveKeepsOldOutputsWithForce) {
 }
 
 // Starts `sdonnx convert MODEL OUT` as a child process and returns its pid.
-pid_t StartConvert(const fs::path& model, const fs::path& out) {
+// Starts `sdonnx convert MODEL OUT` in a child process, with its stderr
+// written to `stderr_path` when one is given.
+pid_t StartConvert(const fs::path& model, const fs::path& out, const fs::path& stderr_path = {}) {
   const pid_t pid = ::fork();
   if (pid == 0) {
+    if (!stderr_path.empty()) {
+      const int fd = ::open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd < 0 || ::dup2(fd, STDERR_FILENO) < 0) ::_exit(126);
+    }
     const std::string model_arg = model.string();
     const std::string out_arg = out.string();
     ::execl(SDONNX_BINARY, SDONNX_BINARY, "convert", model_arg.c_str(), out_arg.c_str(),
@@ -179,7 +185,8 @@ TEST_P(CrashSafetySignal, RemovesStagingFolder) {
   const int signal_number = GetParam();
   const fs::path out = dir_->path() / ("out-" + std::to_string(signal_number));
   fs::create_directories(out);
-  const pid_t pid = StartConvert(dir_->path() / "big.safetensors", out);
+  const fs::path errors = dir_->path() / ("stderr-" + std::to_string(signal_number));
+  const pid_t pid = StartConvert(dir_->path() / "big.safetensors", out, errors);
   ASSERT_GT(pid, 0);
 
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -198,6 +205,11 @@ TEST_P(CrashSafetySignal, RemovesStagingFolder) {
   ASSERT_TRUE(WIFEXITED(status)) << "the run ended by a signal, not through its handler";
   EXPECT_EQ(WEXITSTATUS(status), 128 + signal_number);
   EXPECT_TRUE(ListFiles(out).empty());
+  std::ifstream in(errors);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string expected = signal_number == SIGINT ? "interrupted (SIGINT)"
+                                                       : "terminated (SIGTERM)";
+  EXPECT_NE(text.find(expected + "; unfinished outputs were removed"), std::string::npos) << text;
 }
 
 INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetySignal, ::testing::Values(SIGINT, SIGTERM),

@@ -343,9 +343,36 @@ TEST(VerifyFolder, MissingDataFileFails) {
   const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "onnx"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(Contains(r.output, "unet_tiny-sd1.onnx.data")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "rebuild: cannot restore the checkpoint")) << r.output;
   const auto json = testing::RunSdonnx("verify --json " + testing::Quote(dir / "onnx"));
   EXPECT_EQ(json.exit_code, 1) << json.output;
   EXPECT_TRUE(Contains(json.output, "\"ok\": false")) << json.output;
+}
+
+// A data file of another run with the same size: only its header shows
+// the mix, and the rebuild line of inspect and verify reports it.
+TEST(VerifyFolder, OtherRunsDataBlocksRebuild) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(dir / "old", ExternalData::kAlways).ok());
+  ASSERT_TRUE(Convert(dir / "new", ExternalData::kAlways, false, "tiny-sd1", 1).ok());
+  fs::copy_file(dir / "new" / "unet_tiny-sd1.onnx.data", dir / "old" / "unet_tiny-sd1.onnx.data",
+                fs::copy_options::overwrite_existing);
+  Result<OnnxFolderSummary> summary = InspectOnnxFolder((dir / "old").string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  EXPECT_FALSE(summary->rebuild_possible);
+  EXPECT_TRUE(Contains(summary->rebuild, "written by the conversion")) << summary->rebuild;
+  const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "old"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "rebuild: cannot restore")) << r.output;
+}
+
+TEST(VerifyFolder, UnreadableInputGivesJsonError) {
+  TempDir dir;
+  fs::create_directories(dir / "empty");
+  const auto r = testing::RunSdonnx("verify --json " + testing::Quote(dir / "empty"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(Contains(r.output, "\"kind\": \"error\"")) << r.output;
+  EXPECT_TRUE(Contains(r.output, "\"ok\": false")) << r.output;
 }
 
 }  // namespace

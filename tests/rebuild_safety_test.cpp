@@ -139,6 +139,7 @@ TEST(RebuildHash, AllowPartialWritesMismatchWithWarning) {
   EXPECT_EQ(Temporaries(dir.path()), std::vector<std::string>{});
   const auto result = RunSdonnx("verify " + Quote(dir / "rebuilt.safetensors"));
   EXPECT_TRUE(Contains(result.output, "partial")) << result.output;
+  EXPECT_TRUE(Contains(result.output, "sdonnx.rebuild_file_sha256_differs")) << result.output;
 }
 
 TEST(RebuildHash, ReportsWrittenFileHash) {

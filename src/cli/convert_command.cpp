@@ -65,12 +65,14 @@ void PrintReport(const ConvertReport& report) {
       PrintLine("wrote " + f.path + " (" + HumanBytes(f.bytes) + ")");
     }
     const NarrowingCounts& total = c.conversion.total;
-    if (c.conversion.converted_tensors > 0 && c.weight_precision == "fp32") {
-      PrintLine("  " + c.component + ": " + std::to_string(c.conversion.converted_tensors) +
-                " tensors widened to float32 (exact)");
-    } else if (c.conversion.converted_tensors > 0) {
-      PrintLine("  " + c.component + ": " + std::to_string(c.conversion.converted_tensors) +
-                " tensors converted to float16; " + std::to_string(total.clamped) +
+    const std::uint64_t converted = c.conversion.converted_tensors;
+    const std::string tensors =
+        std::to_string(converted) + (converted == 1 ? " tensor" : " tensors");
+    if (converted > 0 && c.weight_precision == "fp32") {
+      PrintLine("  " + c.component + ": " + tensors + " widened to float32 (exact)");
+    } else if (converted > 0) {
+      PrintLine("  " + c.component + ": " + tensors + " converted to float16; " +
+                std::to_string(total.clamped) +
                 " values clamped to +-65504, " + std::to_string(total.flushed_to_zero) +
                 " flushed to zero");
     }
@@ -179,6 +181,7 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--batch-size", args->batch_size,
                   "With --static-shape: images per run; the UNet takes twice as many rows "
                   "(negative and positive prompt)")
+      ->check(IntegerValidator())
       ->each([args](const std::string&) { args->batch_size_given = true; })
       ->capture_default_str();
   cmd->callback([run, args] { *run = [args] { return RunConvert(*args); }; });

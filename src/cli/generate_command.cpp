@@ -91,12 +91,20 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--sampler", o.sampler,
                   "euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras or lcm")
       ->capture_default_str();
-  cmd->add_option("--seed", args->seed, "Seed; -1 picks one at random")->capture_default_str();
-  cmd->add_option("--width", o.width, "Image width, a multiple of 8")->capture_default_str();
-  cmd->add_option("--height", o.height, "Image height, a multiple of 8")->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed; -1 picks one at random")
+      ->check(IntegerValidator())
+      ->capture_default_str();
+  cmd->add_option("--width", o.width, "Image width, a multiple of 8")
+      ->check(IntegerValidator())
+      ->capture_default_str();
+  cmd->add_option("--height", o.height, "Image height, a multiple of 8")
+      ->check(IntegerValidator())
+      ->capture_default_str();
   cmd->add_option("--batch-size", o.batch_size, "Images per run; files are numbered")
+      ->check(IntegerValidator())
       ->capture_default_str();
   cmd->add_option("--clip-skip", o.clip_skip, "Text encoder layers to skip from the end, 1 = none")
+      ->check(IntegerValidator())
       ->capture_default_str();
   cmd->add_option("--init-image", args->init_image, "PNG to start from (img2img)");
   cmd->add_option("--strength", args->strength,

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <thread>
 #include <vector>
@@ -125,6 +126,11 @@ void StartSignalWatcher() {
     // The lock is kept until the exit, so no later move starts.
     const std::unique_lock<std::mutex> moves = sdonnx::LockOutputMoves();
     sdonnx::RemoveRegisteredTemporaries();
+    const char* message = signal_number == SIGINT
+                              ? "\nsdonnx: interrupted (SIGINT); unfinished outputs were removed\n"
+                              : "\nsdonnx: terminated (SIGTERM); unfinished outputs were removed\n";
+    // write() instead of a stream: another thread may hold the stream's lock.
+    [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, message, std::strlen(message));
     ::_exit(128 + signal_number);
   }).detach();
 }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 
@@ -40,6 +41,15 @@ void PrintProblem(const VerifyProblem& problem) {
   PrintLine("  what to do: " + problem.advice);
 }
 
+// Reports an input that cannot be verified: with --json, one object that
+// names the error, and the error on stderr either way.
+int Reject(const VerifyArgs& args, const std::string& message) {
+  if (args.json) {
+    PrintJson({{"kind", "error"}, {"path", args.path}, {"ok", false}, {"error", message}});
+  }
+  return ReportError(message);
+}
+
 // The problems that keep an export folder from being used as it is: files
 // that cannot be read or do not fit together, and missing components.
 std::vector<std::string> FolderProblems(const OnnxFolderSummary& folder) {
@@ -73,7 +83,7 @@ std::vector<std::string> FolderProblems(const OnnxFolderSummary& folder) {
 // instead of a checkpoint.
 int VerifyFolder(const VerifyArgs& args) {
   Result<OnnxFolderSummary> folder = InspectOnnxFolder(args.path);
-  if (!folder.ok()) return ReportError(folder.status().message());
+  if (!folder.ok()) return Reject(args, folder.status().message());
   const std::vector<std::string> problems = FolderProblems(*folder);
   if (args.json) {
     nlohmann::json json = OnnxFolderSummaryJson(*folder);
@@ -93,7 +103,10 @@ int VerifyFolder(const VerifyArgs& args) {
               "); convert the checkpoint again into an empty folder, or with --force");
     return 1;
   }
-  PrintLine("OK: every component is present, readable and from one convert run");
+  const bool by_sdonnx = std::any_of(folder->files.begin(), folder->files.end(),
+                                     [](const OnnxFileSummary& f) { return f.made_by_sdonnx; });
+  PrintLine(by_sdonnx ? "OK: every component is present, readable and from one convert run"
+                      : "OK: every component is present and readable");
   return 0;
 }
 
@@ -101,7 +114,7 @@ int RunVerify(const VerifyArgs& args) {
   std::error_code ec;
   if (fs::is_directory(args.path, ec)) return VerifyFolder(args);
   Result<VerifyReport> report = VerifyCheckpoint(args.path);
-  if (!report.ok()) return ReportError(report.status().message());
+  if (!report.ok()) return Reject(args, report.status().message());
   if (args.json) {
     PrintJson(VerifyReportJson(*report));
     return report->ok() ? 0 : 1;

@@ -164,7 +164,7 @@ std::string NotACheckpointAdvice(FileFormat format) {
              "or confirmation page), so download the file itself, with a direct link or an "
              "access token";
     case FileFormat::kOnnx:
-      return "this is an ONNX model, not a checkpoint; run `sdonnx inspect` on it";
+      return "run `sdonnx inspect` on it, or `sdonnx verify` on the folder of its export";
     case FileFormat::kSafetensors:
     case FileFormat::kTorchZip:
     case FileFormat::kTorchLegacy:

@@ -307,6 +307,32 @@ void AddExtrasConversion(const std::string& dir, const std::vector<OnnxFileSumma
   }
 }
 
+// The first reason why a file's weights cannot be read as the export wrote
+// them: a problem of the file, or external data that is missing, truncated,
+// a symlink or outside the folder. Empty when there is none.
+std::string FirstFileDamage(const std::vector<OnnxFileSummary>& files) {
+  for (const OnnxFileSummary& file : files) {
+    const std::string name = fs::path(file.path).filename().string();
+    if (!file.problems.empty()) return file.problems.front();
+    if (!file.missing_external_data_files.empty()) {
+      return name + " lacks its external data file " + file.missing_external_data_files.front();
+    }
+    if (!file.truncated_external_data_files.empty()) {
+      return name + " has a truncated external data file " +
+             file.truncated_external_data_files.front().location;
+    }
+    if (!file.unsafe_external_data_files.empty()) {
+      return name + " points outside its folder for external data (" +
+             file.unsafe_external_data_files.front() + ")";
+    }
+    if (!file.symlinked_external_data_files.empty()) {
+      return name + " reads external data through a symlink (" +
+             file.symlinked_external_data_files.front() + ")";
+    }
+  }
+  return "";
+}
+
 // Whether `sdonnx rebuild` can restore the checkpoint that an sdonnx export
 // came from: it needs the extras file, every component the export listed
 // (sdonnx.components), and weights kept at the source's precision.
@@ -343,8 +369,12 @@ void DescribeRebuild(const std::string& path, const std::string& mixed, OnnxFold
     }
   }
 
+  const std::string damaged = FirstFileDamage(out->files);
   if (!mixed.empty()) {
     out->rebuild = "cannot restore the checkpoint: " + mixed +
+                   "; convert the checkpoint again into an empty folder";
+  } else if (!damaged.empty()) {
+    out->rebuild = "cannot restore the checkpoint: " + damaged +
                    "; convert the checkpoint again into an empty folder";
   } else if (out->extras_file.empty()) {
     out->rebuild = "cannot restore the checkpoint: the extras file " + extras + " is missing";
@@ -378,8 +408,8 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
   }
   if (ec) return Status::Error(path + ": cannot list the folder: " + ec.message());
   if (paths.empty()) {
-    return Status::Error(path + ": no .onnx files in the folder or its subfolders; pass a "
-                         "checkpoint or a folder that `sdonnx convert` wrote");
+    return Status::Error(path + ": no .onnx files in the folder or in the folders directly "
+                         "inside it; pass a checkpoint or a folder that `sdonnx convert` wrote");
   }
   std::sort(paths.begin(), paths.end());
   std::set<std::string> families;
@@ -419,16 +449,12 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
   if (sources.size() > 1) {
     mixed = "files converted from " + std::to_string(sources.size()) +
             " different checkpoints (sdonnx.source_sha256 differs)";
-    out.warnings.push_back(mixed);
+    out.problems.push_back(mixed + "; keep the export of each checkpoint in its own folder");
   } else if (conversions.size() > 1) {
     mixed = "files from " + std::to_string(conversions.size()) +
             " different convert runs (" + DescribeConversions(conversions) + ")";
-  }
-  if (conversions.size() > 1) {
-    out.problems.push_back("files from " + std::to_string(conversions.size()) +
-                           " different convert runs (" + DescribeConversions(conversions) +
-                           "); they may not fit together, so convert the checkpoint again "
-                           "into an empty folder");
+    out.problems.push_back(mixed + "; they may not fit together, so convert the checkpoint "
+                           "again into an empty folder");
   }
   const OnnxFileSummary* unet = nullptr;
   for (const OnnxFileSummary& file : out.files) {

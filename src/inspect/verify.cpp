@@ -327,10 +327,15 @@ void NotePartialRebuild(VerifyReport* report) {
   const auto omitted = metadata.find("sdonnx.rebuild_omitted_tensors");
   if (omitted != metadata.end() && omitted->second != "0") {
     left_out += (left_out.empty() ? " without " : ", and without ") + omitted->second +
-                " source tensors";
+                (omitted->second == "1" ? " source tensor" : " source tensors");
   }
   report->diagnosis = "this file is a partial rebuild: `sdonnx rebuild --allow-partial` wrote it" +
                       left_out + " (metadata sdonnx.rebuild = partial)";
+  const auto differs = metadata.find("sdonnx.rebuild_file_sha256_differs");
+  if (differs != metadata.end() && differs->second == "true") {
+    report->diagnosis += "; every tensor matched its digest, but the file as a whole did not "
+                         "match the source's SHA-256 (sdonnx.rebuild_file_sha256_differs)";
+  }
   for (VerifyProblem& problem : report->problems) {
     problem.advice = "rebuild it from a complete export (every component's .onnx file and the "
                      "extras file), or use the original checkpoint";

@@ -636,8 +636,9 @@ Result<RebuildReport> RebuildCheckpoint(const RebuildOptions& options) {
   std::map<std::string, std::string> metadata = set.record.source_metadata;
   if (report.partial) {
     MarkPartial(report, &metadata);
-    LogWarning(options.output_path + ": writing a partial checkpoint without " +
-               metadata["sdonnx.rebuild_omitted_tensors"] + " source tensors");
+    const std::string& omitted = metadata["sdonnx.rebuild_omitted_tensors"];
+    LogWarning(options.output_path + ": writing a partial checkpoint without " + omitted +
+               (omitted == "1" ? " source tensor" : " source tensors"));
   }
   report.tensors_written = verified.tensors.size();
   SDONNX_ASSIGN_OR_RETURN(CreatedFolders folders,

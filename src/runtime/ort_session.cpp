@@ -6,6 +6,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -81,8 +82,12 @@ Status OrtCall(const std::string& what, const std::function<void()>& body) {
   try {
     body();
   } catch (const Ort::Exception& e) {
-    return Status::Error(what + ": " + OrtAllocationAdvice(e.what()) + "ONNX Runtime error " +
-                         std::to_string(e.GetOrtErrorCode()) + ": " + e.what());
+    std::string message = e.what();
+    while (!message.empty() && std::isspace(static_cast<unsigned char>(message.back()))) {
+      message.pop_back();
+    }
+    return Status::Error(what + ": " + OrtAllocationAdvice(message) + "ONNX Runtime error " +
+                         std::to_string(e.GetOrtErrorCode()) + ": " + message);
   }
   return Status::Ok();
 }
