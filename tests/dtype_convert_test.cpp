@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -123,6 +124,48 @@ TEST(DTypeConvert, RejectsIntegerSource) {
   Status status = ConvertElements(DType::kI32, source, DType::kF32, target, &counts);
   EXPECT_FALSE(status.ok());
   EXPECT_NE(status.message().find("I32"), std::string::npos) << status.message();
+}
+
+// Every float16 bit pattern, NaN payloads and subnormals included, widens
+// to the float32 value that HalfToFloat returns and narrows back to the
+// same bits. Both the vector path and the scalar path for NaN groups run.
+TEST(DTypeConvert, EveryHalfWidensAndNarrowsBack) {
+  std::vector<std::uint16_t> halves(65536);
+  for (std::size_t i = 0; i < halves.size(); ++i) halves[i] = static_cast<std::uint16_t>(i);
+  std::vector<float> wide(halves.size());
+  NarrowingCounts counts;
+  ASSERT_TRUE(ConvertElements(DType::kF16,
+                              {reinterpret_cast<const std::uint8_t*>(halves.data()), 65536 * 2},
+                              DType::kF32,
+                              {reinterpret_cast<std::uint8_t*>(wide.data()), 65536 * 4}, &counts)
+                  .ok());
+  for (std::size_t i = 0; i < halves.size(); ++i) {
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(wide[i]),
+              std::bit_cast<std::uint32_t>(HalfToFloat(halves[i])))
+        << "half 0x" << std::hex << i;
+  }
+  std::vector<std::uint16_t> back(halves.size());
+  ASSERT_TRUE(NarrowExactly(Bytes(wide), DType::kF16,
+                            {reinterpret_cast<std::uint8_t*>(back.data()), back.size() * 2}));
+  EXPECT_EQ(back, halves);
+}
+
+// A value that float16 cannot hold is found wherever it sits: first, inside
+// a group of eight, or in the scalar tail.
+TEST(DTypeConvert, NarrowExactlyFindsAnInexactValue) {
+  for (const std::size_t at : {std::size_t{0}, std::size_t{13}, std::size_t{37}}) {
+    SCOPED_TRACE(at);
+    std::vector<float> values(38, 0.5f);
+    values[at] = 0.1f;
+    std::vector<std::uint16_t> out(values.size());
+    EXPECT_FALSE(NarrowExactly(Bytes(values), DType::kF16,
+                               {reinterpret_cast<std::uint8_t*>(out.data()), out.size() * 2}));
+  }
+  std::vector<float> bf16_values(9, 1.0f);
+  bf16_values[8] = 1.0f + 1.0f / 1024;  // not a bfloat16 value
+  std::vector<std::uint16_t> out(bf16_values.size());
+  EXPECT_FALSE(NarrowExactly(Bytes(bf16_values), DType::kBF16,
+                             {reinterpret_cast<std::uint8_t*>(out.data()), out.size() * 2}));
 }
 
 }  // namespace

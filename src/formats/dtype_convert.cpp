@@ -6,6 +6,10 @@
 #include <cstring>
 #include <thread>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace sdonnx {
 namespace {
 
@@ -71,6 +75,56 @@ Status CheckSupported(DType from, DType to, std::size_t source_bytes, std::size_
   return Status::Ok();
 }
 
+#if defined(__x86_64__)
+bool HasF16c() {
+  static const bool supported = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return supported;
+}
+
+// Widens float16 to float32 eight values at a time with the F16C
+// instructions, up to the first group that contains a NaN or infinity.
+// The scalar code keeps every NaN payload, and the hardware conversion is
+// not relied on to do so. Returns how many values were converted.
+__attribute__((target("avx,f16c"))) std::size_t WidenHalvesF16c(
+    std::span<const std::uint8_t> source, std::span<std::uint8_t> target) {
+  const std::size_t count = source.size() / 2;
+  const __m128i exponent_mask = _mm_set1_epi16(0x7c00);
+  std::size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m128i halves =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(source.data() + i * 2));
+    // NaN or infinity: all exponent bits set. Infinities convert exactly
+    // too, but one test for both keeps the loop short.
+    const __m128i special =
+        _mm_cmpeq_epi16(_mm_and_si128(halves, exponent_mask), exponent_mask);
+    if (_mm_movemask_epi8(special) != 0) break;
+    _mm256_storeu_ps(reinterpret_cast<float*>(target.data() + i * 4), _mm256_cvtph_ps(halves));
+  }
+  return i;
+}
+
+// Narrows float32 to float16 eight values at a time with the F16C
+// instructions while every value converts back unchanged. Returns how many
+// values were written.
+__attribute__((target("avx,f16c"))) std::size_t NarrowExactF16c(
+    std::span<const std::uint8_t> source, std::span<std::uint8_t> target) {
+  const std::size_t count = source.size() / 4;
+  std::size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const __m256 values = _mm256_loadu_ps(reinterpret_cast<const float*>(source.data() + i * 4));
+    const __m128i halves = _mm256_cvtps_ph(values, _MM_FROUND_TO_NEAREST_INT);
+    const __m256 back = _mm256_cvtph_ps(halves);
+    if (std::memcmp(&values, &back, sizeof values) != 0) break;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(target.data() + i * 2), halves);
+  }
+  return i;
+}
+#else
+bool HasF16c() { return false; }
+std::size_t WidenHalvesF16c(std::span<const std::uint8_t>, std::span<std::uint8_t>) { return 0; }
+std::size_t NarrowExactF16c(std::span<const std::uint8_t>, std::span<std::uint8_t>) { return 0; }
+#endif
+
 }  // namespace
 
 void NarrowingCounts::Add(const NarrowingCounts& other) {
@@ -107,11 +161,16 @@ Status ConvertElements(DType from, std::span<const std::uint8_t> source, DType t
     return Status::Ok();
   }
   if (to == DType::kF32 && (from == DType::kF16 || from == DType::kBF16)) {  // exact
-    for (std::size_t i = 0; i < count; ++i) {
-      std::uint16_t bits;
-      std::memcpy(&bits, source.data() + i * 2, 2);
-      const float value = from == DType::kF16 ? HalfToFloat(bits) : BFloat16ToFloat(bits);
-      std::memcpy(target.data() + i * 4, &value, 4);
+    const bool vector = from == DType::kF16 && HasF16c();
+    for (std::size_t i = 0; i < count;) {
+      // Vector groups up to one that needs the scalar code, then that group.
+      if (vector) i += WidenHalvesF16c(source.subspan(i * 2), target.subspan(i * 4));
+      for (const std::size_t stop = std::min(count, i + 8); i < stop; ++i) {
+        std::uint16_t bits;
+        std::memcpy(&bits, source.data() + i * 2, 2);
+        const float value = from == DType::kF16 ? HalfToFloat(bits) : BFloat16ToFloat(bits);
+        std::memcpy(target.data() + i * 4, &value, 4);
+      }
     }
     return Status::Ok();
   }
@@ -134,13 +193,24 @@ bool NarrowExactly(std::span<const std::uint8_t> source, DType to,
       target.size() * 2 != source.size()) {
     return false;
   }
-  for (std::size_t i = 0; i < source.size() / 4; ++i) {
+  const std::size_t count = source.size() / 4;
+  const bool vector = to == DType::kF16 && HasF16c();
+  for (std::size_t i = 0; i < count; ++i) {
+    // Vector groups up to one that needs the scalar code, then that group.
+    if (vector && i % 8 == 0) i += NarrowExactF16c(source.subspan(i * 4), target.subspan(i * 2));
+    if (i >= count) break;
     std::uint32_t bits;
     std::memcpy(&bits, source.data() + i * 4, 4);
     std::uint16_t narrow = 0;
     if (to == DType::kBF16) {
       if ((bits & 0xffffu) != 0) return false;
       narrow = static_cast<std::uint16_t>(bits >> 16);
+    } else if ((bits & 0x7fffffffu) > 0x7f800000u) {
+      // A NaN widened from float16 keeps its payload in the top 10
+      // mantissa bits; FloatToHalf would quiet it.
+      if ((bits & 0x1fffu) != 0) return false;
+      narrow = static_cast<std::uint16_t>(((bits >> 16) & 0x8000u) | 0x7c00u |
+                                          ((bits >> 13) & 0x3ffu));
     } else {
       narrow = FloatToHalf(std::bit_cast<float>(bits));
       if (std::bit_cast<std::uint32_t>(HalfToFloat(narrow)) != bits) return false;
