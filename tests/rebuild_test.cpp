@@ -393,6 +393,19 @@ TEST(Rebuild, FilesOfTwoExportsAreRejected) {
       << report.status().message();
 }
 
+// A folder that holds the export one level down is named in the error.
+TEST(Rebuild, ExportInSubfolderIsNamed) {
+  TempDir dir;
+  ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "nest" / "a", "tiny-sd1").ok());
+  auto report = RebuildFolder(dir / "nest", dir / "rebuilt.safetensors");
+  ASSERT_FALSE(report.ok());
+  const std::string message = report.status().message();
+  EXPECT_NE(message.find("contains no .onnx files"), std::string::npos) << message;
+  EXPECT_NE(message.find("found one in " + (dir / "nest" / "a").string()), std::string::npos)
+      << message;
+  EXPECT_FALSE(fs::exists(dir / "rebuilt.safetensors"));
+}
+
 TEST(Rebuild, MissingExtrasFileIsNamed) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "onnx", "tiny-sd1").ok());

@@ -62,6 +62,28 @@ std::string ShapeText(const std::vector<std::int64_t>& shape) {
   return text + "]";
 }
 
+// For a folder without .onnx files: the folders directly inside it that
+// contain an extras file, as a hint such as " (found one in DIR/a)".
+std::string ExportsInside(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_directory(ec) || entry.path().filename().string().starts_with(".")) continue;
+    for (const auto& inner : fs::directory_iterator(entry.path(), ec)) {
+      const std::string name = inner.path().filename().string();
+      if (name.starts_with(std::string(kExtrasComponent) + "_") && name.ends_with(".safetensors")) {
+        found.push_back(entry.path().string());
+        break;
+      }
+    }
+  }
+  if (found.empty()) return "";
+  std::sort(found.begin(), found.end());
+  std::string text = found.size() == 1 ? " (found one in " : " (found exports in ";
+  for (std::size_t i = 0; i < found.size(); ++i) text += (i ? ", " : "") + found[i];
+  return text + ")";
+}
+
 // The export's files: a folder's .onnx and extras_*.safetensors files, or
 // the files given.
 Result<std::vector<std::string>> ListExportFiles(const std::vector<std::string>& inputs) {
@@ -82,7 +104,7 @@ Result<std::vector<std::string>> ListExportFiles(const std::vector<std::string>&
     std::sort(files.begin(), files.end());
     if (files.empty()) {
       return Status::Error(inputs.front() + ": contains no .onnx files; give the folder that "
-                           "`sdonnx convert` wrote");
+                           "`sdonnx convert` wrote" + ExportsInside(inputs.front()));
     }
     return files;
   }
