@@ -74,6 +74,7 @@ TEST_P(Fp32Weights, StoresFloat32AndComputesTheSame) {
   ASSERT_TRUE(Convert(source, dir / "default", false).ok());
   ASSERT_TRUE(Convert(source, dir / "wide", true).ok());
   const fs::path stem = source.stem();
+
   for (const char* component : {"unet", "vae_encoder", "vae_decoder", "clip_text"}) {
     SCOPED_TRACE(component);
     const std::string name = std::string(component) + "_" + stem.string() + ".onnx";
@@ -86,6 +87,7 @@ TEST_P(Fp32Weights, StoresFloat32AndComputesTheSame) {
     EXPECT_EQ(Metadata(narrow, "sdonnx.weight_precision"), "source");
     EXPECT_NE(Metadata(wide, "sdonnx.conversion_id"), Metadata(narrow, "sdonnx.conversion_id"));
   }
+
   const fs::path reference = Fixture("tiny/tiny-sd1.reference.safetensors");
   const std::map<std::string, HostTensor> unet_inputs = {
       {"sample", ReadTensor(reference, "unet.sample")},
@@ -95,6 +97,7 @@ TEST_P(Fp32Weights, StoresFloat32AndComputesTheSame) {
   auto wide_out = RunModel(dir / "wide" / unet, unet_inputs);
   auto narrow_out = RunModel(dir / "default" / unet, unet_inputs);
   EXPECT_EQ(MaxAbsDiff(wide_out["out_sample"], narrow_out["out_sample"]), 0.0);
+
   const std::string decoder = "vae_decoder_" + stem.string() + ".onnx";
   const std::map<std::string, HostTensor> latent = {
       {"latent_sample", ReadTensor(reference, "vae_decoder.latent")}};

@@ -393,7 +393,7 @@ TEST(Rebuild, FilesOfTwoExportsAreRejected) {
       << report.status().message();
 }
 
-// A folder that holds the export one level down is named in the error.
+// The error names the subfolder that contains the export.
 TEST(Rebuild, ExportInSubfolderIsNamed) {
   TempDir dir;
   ASSERT_TRUE(Convert(Fixture("tiny/tiny-sd1.safetensors"), dir / "nest" / "a", "tiny-sd1").ok());

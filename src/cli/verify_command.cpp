@@ -55,23 +55,7 @@ int Reject(const VerifyArgs& args, const std::string& message) {
 std::vector<std::string> FolderProblems(const OnnxFolderSummary& folder) {
   std::vector<std::string> problems = folder.problems;
   for (const OnnxFileSummary& file : folder.files) {
-    const std::string name = fs::path(file.path).filename().string();
-    for (const std::string& problem : file.problems) problems.push_back(name + ": " + problem);
-    for (const std::string& data : file.missing_external_data_files) {
-      problems.push_back(name + ": its external data file " + data + " is missing");
-    }
-    for (const TruncatedDataFile& data : file.truncated_external_data_files) {
-      problems.push_back(name + ": its external data file " + data.location + " has " +
-                         std::to_string(data.actual_bytes) + " bytes, but its initializers end "
-                         "at byte " + std::to_string(data.expected_bytes));
-    }
-    for (const std::string& data : file.unsafe_external_data_files) {
-      problems.push_back(name + ": its external data location " + data +
-                         " points outside the folder");
-    }
-    for (const std::string& data : file.symlinked_external_data_files) {
-      problems.push_back(name + ": its external data location " + data + " is a symlink");
-    }
+    for (std::string& damage : FileDamage(file)) problems.push_back(std::move(damage));
   }
   for (const std::string& component : folder.missing_components) {
     problems.push_back("component " + component + " is missing");

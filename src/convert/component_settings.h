@@ -31,9 +31,9 @@ ComponentSettings SettingsFor(const std::string& component, const ModelSpec& spe
 // checkpoint has no VAE.
 std::int64_t DownsampleFactor(const ModelSpec& spec);
 
-// Logs the conversion counts of one written file: for a narrowing, a
-// warning with the worst tensors when values were clamped or flushed to
-// zero; `widened` for --fp32-weights, which is exact.
+// Logs the conversion counts of one written file. A narrowing that clamped
+// or flushed values also logs a warning with the worst tensors. `widened`
+// marks the exact widening of --fp32-weights.
 void LogConversion(const std::string& file_name, const WeightConversion& conversion,
                    bool widened);
 

@@ -307,32 +307,6 @@ void AddExtrasConversion(const std::string& dir, const std::vector<OnnxFileSumma
   }
 }
 
-// The first reason why a file's weights cannot be read as the export wrote
-// them: a problem of the file, or external data that is missing, truncated,
-// a symlink or outside the folder. Empty when there is none.
-std::string FirstFileDamage(const std::vector<OnnxFileSummary>& files) {
-  for (const OnnxFileSummary& file : files) {
-    const std::string name = fs::path(file.path).filename().string();
-    if (!file.problems.empty()) return file.problems.front();
-    if (!file.missing_external_data_files.empty()) {
-      return name + " lacks its external data file " + file.missing_external_data_files.front();
-    }
-    if (!file.truncated_external_data_files.empty()) {
-      return name + " has a truncated external data file " +
-             file.truncated_external_data_files.front().location;
-    }
-    if (!file.unsafe_external_data_files.empty()) {
-      return name + " points outside its folder for external data (" +
-             file.unsafe_external_data_files.front() + ")";
-    }
-    if (!file.symlinked_external_data_files.empty()) {
-      return name + " reads external data through a symlink (" +
-             file.symlinked_external_data_files.front() + ")";
-    }
-  }
-  return "";
-}
-
 // Whether `sdonnx rebuild` can restore the checkpoint that an sdonnx export
 // came from: it needs the extras file, every component the export listed
 // (sdonnx.components), and weights kept at the source's precision.
@@ -369,7 +343,14 @@ void DescribeRebuild(const std::string& path, const std::string& mixed, OnnxFold
     }
   }
 
-  const std::string damaged = FirstFileDamage(out->files);
+  std::string damaged;
+  for (const OnnxFileSummary& file : out->files) {
+    const std::vector<std::string> damage = FileDamage(file);
+    if (!damage.empty()) {
+      damaged = damage.front();
+      break;
+    }
+  }
   if (!mixed.empty()) {
     out->rebuild = "cannot restore the checkpoint: " + mixed +
                    "; convert the checkpoint again into an empty folder";
@@ -388,6 +369,27 @@ void DescribeRebuild(const std::string& path, const std::string& mixed, OnnxFold
     out->rebuild_possible = true;
     out->rebuild = "can restore the checkpoint: sdonnx rebuild " + path + " -o OUT.safetensors";
   }
+}
+
+std::vector<std::string> FileDamage(const OnnxFileSummary& file) {
+  const std::string name = fs::path(file.path).filename().string();
+  std::vector<std::string> damage;
+  for (const std::string& problem : file.problems) damage.push_back(name + ": " + problem);
+  for (const std::string& data : file.missing_external_data_files) {
+    damage.push_back(name + ": its external data file " + data + " is missing");
+  }
+  for (const TruncatedDataFile& data : file.truncated_external_data_files) {
+    damage.push_back(name + ": its external data file " + data.location + " has " +
+                     std::to_string(data.actual_bytes) + " bytes, but its initializers end at "
+                     "byte " + std::to_string(data.expected_bytes));
+  }
+  for (const std::string& data : file.unsafe_external_data_files) {
+    damage.push_back(name + ": its external data location " + data + " points outside the folder");
+  }
+  for (const std::string& data : file.symlinked_external_data_files) {
+    damage.push_back(name + ": its external data location " + data + " is a symlink");
+  }
+  return damage;
 }
 
 Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {

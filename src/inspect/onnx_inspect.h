@@ -85,6 +85,10 @@ struct OnnxFolderSummary {
 };
 
 Result<OnnxFileSummary> InspectOnnxFile(const std::string& path);
+// Lists why the weights of `file` cannot be read as the export wrote them:
+// its problems, and external data that is missing, truncated, a symlink or
+// outside the folder. Each line starts with the file name.
+std::vector<std::string> FileDamage(const OnnxFileSummary& file);
 // Reads every .onnx file in `path` and in its direct subfolders (the
 // diffusers layout: unet/model.onnx, ...). A file that cannot be parsed is
 // listed in `problems` and the others are still summarized.
