@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -342,9 +343,8 @@ Result<WrittenFile> WriteExtras(const Checkpoint& checkpoint, const std::set<std
                          {{"sdonnx.version", SDONNX_VERSION}, {kConversionIdKey, conversion_id}});
 }
 
-}  // namespace
-
-Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
+// The checks of `options` that need no file.
+Status ValidateOptions(const ConvertOptions& options) {
   if (options.opset < kMinOpset || options.opset > kMaxOpset) {
     return Status::Error("opset " + std::to_string(options.opset) + " is not supported; use " +
                          std::to_string(kMinOpset) + " to " + std::to_string(kMaxOpset));
@@ -365,6 +365,103 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
                " has no effect with --ort-attention, whose flash attention never stores "
                "the scores; the UNet and VAE attention are written unchunked");
   }
+  return Status::Ok();
+}
+
+// Detects the model in `checkpoint` and checks what convert needs of it.
+Result<ModelSpec> DetectForConvert(const Checkpoint& checkpoint, const ConvertOptions& options,
+                                   bool ema) {
+  Result<ModelSpec> detected =
+      DetectModel(checkpoint, options.config_path, options.prediction_type);
+  if (!detected.ok() && !ema && checkpoint.HasPrefix("model_ema.diffusion_model") &&
+      detected.status().message().find("UNet") != std::string::npos) {
+    return Status::Error(detected.status().message() +
+                         "; the file also has EMA weights (model_ema.*): `sdonnx convert --ema` "
+                         "converts those");
+  }
+  SDONNX_ASSIGN_OR_RETURN(ModelSpec spec, std::move(detected));
+  SDONNX_RETURN_IF_ERROR(CheckUNetHeads(spec).WithContext(options.model_path));
+  if (options.static_shape) {
+    SDONNX_RETURN_IF_ERROR(ValidateStaticShape(*options.static_shape, DownsampleFactor(spec)));
+  }
+  spec.ema_unet = ema;
+  if (ema) spec.notes.push_back("unet weights: EMA (model_ema.*)");
+  WarnAboutPositionIds(checkpoint);
+  return spec;
+}
+
+Status CheckOutputDirIsFolder(const fs::path& out_dir, const std::string& model_path) {
+  std::error_code ec;
+  if (fs::equivalent(out_dir, model_path, ec)) {
+    return Status::Error("--output-dir " + out_dir.string() +
+                         " is the input checkpoint; give a folder for the ONNX files");
+  }
+  if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec)) {
+    return Status::Error("--output-dir " + out_dir.string() +
+                         " exists and is not a folder; give a folder for the ONNX files");
+  }
+  return Status::Ok();
+}
+
+// What every component of one run shares while it is built and written.
+struct RunContext {
+  const ConvertOptions& options;
+  const ModelSpec& spec;
+  const Checkpoint& checkpoint;
+  const ModelWriteOptions& write_options;
+  fs::path staging;
+  std::string stem;
+};
+
+// Builds the graph of `p`, writes it into the staging folder and adds it to
+// `report`; `used_keys` gains the checkpoint keys the graph stores.
+Status WriteComponent(const RunContext& run, const ComponentPlan& p, ConvertReport* report,
+                      std::set<std::string>* used_keys) {
+  const std::string file_name = p.component + "_" + run.stem + ".onnx";
+  LogInfo("building " + file_name);
+  const ComponentSettings settings = SettingsFor(p.component, run.spec, run.options);
+  GraphBuilder builder(*p.source, run.options.opset, p.component);
+  builder.SetFloat16(settings.float16);
+  builder.SetFloat32Weights(settings.float32_weights);
+  builder.SetOrtAttention(settings.ort_attention);
+  builder.SetAttentionChunks(settings.attention_chunks);
+  builder.SetStaticDims(settings.static_dims);
+  Status built = p.build(builder).WithContext("building " + p.component);
+  if (built.ok() && p.component == "unet") built = CheckAllUNetWeightsUsed(builder, run.spec);
+  if (p.component == "unet") built = WithEmaAdvice(run.checkpoint, run.spec, std::move(built));
+  SDONNX_RETURN_IF_ERROR(built);
+  ModelWriteOptions component_options = run.write_options;
+  component_options.metadata.insert(settings.metadata.begin(), settings.metadata.end());
+  component_options.metadata["sdonnx.component"] = p.component;
+  WeightConversion conversion;
+  component_options.conversion = &conversion;
+  if (p.source != &run.checkpoint) {
+    component_options.metadata["sdonnx.weights_file"] = fs::path(p.source->path()).filename();
+  }
+  SDONNX_ASSIGN_OR_RETURN(
+      std::vector<WrittenFile> files,
+      WriteModel(builder, *p.source, run.staging.string(), file_name, component_options));
+  LogConversion(file_name, conversion, settings.float32_weights);
+  if (!settings.float16 && !settings.float32_weights) {
+    const auto narrow = [](const WeightRef& ref) {
+      return ref.stored == DType::kF16 || ref.stored == DType::kBF16;
+    };
+    if (std::any_of(builder.weights().begin(), builder.weights().end(), narrow)) {
+      ++report->float32_graphs_with_narrow_weights;
+    }
+  }
+  report->components.push_back(
+      {p.component, std::move(files), settings.weight_precision, conversion});
+  if (p.source == &run.checkpoint) {
+    for (const WeightRef& ref : builder.weights()) used_keys->insert(ref.key);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
+  SDONNX_RETURN_IF_ERROR(ValidateOptions(options));
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> checkpoint,
                           Checkpoint::Open(options.model_path));
   for (const std::string& warning : checkpoint->warnings()) LogWarning(warning);
@@ -372,23 +469,8 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   checkpoint->UseEmaUNet(ema);
 
   ConvertReport report;
-  Result<ModelSpec> detected =
-      DetectModel(*checkpoint, options.config_path, options.prediction_type);
-  if (!detected.ok() && !ema && checkpoint->HasPrefix("model_ema.diffusion_model") &&
-      detected.status().message().find("UNet") != std::string::npos) {
-    return Status::Error(detected.status().message() +
-                         "; the file also has EMA weights (model_ema.*): `sdonnx convert --ema` "
-                         "converts those");
-  }
-  SDONNX_ASSIGN_OR_RETURN(report.spec, std::move(detected));
+  SDONNX_ASSIGN_OR_RETURN(report.spec, DetectForConvert(*checkpoint, options, ema));
   ModelSpec& spec = report.spec;
-  SDONNX_RETURN_IF_ERROR(CheckUNetHeads(spec).WithContext(options.model_path));
-  if (options.static_shape) {
-    SDONNX_RETURN_IF_ERROR(ValidateStaticShape(*options.static_shape, DownsampleFactor(spec)));
-  }
-  spec.ema_unet = ema;
-  if (ema) spec.notes.push_back("unet weights: EMA (model_ema.*)");
-  WarnAboutPositionIds(*checkpoint);
   std::unique_ptr<Checkpoint> vae_file;
   if (options.vae_path) {
     SDONNX_ASSIGN_OR_RETURN(vae_file, OpenSeparateVae(*options.vae_path, &spec));
@@ -398,15 +480,7 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
       PlanComponents(spec, *checkpoint, vae_file ? *vae_file : *checkpoint);
 
   const fs::path out_dir(options.output_dir);
-  std::error_code ec;
-  if (fs::equivalent(out_dir, options.model_path, ec)) {
-    return Status::Error("--output-dir " + out_dir.string() +
-                         " is the input checkpoint; give a folder for the ONNX files");
-  }
-  if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec)) {
-    return Status::Error("--output-dir " + out_dir.string() +
-                         " exists and is not a folder; give a folder for the ONNX files");
-  }
+  SDONNX_RETURN_IF_ERROR(CheckOutputDirIsFolder(out_dir, options.model_path));
   // The folders this run creates (the output folder and its missing
   // parents) are removed again if the run fails or is interrupted and
   // leaves them empty.
@@ -449,49 +523,13 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   write_options.conversion_id = [digests, settings_text] {
     return ConversionId(digests.get().file_sha256, settings_text);
   };
-  std::set<std::string> used_keys;  // Source tensors that some graph stores.
   write_options.late_metadata = [digests]() -> std::map<std::string, std::string> {
     return {{"sdonnx.source_sha256", digests.get().file_sha256}};
   };
+  std::set<std::string> used_keys;  // Source tensors that some graph stores.
+  const RunContext run{options, spec, *checkpoint, write_options, staging.path(), stem};
   for (const ComponentPlan& p : plan) {
-    const std::string file_name = p.component + "_" + stem + ".onnx";
-    LogInfo("building " + file_name);
-    const ComponentSettings settings = SettingsFor(p.component, spec, options);
-    GraphBuilder builder(*p.source, options.opset, p.component);
-    builder.SetFloat16(settings.float16);
-    builder.SetFloat32Weights(settings.float32_weights);
-    builder.SetOrtAttention(settings.ort_attention);
-    builder.SetAttentionChunks(settings.attention_chunks);
-    builder.SetStaticDims(settings.static_dims);
-    Status built = p.build(builder).WithContext("building " + p.component);
-    if (built.ok() && p.component == "unet") built = CheckAllUNetWeightsUsed(builder, spec);
-    if (p.component == "unet") built = WithEmaAdvice(*checkpoint, spec, std::move(built));
-    SDONNX_RETURN_IF_ERROR(built);
-    ModelWriteOptions component_options = write_options;
-    component_options.metadata.insert(settings.metadata.begin(), settings.metadata.end());
-    component_options.metadata["sdonnx.component"] = p.component;
-    WeightConversion conversion;
-    component_options.conversion = &conversion;
-    if (p.source != checkpoint.get()) {
-      component_options.metadata["sdonnx.weights_file"] = fs::path(p.source->path()).filename();
-    }
-    SDONNX_ASSIGN_OR_RETURN(
-        std::vector<WrittenFile> files,
-        WriteModel(builder, *p.source, staging.path().string(), file_name, component_options));
-    LogConversion(file_name, conversion, settings.float32_weights);
-    if (!settings.float16 && !settings.float32_weights) {
-      for (const WeightRef& ref : builder.weights()) {
-        if (ref.stored == DType::kF16 || ref.stored == DType::kBF16) {
-          ++report.float32_graphs_with_narrow_weights;
-          break;
-        }
-      }
-    }
-    report.components.push_back(
-        {p.component, std::move(files), settings.weight_precision, conversion});
-    if (p.source == checkpoint.get()) {
-      for (const WeightRef& ref : builder.weights()) used_keys.insert(ref.key);
-    }
+    SDONNX_RETURN_IF_ERROR(WriteComponent(run, p, &report, &used_keys));
   }
 
   report.source_sha256 = digests.get().file_sha256;

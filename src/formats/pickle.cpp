@@ -115,6 +115,11 @@ class Unpickler {
 
  private:
   Status Step(std::uint8_t opcode);
+  std::optional<Status> StepControl(std::uint8_t opcode);
+  std::optional<Status> StepConstant(std::uint8_t opcode);
+  std::optional<Status> StepContainer(std::uint8_t opcode);
+  std::optional<Status> StepMemo(std::uint8_t opcode);
+  std::optional<Status> StepObject(std::uint8_t opcode);
 
   // An error about the opcode that starts at op_start_.
   Status Fail(const std::string& message) const {
@@ -388,7 +393,8 @@ Status Unpickler::MemoGet(std::uint64_t index) {
   return Push(memo_[index]);
 }
 
-Status Unpickler::Step(std::uint8_t opcode) {
+// Protocol, framing, STOP and the stack and mark opcodes.
+std::optional<Status> Unpickler::StepControl(std::uint8_t opcode) {
   switch (opcode) {
     case kProto: {
       SDONNX_ASSIGN_OR_RETURN(std::uint64_t protocol, TakeUnsigned(1));
@@ -418,7 +424,14 @@ Status Unpickler::Step(std::uint8_t opcode) {
       SDONNX_ASSIGN_OR_RETURN(ValuePtr top, Top());
       return Push(std::move(top));
     }
+    default:
+      return std::nullopt;
+  }
+}
 
+// Opcodes that push a constant read from the stream.
+std::optional<Status> Unpickler::StepConstant(std::uint8_t opcode) {
+  switch (opcode) {
     case kNone:
       return Push(MakeValue(Value::Kind::kNone));
     case kNewTrue:
@@ -483,7 +496,14 @@ Status Unpickler::Step(std::uint8_t opcode) {
       value->text.assign(raw.begin(), raw.end());
       return Push(std::move(value));
     }
+    default:
+      return std::nullopt;
+  }
+}
 
+// Opcodes that build or fill tuples, lists and dicts.
+std::optional<Status> Unpickler::StepContainer(std::uint8_t opcode) {
+  switch (opcode) {
     case kEmptyTuple:
       return Push(MakeValue(Value::Kind::kTuple));
     case kTuple1:
@@ -549,7 +569,14 @@ Status Unpickler::Step(std::uint8_t opcode) {
       for (ValuePtr& item : items) SDONNX_RETURN_IF_ERROR(AppendTo(*list, std::move(item)));
       return Status::Ok();
     }
+    default:
+      return std::nullopt;
+  }
+}
 
+// Opcodes that store into or load from the memo.
+std::optional<Status> Unpickler::StepMemo(std::uint8_t opcode) {
+  switch (opcode) {
     case kBinPut: {
       SDONNX_ASSIGN_OR_RETURN(std::uint64_t index, TakeUnsigned(1));
       return MemoPut(index);
@@ -568,7 +595,14 @@ Status Unpickler::Step(std::uint8_t opcode) {
       SDONNX_ASSIGN_OR_RETURN(std::uint64_t index, TakeUnsigned(4));
       return MemoGet(index);
     }
+    default:
+      return std::nullopt;
+  }
+}
 
+// Globals, persistent ids, REDUCE and BUILD.
+std::optional<Status> Unpickler::StepObject(std::uint8_t opcode) {
+  switch (opcode) {
     case kGlobal: {
       SDONNX_ASSIGN_OR_RETURN(std::string module, TakeLine());
       SDONNX_ASSIGN_OR_RETURN(std::string name, TakeLine());
@@ -605,13 +639,21 @@ Status Unpickler::Step(std::uint8_t opcode) {
       }
       return Status::Ok();
     }
-
-    default: {
-      char hex[5];
-      std::snprintf(hex, sizeof(hex), "0x%02x", opcode);
-      return Fail("opcode " + std::string(hex) + " is not supported by the restricted unpickler");
-    }
+    default:
+      return std::nullopt;
   }
+}
+
+// Each group handles its own opcodes and returns nullopt for the others.
+Status Unpickler::Step(std::uint8_t opcode) {
+  for (auto group : {&Unpickler::StepControl, &Unpickler::StepConstant,
+                     &Unpickler::StepContainer, &Unpickler::StepMemo, &Unpickler::StepObject}) {
+    std::optional<Status> handled = (this->*group)(opcode);
+    if (handled) return std::move(*handled);
+  }
+  char hex[5];
+  std::snprintf(hex, sizeof(hex), "0x%02x", opcode);
+  return Fail("opcode " + std::string(hex) + " is not supported by the restricted unpickler");
 }
 
 Result<UnpickleResult> Unpickler::Run() {
