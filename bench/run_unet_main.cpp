@@ -14,6 +14,11 @@
 //                                   conversion of a --fp16 one) on the same
 //                                   inputs and print the largest difference
 //                                   relative to OTHER's largest magnitude
+//   --widen-at-load                 widen float16 weights of a float32 graph once
+//                                   at load instead of by their Cast at each run
+//   --save-optimized=PATH           write the graph as ONNX Runtime optimized it
+//   --config=KEY=VALUE              an ONNX Runtime session config entry, such as
+//                                   optimization.disable_specified_optimizers=ConstantFolding
 //   --gemm=N                        first time an N x N x N float32 MatMul with
 //                                   a constant right-hand side, with every
 //                                   optimization and prepacking (MLAS's best
@@ -74,6 +79,13 @@ bool ParseOptions(int argc, char** argv, Options* o) {
       o->session.profile_prefix = arg.substr(10);
     } else if (arg.rfind("--compare=", 0) == 0) {
       o->compare = arg.substr(10);
+    } else if (arg == "--widen-at-load") {
+      o->session.widen_weights_at_load = true;
+    } else if (arg.rfind("--save-optimized=", 0) == 0) {
+      o->session.optimized_model_path = arg.substr(17);
+    } else if (arg.rfind("--config=", 0) == 0 && arg.find('=', 9) != std::string::npos) {
+      const std::size_t eq = arg.find('=', 9);
+      o->session.config_entries[arg.substr(9, eq - 9)] = arg.substr(eq + 1);
     } else if (arg.rfind("--gemm=", 0) == 0) {
       o->gemm = std::stoll(arg.substr(7));
     } else if (arg.rfind("--", 0) == 0) {
@@ -200,10 +212,25 @@ int main(int argc, char** argv) {
   std::vector<float> context(static_cast<std::size_t>(2 * 77 * context_dim), 0.1f);
   std::printf("load: %.2f s, peak RSS %.0f MB, RSS %.0f MB\n", load_seconds,
               ProcStatusMb("VmHWM"), ProcStatusMb("VmRSS"));
-  const std::map<std::string, sdonnx::HostTensor> inputs = {
+  std::map<std::string, sdonnx::HostTensor> inputs = {
       {"sample", sdonnx::HostTensor::Float({2, channels, size, size}, sample)},
       {"timestep", sdonnx::HostTensor::Float({1}, {999.0f})},
       {"encoder_hidden_states", sdonnx::HostTensor::Float({2, 77, context_dim}, context)}};
+  // SDXL UNets also take the pooled text embedding and the size conditioning.
+  if (auto embeds = (*model)->InputShape("text_embeds"); embeds.ok()) {
+    const std::int64_t width = (*embeds)[1];
+    inputs["text_embeds"] = sdonnx::HostTensor::Float(
+        {2, width}, std::vector<float>(static_cast<std::size_t>(2 * width), 0.1f));
+  }
+  if (auto ids = (*model)->InputShape("time_ids"); ids.ok()) {
+    const std::int64_t count = (*ids)[1];
+    const float pixels = static_cast<float>(size * 8);
+    std::vector<float> values;
+    for (int row = 0; row < 2; ++row) {
+      for (std::int64_t i = 0; i < count; ++i) values.push_back(i == 2 || i == 3 ? 0.0f : pixels);  // no crop
+    }
+    inputs["time_ids"] = sdonnx::HostTensor::Float({2, count}, values);
+  }
   sdonnx::HostTensor last;
   for (int r = 0; r < o.runs || (r == 0 && !o.compare.empty()); ++r) {
     const auto run_start = std::chrono::steady_clock::now();

@@ -170,6 +170,17 @@ TEST(Fp32WeightsOptions, CommandNamesTheChoice) {
   EXPECT_NE(narrow.output.find("note: 4 float32 models keep the source's float16"),
             std::string::npos)
       << narrow.output;
+  EXPECT_NE(narrow.output.find("generate --widen-at-load"), std::string::npos) << narrow.output;
+  EXPECT_NE(narrow.output.find("or with --fp16 for float16 compute"), std::string::npos)
+      << narrow.output;
+  // With --fp16 only the SDXL VAE decoder stays float32 with float16
+  // weights, and the note does not suggest the option already given.
+  const auto sdxl = testing::RunSdonnx("convert " +
+                                       testing::Quote(Fixture("tiny/tiny-sdxl.safetensors")) +
+                                       " " + testing::Quote(dir / "sdxl") + " --fp16");
+  EXPECT_EQ(sdxl.exit_code, 0) << sdxl.output;
+  EXPECT_NE(sdxl.output.find("note: 1 float32 model keeps"), std::string::npos) << sdxl.output;
+  EXPECT_EQ(sdxl.output.find("or with --fp16"), std::string::npos) << sdxl.output;
   const auto wide = testing::RunSdonnx("convert " + testing::Quote(source) + " " +
                                        testing::Quote(dir / "wide") + config + " --fp32-weights");
   EXPECT_EQ(wide.exit_code, 0) << wide.output;

@@ -2,8 +2,16 @@
 // prepacking) change load time and memory, never the result.
 #include <gtest/gtest.h>
 
+#include <onnx/onnx_pb.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
 #include <map>
 #include <string>
+#include <vector>
+
+#include "formats/dtype_convert.h"
 
 #include "convert/convert.h"
 #include "runtime/ort_session.h"
@@ -43,6 +51,85 @@ TEST(SessionOptions, EveryLevelAndPrepackMatchReference) {
       EXPECT_LE(MaxAbsDiff((*out)["out_sample"], ReadTensor(reference, "unet.out")), 1e-4);
     }
   }
+}
+
+// Writes y = x . Cast(w) with x [1, n] and a float16 weight w [n, n] whose
+// float32 copy is larger than kMaxFoldedBytes.
+void WriteCastWeightModel(const std::filesystem::path& path, std::int64_t n) {
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(17);
+  onnx::GraphProto* graph = model.mutable_graph();
+  graph->set_name("cast_weight");
+  for (auto [value, name] : {std::pair{graph->add_input(), "x"}, {graph->add_output(), "y"}}) {
+    value->set_name(name);
+    auto* tensor = value->mutable_type()->mutable_tensor_type();
+    tensor->set_elem_type(onnx::TensorProto::FLOAT);
+    tensor->mutable_shape()->add_dim()->set_dim_value(1);
+    tensor->mutable_shape()->add_dim()->set_dim_value(n);
+  }
+  std::vector<float> wide(static_cast<std::size_t>(n * n));
+  for (std::size_t i = 0; i < wide.size(); ++i) wide[i] = std::sin(0.37f * static_cast<float>(i));
+  std::vector<std::uint8_t> half(wide.size() * 2);
+  NarrowingCounts counts;
+  ASSERT_TRUE(ConvertElements(DType::kF32,
+                              {reinterpret_cast<const std::uint8_t*>(wide.data()), wide.size() * 4},
+                              DType::kF16, half, &counts)
+                  .ok());
+  onnx::TensorProto* w = graph->add_initializer();
+  w->set_name("w");
+  w->set_data_type(onnx::TensorProto::FLOAT16);
+  w->add_dims(n);
+  w->add_dims(n);
+  w->set_raw_data(half.data(), half.size());
+  onnx::NodeProto* cast = graph->add_node();
+  cast->set_op_type("Cast");
+  cast->add_input("w");
+  cast->add_output("w32");
+  onnx::AttributeProto* to = cast->add_attribute();
+  to->set_name("to");
+  to->set_type(onnx::AttributeProto::INT);
+  to->set_i(onnx::TensorProto::FLOAT);
+  onnx::NodeProto* matmul = graph->add_node();
+  matmul->set_op_type("MatMul");
+  matmul->add_input("x");
+  matmul->add_input("w32");
+  matmul->add_output("y");
+  std::ofstream(path, std::ios::binary) << model.SerializeAsString();
+}
+
+int CastNodes(const std::filesystem::path& path) {
+  onnx::ModelProto model;
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(model.ParseFromIstream(&in)) << path;
+  int casts = 0;
+  for (const onnx::NodeProto& node : model.graph().node()) casts += node.op_type() == "Cast";
+  return casts;
+}
+
+TEST(SessionOptions, Float16WeightsWidenAtEachRunUnlessAskedAtLoad) {
+  TempDir dir;
+  constexpr std::int64_t n = 1024;  // A float32 copy of w is 4 MiB.
+  static_assert(n * n * 4 > kMaxFoldedBytes);
+  WriteCastWeightModel(dir / "model.onnx", n);
+  std::vector<float> x(n);
+  for (std::int64_t i = 0; i < n; ++i) x[i] = std::cos(0.11f * static_cast<float>(i));
+  std::map<std::string, HostTensor> results;
+  for (const bool at_load : {false, true}) {
+    SCOPED_TRACE(at_load ? "widened at load" : "widened at each run");
+    SessionOptions options;
+    options.intra_op_threads = 1;
+    options.widen_weights_at_load = at_load;
+    options.optimized_model_path = (dir / (at_load ? "load.onnx" : "run.onnx")).string();
+    auto model = OrtModel::Load((dir / "model.onnx").string(), options);
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    // Folding replaces the Cast by a float32 initializer; otherwise it runs.
+    EXPECT_EQ(CastNodes(options.optimized_model_path), at_load ? 0 : 1);
+    auto out = (*model)->Run({{"x", HostTensor::Float({1, n}, x)}});
+    ASSERT_TRUE(out.ok()) << out.status().message();
+    results[at_load ? "load" : "run"] = (*out)["y"];
+  }
+  EXPECT_EQ(MaxAbsDiff(results["load"], results["run"]), 0.0);
 }
 
 TEST(SessionOptions, UnknownLevelIsRejected) {

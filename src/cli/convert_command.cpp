@@ -50,7 +50,7 @@ Result<StaticShape> ParseStaticShape(const std::string& text, std::int64_t batch
 
 // Every line goes through PrintLine: paths, notes and the basis of the
 // detection come from file names and file contents.
-void PrintReport(const ConvertReport& report) {
+void PrintReport(const ConvertReport& report, bool fp16) {
   const ModelSpec& spec = report.spec;
   const std::string variant = spec.variant == "base" ? "" : " " + spec.variant;
   std::ostringstream detected;
@@ -81,10 +81,11 @@ void PrintReport(const ConvertReport& report) {
     const int count = report.float32_graphs_with_narrow_weights;
     PrintLine("note: " + std::to_string(count) +
               (count == 1 ? " float32 model keeps" : " float32 models keep") +
-              " the source's float16 or bfloat16 weights, which ONNX Runtime widens at every "
-              "load (the SDXL UNet: about 20 s and 10 GB on a CPU); "
-              "convert with --fp32-weights to widen them once now (files twice the size), or "
-              "with --fp16 for float16 compute");
+              " the source's float16 or bfloat16 weights, each behind a Cast that widens it "
+              "at every step in generate (the SDXL UNet on a CPU: about 2 s per 512x512 step, "
+              "or 20-35 s and 10 GB once with generate --widen-at-load); convert with --fp32-weights "
+              "to store them widened (files twice the size)" +
+              (fp16 ? std::string() : std::string(", or with --fp16 for float16 compute")));
   }
   PrintLine("wrote " + report.extras.path + " (" + HumanBytes(report.extras.bytes) +
             ", the tensors no graph uses, for rebuild)");
@@ -121,7 +122,7 @@ int RunConvert(const ConvertArgs& args) {
   }
   Result<ConvertReport> report = ConvertCheckpoint(options);
   if (!report.ok()) return ReportError(report.status().message());
-  PrintReport(*report);
+  PrintReport(*report, options.fp16);
   return 0;
 }
 
@@ -162,8 +163,8 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
                 "by default because it overflows float16)");
   cmd->add_flag("--fp32-weights", args->fp32_weights,
                 "Store float16 and bfloat16 source weights as float32: files twice the size "
-                "that ONNX Runtime loads without widening every weight at each load (an fp16 "
-                "SDXL UNet loads in seconds instead of about 20 s on a CPU)");
+                "whose weights need no Cast to float32 in ONNX Runtime (an fp16 SDXL UNet "
+                "steps about 2 s faster at 512x512 on a CPU)");
   cmd->add_flag("--ort-attention", args->ort_attention,
                 "Write UNet and VAE attention as ONNX Runtime's com.microsoft."
                 "MultiHeadAttention (flash attention on CPU: faster, less memory); the files "

@@ -236,6 +236,18 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
       session_options.AddConfigEntry(kOrtSessionOptionsConfigDisablePrepacking, "1");
     }
     if (!options.profile_prefix.empty()) session_options.EnableProfiling(options.profile_prefix.c_str());
+    if (!options.widen_weights_at_load) {
+      // The key exists since ONNX Runtime 1.27; older versions ignore it
+      // and fold every Cast, as with widen_weights_at_load.
+      session_options.AddConfigEntry("optimization.constant_folding_max_output_size_in_bytes",
+                                     std::to_string(kMaxFoldedBytes).c_str());
+    }
+    if (!options.optimized_model_path.empty()) {
+      session_options.SetOptimizedModelFilePath(options.optimized_model_path.c_str());
+    }
+    for (const auto& [key, value] : options.config_entries) {
+      session_options.AddConfigEntry(key.c_str(), value.c_str());
+    }
   }));
   SDONNX_RETURN_IF_ERROR(AppendProvider(options, session_options));
   SDONNX_RETURN_IF_ERROR(OrtCall(path + ": loading", [&] {

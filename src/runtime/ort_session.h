@@ -61,10 +61,28 @@ struct SessionOptions {
   // Whether CPU kernels may repack constant weights at load time. Off by
   // default, so weights in external data stay memory-mapped, not copied.
   bool prepack_weights = false;
+  // Whether the float16 and bfloat16 weights of a float32 graph (each
+  // behind a Cast) are widened once at load, by ONNX Runtime's constant
+  // folding, or by their Cast at every run. Off by default, because folding
+  // keeps a float32 copy of every weight in memory and is slow: the fp16
+  // SDXL base UNet loads in 20-35 s with 10.4 GB instead of 5 s with 88 MB.
+  // The Casts cost about 2 s per 512x512 SDXL step (benchmarks.md). Only
+  // results above kMaxFoldedBytes are left to run, so graphs without such
+  // weights load as before.
+  bool widen_weights_at_load = false;
   // When not empty, ONNX Runtime writes a JSON trace of every node's run
   // time to a file starting with this prefix.
   std::string profile_prefix;
+  // When not empty, ONNX Runtime writes the graph as optimized at load to
+  // this path.
+  std::string optimized_model_path;
+  // Further ONNX Runtime session config entries (onnxruntime_session_options_config_keys.h).
+  std::map<std::string, std::string> config_entries;
 };
+
+// The largest result of one constant-folded node when weights are not
+// widened at load: 1 MiB, which lets small shape and scalar constants fold.
+inline constexpr std::int64_t kMaxFoldedBytes = std::int64_t{1} << 20;
 
 // The TensorRT provider options (V2 API keys) for `profile`; empty when the
 // profile is empty.
