@@ -51,6 +51,22 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CkptConvert,
                            return name;
                          });
 
+// The tiny text encoder is 16 wide, so without its YAML the head count
+// cannot follow the 64-channel rule of the released encoders.
+TEST(CkptConvert, NarrowTextEncoderWithoutConfigAsksForIt) {
+  TempDir dir;
+  ConvertOptions options;
+  options.model_path = Fixture("ckpt/tiny-sd1-legacy.ckpt").string();
+  options.output_dir = (dir / "onnx").string();
+  Result<ConvertReport> report = ConvertCheckpoint(options);
+  ASSERT_FALSE(report.ok());
+  EXPECT_NE(report.status().message().find("text encoder width 16 is not a multiple of 64"),
+            std::string::npos)
+      << report.status().message();
+  EXPECT_NE(report.status().message().find("--config"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "onnx"));
+}
+
 TEST(CkptCheckpoint, TensorsEqualTheSafetensorsSource) {
   auto ckpt = Checkpoint::Open(Fixture("ckpt/tiny-sd1.ckpt").string());
   auto source = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());

@@ -257,6 +257,26 @@ TEST(Cli, IntegerOptionsRejectText) {
   }
 }
 
+// Seeds past the int64 range were clamped, and a batch's last seed could
+// pass the largest seed that --seed accepts back.
+TEST(Cli, SeedsOutOfRangeAreRejected) {
+  const std::string generate = "generate --model m --prompt p --output o.png";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {generate + " --seed 18446744073709551615", "is out of range; seeds go from 0 to"},
+      {generate + " --seed -2", "is out of range; seeds go from 0 to"},
+      {generate + " --seed 9223372036854775807 --batch-size 2",
+       "gives the last image seed 9223372036854775808, past the largest seed"},
+  };
+  for (const auto& [arguments, message] : cases) {
+    SCOPED_TRACE(arguments);
+    TempDir dir;
+    const CommandResult r = RunSdonnx(arguments, "cd " + Quote(dir.path()) + " &&");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(message), std::string::npos) << r.output;
+    EXPECT_TRUE(ListFiles(dir.path()).empty());
+  }
+}
+
 }  // namespace
 }  // namespace sdonnx
 

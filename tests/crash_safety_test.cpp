@@ -109,6 +109,24 @@ TEST(CrashSafety, EveryOutputNameIsCheckedWithoutForce) {
   EXPECT_EQ(ListFiles(out.path()), (std::vector<std::string>{"vae_encoder_tiny-sd1.onnx"}));
 }
 
+TEST(CrashSafety, EveryExistingOutputIsListed) {
+  TempDir out;
+  ASSERT_EQ(RunSdonnx(ConvertArguments(Fixture("tiny/tiny-sd1.safetensors"), out.path()))
+                .exit_code,
+            0);
+  const std::vector<std::string> before = ListFiles(out.path());
+  CommandResult r = RunSdonnx(ConvertArguments(Fixture("tiny/tiny-sd1.safetensors"), out.path()));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(Contains(r.output, "extras_tiny-sd1.safetensors: already exists; pass --force to "
+                                 "overwrite it and the 4 other existing outputs of this run ("))
+      << r.output;
+  for (const char* name : {"unet_tiny-sd1.onnx", "vae_decoder_tiny-sd1.onnx",
+                           "vae_encoder_tiny-sd1.onnx", "clip_text_tiny-sd1.onnx"}) {
+    EXPECT_TRUE(Contains(r.output, name)) << r.output;
+  }
+  EXPECT_EQ(ListFiles(out.path()), before);
+}
+
 TEST(CrashSafety, FailedMoveKeepsOldOutputsWithForce) {
   // convert moves the extras file, then unet, vae_encoder, vae_decoder and
   // clip_text. A folder in clip_text's place makes the last rename fail
@@ -136,7 +154,6 @@ TEST(CrashSafety, FailedMoveKeepsOldOutputsWithForce) {
   EXPECT_EQ(ListFiles(out / "clip_text_tiny-sd1.onnx"), (std::vector<std::string>{"keep"}));
 }
 
-// Starts `sdonnx convert MODEL OUT` as a child process and returns its pid.
 // Starts `sdonnx convert MODEL OUT` in a child process, with its stderr
 // written to `stderr_path` when one is given.
 pid_t StartConvert(const fs::path& model, const fs::path& out, const fs::path& stderr_path = {}) {
@@ -160,6 +177,32 @@ bool HasStagingFolder(const fs::path& dir) {
     if (name.starts_with(".sdonnx-staging-")) return true;
   }
   return false;
+}
+
+// `sdonnx convert -v MODEL OUT | head` with nothing read: a closed pipe on
+// stdout and stderr must not kill the run halfway.
+TEST(CrashSafety, ClosedOutputPipeLetsConvertFinish) {
+  TempDir dir;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ::close(fds[0]);
+  const std::string model = Fixture("tiny/tiny-sd1.safetensors").string();
+  const std::string out = (dir / "out").string();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::dup2(fds[1], STDOUT_FILENO) < 0 || ::dup2(fds[1], STDERR_FILENO) < 0) ::_exit(126);
+    ::execl(SDONNX_BINARY, SDONNX_BINARY, "convert", "-v", model.c_str(), out.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(fs::is_regular_file(dir / "out" / "unet_tiny-sd1.onnx"));
+  EXPECT_FALSE(HasStagingFolder(dir / "out"));
 }
 
 class CrashSafetySignal : public ::testing::TestWithParam<int> {
@@ -207,15 +250,17 @@ TEST_P(CrashSafetySignal, RemovesStagingFolder) {
   EXPECT_TRUE(ListFiles(out).empty());
   std::ifstream in(errors);
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::string expected = signal_number == SIGINT ? "interrupted (SIGINT)"
-                                                       : "terminated (SIGTERM)";
+  const std::string expected = signal_number == SIGINT   ? "interrupted (SIGINT)"
+                               : signal_number == SIGHUP ? "hung up (SIGHUP)"
+                                                         : "terminated (SIGTERM)";
   EXPECT_NE(text.find(expected + "; unfinished outputs were removed"), std::string::npos) << text;
 }
 
-INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetySignal, ::testing::Values(SIGINT, SIGTERM),
+INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetySignal, ::testing::Values(SIGINT, SIGTERM, SIGHUP),
                          [](const ::testing::TestParamInfo<int>& info) {
-                           return info.param == SIGINT ? std::string("Sigint")
-                                                       : std::string("Sigterm");
+                           return info.param == SIGINT   ? std::string("Sigint")
+                                  : info.param == SIGHUP ? std::string("Sighup")
+                                                         : std::string("Sigterm");
                          });
 
 // Starts sdonnx with `arguments` as a child process and returns its pid.

@@ -185,5 +185,19 @@ TEST(Extract, CheckpointInsteadOfModelIsNamed) {
   EXPECT_TRUE(testing::ListFiles(dir.path()).empty());
 }
 
+TEST(Extract, FolderInsteadOfModelIsNamed) {
+  TempDir dir;
+  ExtractOptions options;
+  options.onnx_path = Fixture("foreign/tiny-sd1-diffusers").string();
+  options.output_path = (dir / "out.safetensors").string();
+  auto report = ExtractInitializers(options);
+  ASSERT_FALSE(report.ok());
+  const std::string message = report.status().message();
+  EXPECT_NE(message.find("tiny-sd1-diffusers: is a folder; pass one of its .onnx files"),
+            std::string::npos)
+      << message;
+  EXPECT_TRUE(testing::ListFiles(dir.path()).empty());
+}
+
 }  // namespace
 }  // namespace sdonnx

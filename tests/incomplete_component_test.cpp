@@ -7,6 +7,8 @@
 // missing SD 2.x config.
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -64,6 +66,9 @@ struct DroppedKey {
   const char* key;        // the key left out, or a prefix ending in '.'
   const char* component;  // the verify problem expected
 };
+
+// Names the case in test listings instead of its bytes.
+void PrintTo(const DroppedKey& c, std::ostream* out) { *out << c.fixture << " without " << c.key; }
 
 class IncompleteComponent : public ::testing::TestWithParam<DroppedKey> {};
 

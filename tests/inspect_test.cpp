@@ -2,6 +2,8 @@
 // through the sdonnx program (text and JSON), and `verify`'s exit codes.
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <onnx/onnx_pb.h>
@@ -59,6 +61,8 @@ struct TinyFixtureCase {
   Family family;
   const char* variant;
 };
+
+void PrintTo(const TinyFixtureCase& c, std::ostream* out) { *out << c.file; }
 
 class InspectTinyFixture : public ::testing::TestWithParam<TinyFixtureCase> {};
 

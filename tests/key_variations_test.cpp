@@ -13,6 +13,7 @@
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
+#include "inspect/checkpoint_inspect.h"
 #include "model/model_spec.h"
 #include "runtime/ort_session.h"
 #include "test_support.h"
@@ -289,10 +290,9 @@ TEST(KeyVariations, CheckpointWithoutVaeConvertsTheRest) {
   EXPECT_TRUE(noted);
 }
 
-TEST(KeyVariations, SeparateVaeFileIsUsed) {
-  TempDir dir;
-  const fs::path model = Rewrite(dir.path(), "tiny-sd1", DropVae);
-  // The VAE alone, in the original naming without the first_stage_model. prefix.
+// Writes the VAE of tiny-sd1 alone to `path`, in the original naming
+// without the first_stage_model. prefix.
+void WriteTinyVae(const fs::path& path) {
   auto source = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
   ASSERT_TRUE(source.ok());
   std::vector<TensorToWrite> vae;
@@ -301,7 +301,24 @@ TEST(KeyVariations, SeparateVaeFileIsUsed) {
     if (!t.name.starts_with(prefix)) continue;
     vae.push_back({t.name.substr(prefix.size()), t.dtype, t.shape, (*source)->Data(t), {}});
   }
-  ASSERT_TRUE(WriteSafetensors((dir / "my.vae.safetensors").string(), vae, {}).ok());
+  ASSERT_TRUE(WriteSafetensors(path.string(), vae, {}).ok());
+}
+
+TEST(KeyVariations, SeparateVaeFileIsNamedByInspect) {
+  TempDir dir;
+  WriteTinyVae(dir / "my.vae.safetensors");
+  Result<CheckpointSummary> summary = InspectCheckpoint((dir / "my.vae.safetensors").string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  EXPECT_EQ(summary->file_kind, "vae");
+  EXPECT_NE(summary->file_description.find("the original naming"), std::string::npos)
+      << summary->file_description;
+  EXPECT_NE(summary->file_advice.find("--vae"), std::string::npos) << summary->file_advice;
+}
+
+TEST(KeyVariations, SeparateVaeFileIsUsed) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", DropVae);
+  WriteTinyVae(dir / "my.vae.safetensors");
 
   Result<ConvertReport> report = Convert(model, dir / "onnx", false, dir / "my.vae.safetensors");
   ASSERT_TRUE(report.ok()) << report.status().message();

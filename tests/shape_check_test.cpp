@@ -3,6 +3,8 @@
 // output file is written. Each case changes one tensor of a tiny fixture.
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -76,6 +78,8 @@ struct Mutation {
   Shape wrong;
   Shape right;
 };
+
+void PrintTo(const Mutation& m, std::ostream* out) { *out << m.name; }
 
 std::string CaseName(const ::testing::TestParamInfo<Mutation>& info) { return info.param.name; }
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,13 @@
 #include "rebuild/rebuild.h"
 #include "runtime/ort_session.h"
 #include "util/log.h"
+
+namespace sdonnx {
+
+// Names a dtype parameter in test listings (found by argument-dependent lookup).
+inline void PrintTo(DType dtype, std::ostream* out) { *out << DTypeName(dtype); }
+
+}  // namespace sdonnx
 
 namespace sdonnx::testing {
 

@@ -295,6 +295,13 @@ TEST(Tokenizer, TruncatedMergesFileIsReported) {
   ExpectLoadError(path, {path.string(), "has 4 lines", "truncated"});
 }
 
+TEST(Tokenizer, PlainTextNamedGzIsReported) {
+  TempDir dir;
+  const fs::path path = dir / "fake.txt.gz";
+  WriteBytes(path, "\"bpe_simple_vocab_16e6.txt#version: 0.2\ni n\n");
+  ExpectLoadError(path, {path.string(), "is not gzip-compressed"});
+}
+
 TEST(Tokenizer, MalformedMergeLineIsReported) {
   TempDir dir;
   WriteBytes(dir / "vocab.json", R"({"a": 0})");

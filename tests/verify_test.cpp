@@ -3,6 +3,8 @@
 // are written from the tiny fixtures with some tensors left out or changed.
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -240,6 +242,11 @@ TEST(Verify, NoUNetFailsWithComfyMessage) {
   ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
   EXPECT_EQ(report.problems[0].component, "unet");
   EXPECT_TRUE(AnyMessageHas(report.problems[0], "Could not detect model type"));
+  // The file is the VAE alone, so the advice says how to use one.
+  EXPECT_NE(report.problems[0].what.find("standalone VAE"), std::string::npos)
+      << report.problems[0].what;
+  EXPECT_NE(report.problems[0].advice.find("--vae"), std::string::npos)
+      << report.problems[0].advice;
 }
 
 TEST(Verify, VaeWithoutOutputConvNamesVae) {
@@ -357,6 +364,8 @@ struct DTypeCase {
   DType dtype;
   const char* component;
 };
+
+void PrintTo(const DTypeCase& c, std::ostream* out) { *out << c.name; }
 
 class VerifyWrongDType : public ::testing::TestWithParam<DTypeCase> {};
 

@@ -107,7 +107,7 @@ namespace {
 // for the output moves to finish.
 std::atomic<bool> g_interrupted{false};
 
-// Blocks SIGINT and SIGTERM in this thread and every thread started later,
+// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread started later,
 // and starts one thread that waits for them, removes half-written outputs
 // and exits. The removal allocates and takes locks, so it must not run in a
 // signal handler: one that interrupted malloc would deadlock.
@@ -116,6 +116,7 @@ void StartSignalWatcher() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // The terminal was closed.
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::thread([signals] {
     int signal_number = 0;
@@ -126,9 +127,10 @@ void StartSignalWatcher() {
     // The lock is kept until the exit, so no later move starts.
     const std::unique_lock<std::mutex> moves = sdonnx::LockOutputMoves();
     sdonnx::RemoveRegisteredTemporaries();
-    const char* message = signal_number == SIGINT
-                              ? "\nsdonnx: interrupted (SIGINT); unfinished outputs were removed\n"
-                              : "\nsdonnx: terminated (SIGTERM); unfinished outputs were removed\n";
+    const char* message =
+        signal_number == SIGINT   ? "\nsdonnx: interrupted (SIGINT); unfinished outputs were removed\n"
+        : signal_number == SIGHUP ? "\nsdonnx: hung up (SIGHUP); unfinished outputs were removed\n"
+                                  : "\nsdonnx: terminated (SIGTERM); unfinished outputs were removed\n";
     // write() instead of a stream: another thread may hold the stream's lock.
     [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, message, std::strlen(message));
     ::_exit(128 + signal_number);
@@ -182,6 +184,11 @@ int main(int argc, char** argv) {
   // error path removes the temporaries. The default action of SIGXFSZ would
   // kill the process and leave them behind.
   std::signal(SIGXFSZ, SIG_IGN);
+  // When the reader of stdout or stderr goes away (`sdonnx convert -v |
+  // head`), writes to it fail with EPIPE and print nothing more, and the run
+  // goes on to complete outputs. SIGPIPE's default action would kill the
+  // process and leave its staging folder behind.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"sdonnx: Stable Diffusion checkpoints to ONNX, natively"};
   app.set_version_flag("--version", std::string("sdonnx ") + SDONNX_VERSION);
   app.require_subcommand(1);

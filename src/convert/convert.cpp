@@ -232,14 +232,23 @@ Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& p
     names.push_back(p.component + "_" + stem + ".onnx");
     names.push_back(p.component + "_" + stem + ".onnx.data");
   }
+  std::vector<std::string> existing;
   for (const std::string& name : names) {
     std::error_code ec;
-    if (fs::exists(fs::symlink_status(out_dir / name, ec))) {
-      return Status::Error((out_dir / name).string() +
-                           ": already exists; pass --force to overwrite it");
-    }
+    if (fs::exists(fs::symlink_status(out_dir / name, ec))) existing.push_back(name);
   }
-  return Status::Ok();
+  if (existing.empty()) return Status::Ok();
+  std::string message = (out_dir / existing.front()).string() +
+                        ": already exists; pass --force to overwrite it";
+  if (existing.size() > 1) {
+    message += " and the " + std::to_string(existing.size() - 1) + " other existing output" +
+               (existing.size() > 2 ? "s" : "") + " of this run (";
+    for (std::size_t i = 1; i < existing.size(); ++i) {
+      message += (i > 1 ? ", " : "") + existing[i];
+    }
+    message += ")";
+  }
+  return Status::Error(message);
 }
 
 // Returns whether the UNet is built from the EMA shadows: when asked for,

@@ -130,6 +130,10 @@ Result<std::unique_ptr<OnnxFile>> OnnxFile::Open(const std::string& path) {
   struct stat info {};
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
     ::close(fd);
+    if (S_ISDIR(info.st_mode)) {
+      return Status::Error(path + ": is a folder; pass one of its .onnx files, such as " +
+                           "unet_<name>.onnx");
+    }
     return Status::Error(path + ": not a regular file");
   }
   if (static_cast<std::uint64_t>(info.st_size) > kMaxOnnxModelBytes) {

@@ -148,7 +148,7 @@ Result<FileFormat> SniffFile(const std::string& path) {
 std::string NotACheckpointAdvice(FileFormat format) {
   switch (format) {
     case FileFormat::kEmpty:
-      return "the file is empty (0 bytes); the download or copy did not finish, so fetch the "
+      return "it has 0 bytes; the download or copy did not finish, so fetch the "
              "file again";
     case FileFormat::kZip:
       return "this is a zip archive but not a PyTorch checkpoint (it has no data.pkl record); "

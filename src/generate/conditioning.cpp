@@ -25,9 +25,16 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
     output = "clip_skip_" + std::to_string(effective_skip);
     const auto names = text_encoder.OutputNames();
     if (std::find(names.begin(), names.end(), output) == names.end()) {
-      return Status::Error("clip skip " + std::to_string(clip_skip) + " is more than " +
-                           text_encoder.path() + " supports (it has no output '" + output +
-                           "'); use a smaller --clip-skip");
+      int deepest = 1;  // The largest N of the clip_skip_N outputs.
+      for (const std::string& name : names) {
+        if (name.starts_with("clip_skip_")) {
+          deepest = std::max(deepest, std::atoi(name.c_str() + std::strlen("clip_skip_")));
+        }
+      }
+      return Status::Error("--clip-skip " + std::to_string(clip_skip) + " is more than " +
+                           text_encoder.path() + " supports: the largest is " +
+                           std::to_string(std::max(1, deepest - base_skip + 1)) +
+                           " for this text encoder");
     }
   }
   std::vector<std::string> requested = {output};

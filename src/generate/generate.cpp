@@ -28,8 +28,9 @@ using Clock = std::chrono::steady_clock;
 // UNet at 8192x8192 already needs far more memory than this tool targets.
 constexpr std::int64_t kMaxImageSide = 8192;
 
-// Step noise comes from its own stream, so that the initial noise of image b
-// (seed + b) stays the same whatever the sampler draws.
+// Step noise comes from streams of its own, so that the initial noise of
+// image b (seed + b) stays the same whatever the sampler draws; image b's
+// step noise is the stream of seed + b + kStepNoiseSeedOffset.
 constexpr std::uint64_t kStepNoiseSeedOffset = 1ull << 32;
 
 // Defaults of the optional settings, as diffusers has them.
@@ -172,6 +173,10 @@ void WarnAboutUnusedOptions(const GenerateOptions& options, const Plan& plan) {
       plan.facts.num_time_ids != 5) {
     LogWarning("--aesthetic-score and --negative-aesthetic-score apply to the SDXL refiner "
                "only; this model ignores them");
+  }
+  if (!plan.guidance && !options.negative_prompt.empty()) {
+    LogWarning("--negative-prompt has no effect with --cfg-scale 1, which turns guidance off; "
+               "use a larger --cfg-scale for it to count");
   }
 }
 
@@ -479,7 +484,7 @@ Result<std::vector<float>> RunSampler(ModelSet& models, const GenerateOptions& o
   SDONNX_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> sampler, Sampler::Create(sampler_options));
   SDONNX_ASSIGN_OR_RETURN(std::vector<float> latents,
                           InitialLatents(options, plan, images, *sampler));
-  NoiseSource step_noise(options.seed + kStepNoiseSeedOffset);
+  BatchNoiseSource step_noise(options.seed + kStepNoiseSeedOffset, plan.batch);
   const int total = sampler->NumSteps();
   const std::size_t size = latents.size();
   const auto start = Clock::now();

@@ -29,6 +29,11 @@ Result<std::string> FindStem(const std::string& dir) {
       stems.insert(name.substr(5, name.size() - 10));
     }
   }
+  if (stems.empty() && fs::is_regular_file(fs::path(dir) / "unet" / "model.onnx", ec)) {
+    return Status::Error(dir + ": a diffusers-layout ONNX export (unet/model.onnx, ...), which "
+                         "generate does not read; rebuild a checkpoint from it (sdonnx rebuild " +
+                         dir + " -o model.safetensors) and convert that");
+  }
   if (stems.empty()) {
     return Status::Error(dir + ": no unet_<name>.onnx file; convert a checkpoint into this "
                          "folder first (sdonnx convert MODEL.safetensors " + dir + ")");

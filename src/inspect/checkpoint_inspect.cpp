@@ -9,6 +9,7 @@
 #include <set>
 
 #include "convert/prediction_probe.h"
+#include "formats/diffusers_vae_keys.h"
 #include "rebuild/source_record.h"
 #include "util/temporaries.h"
 
@@ -155,6 +156,40 @@ void DescribeSdonnxFile(CheckpointSummary* summary) {
   }
 }
 
+// A file with nothing but VAE weights, such as the separate VAE files that
+// UIs load beside a checkpoint (convert --vae reads them).
+void DescribeStandaloneVae(CheckpointSummary* summary) {
+  const Checkpoint& file = *summary->checkpoint;
+  if (summary->spec || !summary->file_kind.empty()) return;
+  const auto vae_key = [](const TensorInfo& t) {
+    for (const char* prefix :
+         {"first_stage_model.", "encoder.", "decoder.", "quant_conv.", "post_quant_conv."}) {
+      if (t.name.starts_with(prefix)) return true;
+    }
+    return false;
+  };
+  if (file.tensors().empty() || !std::all_of(file.tensors().begin(), file.tensors().end(), vae_key)) {
+    return;
+  }
+  std::string naming;
+  if (file.Has("first_stage_model.encoder.conv_in.weight")) {
+    naming = "the checkpoint's first_stage_model. naming";
+  } else if (file.Has("encoder.conv_in.weight")) {
+    naming = "the original naming";
+  } else if (HasDiffusersVaeKeys(file)) {
+    naming = "diffusers' naming";
+  } else {
+    return;
+  }
+  summary->file_kind = "vae";
+  summary->file_title = "standalone VAE";
+  summary->file_description = "VAE weights in " + naming +
+                              ", with no UNet or text encoder: a VAE to use with a checkpoint, "
+                              "not a checkpoint";
+  summary->file_advice = "convert a checkpoint with this VAE: `sdonnx convert CHECKPOINT OUT "
+                         "--vae " + summary->path + "`";
+}
+
 }  // namespace
 
 std::vector<std::string> MissingWeights(const Checkpoint& checkpoint,
@@ -209,6 +244,7 @@ Result<CheckpointSummary> InspectCheckpoint(const std::string& path) {
     summary.detection_error = spec.status().message();
   }
   DescribeSdonnxFile(&summary);
+  DescribeStandaloneVae(&summary);
   CountTensors(&summary);
   FindIncompleteComponents(&summary);
   FindExtraKeys(&summary);

@@ -283,7 +283,9 @@ void CheckComponents(VerifyReport* report) {
 // recognised by their metadata. Returns false for other files.
 bool RecognizeSdonnxFile(VerifyReport* report) {
   const CheckpointSummary& summary = report->summary;
-  if (summary.file_kind.empty()) return false;
+  // A standalone VAE is checked as a checkpoint: a UI fails on it as on any
+  // file without a UNet. VerifyCheckpoint then adds how to use it.
+  if (summary.file_kind.empty() || summary.file_kind == "vae") return false;
   report->file_kind = summary.file_kind;
   VerifyProblem problem;
   problem.component = "file";
@@ -352,6 +354,12 @@ Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
   const CheckpointSummary& summary = report.summary;
   if (!summary.spec) {
     report.problems.push_back(UndetectedModel(*summary.checkpoint, summary.detection_error));
+    if (summary.file_kind == "vae") {
+      VerifyProblem& problem = report.problems.back();
+      problem.what += "; the file is a standalone VAE (" + summary.file_description + ")";
+      problem.advice = "load it as a VAE (AUTOMATIC1111: models/VAE; ComfyUI: Load VAE), or " +
+                       summary.file_advice;
+    }
   } else {
     CheckComponents(&report);
   }

@@ -95,10 +95,14 @@ Result<TextShapes> ReadTextShapes(const Checkpoint& checkpoint, const std::strin
 
 Result<std::int64_t> TextHeads(std::int64_t width, std::int64_t heads) {
   const std::int64_t count = heads > 0 ? heads : width / 64;
-  if (count <= 0 || width % count != 0) {
+  if (heads > 0 && width % heads != 0) {
     return Status::Error("text encoder width " + std::to_string(width) + " cannot be split into " +
-                         std::to_string(count) + " heads of 64 channels, the rule of every "
-                         "released CLIP; pass --config with a YAML that gives the head count");
+                         std::to_string(heads) + " heads; check the head count in --config");
+  }
+  if (count <= 0 || width % count != 0) {
+    return Status::Error("text encoder width " + std::to_string(width) +
+                         " is not a multiple of 64, the head width of every released CLIP, so "
+                         "the head count is unknown; pass --config with a YAML that gives it");
   }
   return count;
 }

@@ -1,5 +1,6 @@
 #include "sampling/noise.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 
@@ -144,6 +145,22 @@ void NoiseSource::Fill(std::span<float> out) {
       has_spare_ = true;
     }
   }
+}
+
+BatchNoiseSource::BatchNoiseSource(std::uint64_t first_seed, std::int64_t images)
+    : NoiseSource(first_seed) {
+  for (std::int64_t b = 0; b < std::max<std::int64_t>(images, 1); ++b) {
+    streams_.emplace_back(first_seed + static_cast<std::uint64_t>(b));
+  }
+}
+
+void BatchNoiseSource::Fill(std::span<float> out) {
+  if (out.size() % streams_.size() != 0) {
+    streams_.front().Fill(out);
+    return;
+  }
+  const std::size_t part = out.size() / streams_.size();
+  for (std::size_t b = 0; b < streams_.size(); ++b) streams_[b].Fill(out.subspan(b * part, part));
 }
 
 }  // namespace sdonnx

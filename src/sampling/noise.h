@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace sdonnx {
 
@@ -52,6 +53,21 @@ class NoiseSource {
   // a pair, the second waits here for the next Fill.
   float spare_ = 0.0f;
   bool has_spare_ = false;
+};
+
+// One stream per image of a batch: each Fill splits its span into as many
+// equal parts as there are images and fills part b from the stream of
+// `first_seed + b`. Image b of a batch then gets the noise that a run of
+// one image with that seed gets, so any image can be made again alone.
+class BatchNoiseSource : public NoiseSource {
+ public:
+  BatchNoiseSource(std::uint64_t first_seed, std::int64_t images);
+
+  // A span that does not split evenly is filled from the first stream.
+  void Fill(std::span<float> out) override;
+
+ private:
+  std::vector<NoiseSource> streams_;
 };
 
 }  // namespace sdonnx

@@ -145,7 +145,14 @@ Result<std::string> ReadGzip(const std::string& path) {
     gzclose(file);
     return Status::Error(path + ": reading the gzip data failed: " + reason);
   }
+  // zlib passes a file without the gzip header through as it is.
+  const bool plain = gzdirect(file) == 1;
   gzclose(file);
+  if (plain) {
+    return Status::Error(path + ": is not gzip-compressed (no gzip header at byte 0); give " +
+                         kOpenAiMergesName + " as downloaded, or a folder with vocab.json and "
+                         "merges.txt");
+  }
   return text;
 }
 
