@@ -442,6 +442,9 @@ Status WriteComponent(const RunContext& run, const ComponentPlan& p, ConvertRepo
   ModelWriteOptions component_options = run.write_options;
   component_options.metadata.insert(settings.metadata.begin(), settings.metadata.end());
   component_options.metadata["sdonnx.component"] = p.component;
+  if (const std::string layout = builder.SelfAttentionLayout(); !layout.empty()) {
+    component_options.metadata["sdonnx.self_attention"] = layout;
+  }
   WeightConversion conversion;
   component_options.conversion = &conversion;
   if (p.source != &run.checkpoint) {

@@ -218,10 +218,6 @@ Result<Plan> MakePlan(const GenerateOptions& options, const ModelFacts& facts) {
   }
   const std::int64_t multiple = std::lcm<std::int64_t>(8, facts.downsample_factor);
   for (auto [name, value] : {std::pair{"width", options.width}, {"height", options.height}}) {
-    if (value > kMaxImageSide) {
-      return Status::Error(std::string("--") + name + " " + std::to_string(value) +
-                           " is more than the supported " + std::to_string(kMaxImageSide));
-    }
     if (value < multiple || value % multiple != 0) {
       return Status::Error(std::string("--") + name + " " + std::to_string(value) +
                            " is not a positive multiple of " + std::to_string(multiple) +
@@ -647,6 +643,12 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
   if (options.batch_size < 1 || options.batch_size > 64) {
     return Status::Error("--batch-size " + std::to_string(options.batch_size) +
                          " is out of range; use 1 to 64");
+  }
+  for (auto [name, value] : {std::pair{"width", options.width}, {"height", options.height}}) {
+    if (value > kMaxImageSide) {
+      return Status::Error(std::string("--") + name + " " + std::to_string(value) +
+                           " is more than the supported " + std::to_string(kMaxImageSide));
+    }
   }
   // Missing folders above --output are created, as convert creates its
   // output folder, and removed again if the run fails.

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "formats/conversion_id.h"
+#include "generate/attention_memory.h"
 #include "util/log.h"
 
 namespace sdonnx {
@@ -211,6 +212,20 @@ Status CheckSameConversion(const fs::path& dir, const std::string& stem, bool ne
                        "--force");
 }
 
+// `run` completed from the UNet's header: whether it is instruct-pix2pix
+// (more rows per image) and the VAE's downsample factor.
+ProfileRequest WithFileFacts(const fs::path& dir, const std::string& stem, ProfileRequest run) {
+  const auto header = ReadGraphHeader((dir / ("unet_" + stem + ".onnx")).string());
+  if (!header.ok()) return run;
+  run.pix2pix = IsInstructPix2PixUNet(*header);
+  if (header->metadata.contains("sdonnx.vae_downsample_factor")) {
+    const Result<float> factor =
+        ParseFloat(dir.string(), "sdonnx.vae_downsample_factor", header->metadata);
+    if (factor.ok() && *factor >= 1) run.downsample_factor = static_cast<std::int64_t>(*factor);
+  }
+  return run;
+}
+
 }  // namespace
 
 Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_t height,
@@ -245,6 +260,9 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
                          "VAE, so convert it again with --vae FILE");
   }
   SDONNX_RETURN_IF_ERROR(CheckSameConversion(dir, stem, need_encoder));
+  SDONNX_RETURN_IF_ERROR(
+      CheckAttentionMemory(dir, stem, need_encoder, WithFileFacts(dir, stem, run),
+                           PhysicalMemoryBytes()));
   SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options, run));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
   if (set->facts_.family != "sdxl-refiner") {

@@ -81,6 +81,15 @@ void GraphBuilder::Fail(const std::string& message) {
   if (status_.ok()) status_ = Status::Error(message);
 }
 
+std::string GraphBuilder::SelfAttentionLayout() const {
+  std::string text;
+  for (const auto& [halvings, heads, chunks] : self_attention_) {
+    if (!text.empty()) text += ",";
+    text += std::to_string(halvings) + ":" + std::to_string(heads) + ":" + std::to_string(chunks);
+  }
+  return text;
+}
+
 std::string GraphBuilder::FreshName(const std::string& type) {
   int n = name_counts_[type]++;
   return "/" + type + "_" + std::to_string(n);

@@ -19,6 +19,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <tuple>
 #include <variant>
 #include <vector>
 
@@ -63,8 +64,8 @@ class GraphBuilder {
   void SetFloat16(bool on) { float16_ = on; }
   bool float16() const { return float16_; }
   // Stores float16 and bfloat16 weights of a float32 graph as float32,
-  // widened exactly at conversion, instead of as they are with a Cast
-  // that ONNX Runtime folds at every load. Ignored in a float16 graph.
+  // widened exactly at conversion, instead of as they are behind a Cast to
+  // float32. Ignored in a float16 graph.
   void SetFloat32Weights(bool on) { float32_weights_ = on; }
   // onnx::TensorProto_DataType of the values between layers.
   int compute_type() const;
@@ -79,6 +80,15 @@ class GraphBuilder {
   // shorter. 1 computes all scores at once. Call before building.
   void SetAttentionChunks(std::int64_t chunks) { attention_chunks_ = chunks; }
   std::int64_t attention_chunks() const { return attention_chunks_; }
+  // Records a self-attention with `heads` heads over the tokens of the
+  // latent grid halved `halvings` times (each side rounded up), in `chunks`
+  // query chunks, for the memory estimate of generate.
+  void NoteSelfAttention(int halvings, std::int64_t heads, std::int64_t chunks) {
+    self_attention_.insert({halvings, heads, chunks});
+  }
+  // The recorded self-attentions as "HALVINGS:HEADS:CHUNKS" entries joined
+  // by commas (metadata sdonnx.self_attention), or "" for none.
+  std::string SelfAttentionLayout() const;
   // Fixes symbolic dimensions of inputs and outputs: a Dim named in `dims`
   // is written with that size. Call before building.
   void SetStaticDims(std::map<std::string, std::int64_t> dims) { static_dims_ = std::move(dims); }
@@ -156,6 +166,7 @@ class GraphBuilder {
   bool float32_weights_ = false;
   bool ort_attention_ = false;
   std::int64_t attention_chunks_ = 1;
+  std::set<std::tuple<int, std::int64_t, std::int64_t>> self_attention_;
   std::map<std::string, std::int64_t> static_dims_;
   onnx::ModelProto model_;
   onnx::GraphProto* graph_;  // where nodes are added: the model's graph or a loop body

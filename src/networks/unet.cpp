@@ -149,9 +149,9 @@ std::string SpatialTransformer(GraphBuilder& b, const std::string& x, const std:
        ++i) {
     const std::string blk = p + ".transformer_blocks." + std::to_string(i);
     const std::string normed = LayerNorm(b, h, blk + ".norm1", kLayerNormEps);
-    h = b.Op("Add", {CrossAttention(b, normed, normed, blk + ".attn1", heads,
-                                    QueryChunks(b, spec, level)),
-                     h});
+    const std::int64_t chunks = QueryChunks(b, spec, level);
+    if (!b.ort_attention()) b.NoteSelfAttention(level, heads, chunks);
+    h = b.Op("Add", {CrossAttention(b, normed, normed, blk + ".attn1", heads, chunks), h});
     h = b.Op("Add", {CrossAttention(b, LayerNorm(b, h, blk + ".norm2", kLayerNormEps), context,
                                     blk + ".attn2", heads),
                      h});

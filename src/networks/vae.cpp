@@ -69,6 +69,11 @@ std::string Level(GraphBuilder& b, std::string h, const std::string& p, std::int
 
 std::string Middle(GraphBuilder& b, std::string h, const std::string& p, std::int64_t groups) {
   h = ResnetBlock(b, h, p + ".mid.block_1", groups);
+  // The middle block runs at the latent resolution, in the encoder and the
+  // decoder alike.
+  if (!b.ort_attention() && b.HasWeight(p + ".mid.attn_1.norm.weight")) {
+    b.NoteSelfAttention(0, 1, b.attention_chunks());
+  }
   h = AttnBlock(b, h, p + ".mid.attn_1", groups);
   return ResnetBlock(b, h, p + ".mid.block_2", groups);
 }
