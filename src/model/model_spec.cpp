@@ -434,15 +434,20 @@ Result<ModelSpec> DetectModel(const Checkpoint& checkpoint,
   if (spec.vae) {
     spec.notes.push_back(VaeNote(*spec.vae));
   }
-  if (spec.open_clip) {
-    spec.notes.push_back("text encoder: OpenCLIP, width " + std::to_string(spec.open_clip->width) +
-                         ", layers " + std::to_string(spec.open_clip->layers) + ", vocab " +
-                         std::to_string(spec.open_clip->vocab_size));
-  }
+  // Named by the file each encoder becomes: SDXL writes OpenCLIP as the
+  // second encoder, SD 2.x as its only one.
   if (spec.text) {
-    spec.notes.push_back("text encoder: width " + std::to_string(spec.text->width) + ", layers " +
-                         std::to_string(spec.text->layers) + ", vocab " +
+    spec.notes.push_back("clip_text: CLIP text encoder, width " + std::to_string(spec.text->width) +
+                         ", layers " + std::to_string(spec.text->layers) + ", vocab " +
                          std::to_string(spec.text->vocab_size));
+  }
+  if (spec.open_clip) {
+    const bool sdxl = spec.family == Family::kSDXL || spec.family == Family::kSDXLRefiner;
+    spec.notes.push_back(std::string(sdxl ? "clip_text_2" : "clip_text") +
+                         ": OpenCLIP text encoder, width " +
+                         std::to_string(spec.open_clip->width) + ", layers " +
+                         std::to_string(spec.open_clip->layers) + ", vocab " +
+                         std::to_string(spec.open_clip->vocab_size));
   }
   return spec;
 }
