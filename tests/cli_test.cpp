@@ -399,5 +399,19 @@ TEST(Cli, NamedPipesAreRejectedWithoutBlocking) {
                                                             "models", "pipe.safetensors"}));
 }
 
+// A result that stdout cannot take in full gives exit code 1.
+TEST(Cli, LostOutputIsAnError) {
+  const std::string model = Quote(Fixture("tiny/tiny-sd1.safetensors"));
+  for (const std::string& arguments : {"inspect --json " + model, "inspect " + model,
+                                       "verify --json " + model}) {
+    SCOPED_TRACE(arguments);
+    // stderr to the pipe that RunCommand reads, stdout to a full disk.
+    const CommandResult r = testing::RunCommand("{ " + std::string(SDONNX_BINARY) + " " +
+                                                arguments + " 2>&1 >/dev/full; }");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("writing to standard output failed"), std::string::npos) << r.output;
+  }
+}
+
 }  // namespace
 }  // namespace sdonnx

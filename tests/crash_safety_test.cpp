@@ -127,6 +127,21 @@ TEST(CrashSafety, EveryExistingOutputIsListed) {
   EXPECT_EQ(ListFiles(out.path()), before);
 }
 
+TEST(CrashSafety, FolderWithAnotherExportIsRefused) {
+  TempDir out;
+  testing::WriteBytes(out / "unet_other.onnx", "another checkpoint's UNet");
+  for (const std::string extra : {"", " --force"}) {
+    SCOPED_TRACE(extra);
+    CommandResult r = RunSdonnx(
+        ConvertArguments(Fixture("tiny/tiny-sd1.safetensors"), out.path()) + extra);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(Contains(r.output, "already holds the export of another checkpoint "
+                                   "(unet_other.onnx)"))
+        << r.output;
+    EXPECT_EQ(ListFiles(out.path()), std::vector<std::string>{"unet_other.onnx"});
+  }
+}
+
 TEST(CrashSafety, FailedMoveKeepsOldOutputsWithForce) {
   // convert moves the extras file, then unet, vae_encoder, vae_decoder and
   // clip_text. A folder in clip_text's place makes the last rename fail
@@ -180,7 +195,8 @@ bool HasStagingFolder(const fs::path& dir) {
 }
 
 // `sdonnx convert -v MODEL OUT | head` with nothing read: a closed pipe on
-// stdout and stderr must not kill the run halfway.
+// stdout and stderr must not kill the run halfway. The run finishes its
+// files and exits 1, because its printed report was lost.
 TEST(CrashSafety, ClosedOutputPipeLetsConvertFinish) {
   TempDir dir;
   int fds[2];
@@ -200,8 +216,9 @@ TEST(CrashSafety, ClosedOutputPipeLetsConvertFinish) {
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
-  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
   EXPECT_TRUE(fs::is_regular_file(dir / "out" / "unet_tiny-sd1.onnx"));
+  EXPECT_TRUE(fs::is_regular_file(dir / "out" / "extras_tiny-sd1.safetensors"));
   EXPECT_FALSE(HasStagingFolder(dir / "out"));
 }
 

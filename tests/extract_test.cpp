@@ -193,9 +193,15 @@ TEST(Extract, FolderInsteadOfModelIsNamed) {
   auto report = ExtractInitializers(options);
   ASSERT_FALSE(report.ok());
   const std::string message = report.status().message();
-  EXPECT_NE(message.find("tiny-sd1-diffusers: is a folder; pass one of its .onnx files"),
+  EXPECT_NE(message.find("tiny-sd1-diffusers: is a folder; pass an .onnx file"),
             std::string::npos)
       << message;
+  options.onnx_path = Fixture("foreign/tiny-sd1-diffusers/unet").string();
+  auto component = ExtractInitializers(options);
+  ASSERT_FALSE(component.ok());
+  EXPECT_NE(component.status().message().find("pass one of its .onnx files (model.onnx)"),
+            std::string::npos)
+      << component.status().message();
   EXPECT_TRUE(testing::ListFiles(dir.path()).empty());
 }
 

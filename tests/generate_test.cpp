@@ -196,7 +196,7 @@ TEST_F(Generate, BatchWritesNumberedDistinctFiles) {
 
 // The seed a batch image records makes that image again alone, with the
 // samplers that draw noise during steps too.
-TEST_F(Generate, BatchImageIsTheSingleRunOfItsSeed) {
+TEST_F(Generate, BatchImageMatchesItsSeed) {
   for (const char* sampler : {"euler_a", "lcm"}) {
     SCOPED_TRACE(sampler);
     GenerateOptions batch = Options(std::string("replay-") + sampler + ".png");
@@ -368,7 +368,7 @@ TEST_F(Generate, MissingModelFolderIsRejected) {
   EXPECT_FALSE(fs::exists(o.output));
 }
 
-TEST_F(Generate, DiffusersFolderIsNamedWithTheWayOut) {
+TEST_F(Generate, DiffusersFolderIsExplained) {
   GenerateOptions o = Options("diffusers.png");
   o.model_dir = Fixture("foreign/tiny-sd1-diffusers").string();
   Result<GenerateResult> result = sdonnx::Generate(o);
@@ -377,6 +377,17 @@ TEST_F(Generate, DiffusersFolderIsNamedWithTheWayOut) {
       << result.status().message();
   EXPECT_NE(result.status().message().find("sdonnx rebuild"), std::string::npos);
   EXPECT_FALSE(fs::exists(o.output));
+
+  o.model_dir = Fixture("foreign/tiny-sd1-diffusers/unet").string();
+  Result<GenerateResult> component = sdonnx::Generate(o);
+  ASSERT_FALSE(component.ok());
+  EXPECT_NE(component.status().message().find("holds model.onnx, one component of a "
+                                              "diffusers-layout ONNX export"),
+            std::string::npos)
+      << component.status().message();
+  EXPECT_NE(component.status().message().find("tiny-sd1-diffusers -o model.safetensors"),
+            std::string::npos)
+      << component.status().message();
 }
 
 TEST_F(Generate, MissingComponentFileIsNamed) {

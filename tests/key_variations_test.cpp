@@ -313,6 +313,20 @@ TEST(KeyVariations, SeparateVaeFileIsNamedByInspect) {
   EXPECT_NE(summary->file_description.find("the original naming"), std::string::npos)
       << summary->file_description;
   EXPECT_NE(summary->file_advice.find("--vae"), std::string::npos) << summary->file_advice;
+  ASSERT_EQ(summary->components.size(), 1u);
+  EXPECT_EQ(summary->components[0].name, "vae");
+}
+
+TEST(KeyVariations, WholeCheckpointAsVaeNamesWhatIsIgnored) {
+  TempDir dir;
+  const fs::path model = Rewrite(dir.path(), "tiny-sd1", DropVae);
+  testing::WarningLog warnings;
+  Result<ConvertReport> report =
+      Convert(model, dir / "onnx", false, Fixture("tiny/tiny-sd1.safetensors"));
+  ASSERT_TRUE(report.ok()) << report.status().message();
+  EXPECT_NE(warnings.text().find("tensors outside the VAE are ignored (first: '"),
+            std::string::npos)
+      << warnings.text();
 }
 
 TEST(KeyVariations, SeparateVaeFileIsUsed) {
@@ -408,6 +422,16 @@ TEST(KeyVariations, DiffusersNamedVaeIsUsed) {
     ASSERT_TRUE(result.ok()) << result.status().message();
     EXPECT_LE(MaxAbsDiff((*result)[output], ReadTensor(kReference(), out)), kTolerance);
   }
+
+  // inspect names the file's naming, and counts every key as the VAE's.
+  Result<CheckpointSummary> summary = InspectCheckpoint((dir / "diffusers.safetensors").string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  EXPECT_EQ(summary->file_kind, "vae");
+  EXPECT_NE(summary->file_description.find("diffusers' naming"), std::string::npos)
+      << summary->file_description;
+  ASSERT_EQ(summary->components.size(), 1u);
+  EXPECT_EQ(summary->components[0].name, "vae");
+  EXPECT_EQ(summary->components[0].tensors, vae.size());
 }
 
 }  // namespace

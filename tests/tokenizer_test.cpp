@@ -299,7 +299,9 @@ TEST(Tokenizer, PlainTextNamedGzIsReported) {
   TempDir dir;
   const fs::path path = dir / "fake.txt.gz";
   WriteBytes(path, "\"bpe_simple_vocab_16e6.txt#version: 0.2\ni n\n");
-  ExpectLoadError(path, {path.string(), "is not gzip-compressed"});
+  ExpectLoadError(path, {path.string(), ": not gzip-compressed"});
+  WriteBytes(path, "");
+  ExpectLoadError(path, {path.string(), ": the file is empty"});
 }
 
 TEST(Tokenizer, MalformedMergeLineIsReported) {

@@ -79,12 +79,16 @@ void PrintReport(const ConvertReport& report, bool fp16) {
   }
   if (report.float32_graphs_with_narrow_weights > 0) {
     const int count = report.float32_graphs_with_narrow_weights;
+    std::string dtypes;
+    for (const std::string& dtype : report.narrow_weight_dtypes) {
+      dtypes += (dtypes.empty() ? "" : " and ") + dtype;
+    }
     PrintLine("note: " + std::to_string(count) +
-              (count == 1 ? " float32 model keeps" : " float32 models keep") +
-              " the source's float16 or bfloat16 weights, each behind a Cast that widens it "
-              "at every step in generate (the SDXL UNet on a CPU: about 2 s per 512x512 step, "
-              "or 20-35 s and 10 GB once with generate --widen-at-load); convert with --fp32-weights "
-              "to store them widened (files twice the size)" +
+              (count == 1 ? " float32 model keeps" : " float32 models keep") + " the source's " +
+              dtypes + " weights, widened by a Cast at every step of generate (for the SDXL "
+              "UNet on a CPU about 2 s per 512x512 step; generate --widen-at-load does it once, "
+              "in 20-35 s and 10 GB)");
+    PrintLine("  convert with --fp32-weights to store them widened (files twice the size)" +
               (fp16 ? std::string() : std::string(", or with --fp16 for float16 compute")));
   }
   PrintLine("wrote " + report.extras.path + " (" + HumanBytes(report.extras.bytes) +

@@ -91,8 +91,8 @@ void PrintCheckpoint(const CheckpointSummary& s, bool probe_skipped) {
   PrintLine("components:");
   for (const ComponentSummary& c : s.components) {
     char line[160];
-    std::snprintf(line, sizeof(line), "  %-36s %6zu tensors %14s parameters  ", c.title.c_str(),
-                  c.tensors, HumanCount(c.parameters).c_str());
+    std::snprintf(line, sizeof(line), "  %-36s %6zu %-7s %14s parameters  ", c.title.c_str(),
+                  c.tensors, c.tensors == 1 ? "tensor" : "tensors", HumanCount(c.parameters).c_str());
     const IncompleteComponentSummary* incomplete = FindIncomplete(s, c.name);
     PrintLine(line + DTypeCounts(c.dtypes) + (incomplete ? "  (incomplete)" : ""));
   }

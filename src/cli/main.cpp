@@ -176,6 +176,18 @@ int ParseCommandLine(CLI::App& app, int argc, char** argv) {
   return -1;
 }
 
+// Returns `code`, or 1 when the run succeeded but its standard output did
+// not all arrive (a closed pipe, a full disk, a file size limit): for
+// inspect, verify --json and tokenize the output is the result.
+int WithOutputCheck(int code) {
+  std::cout.flush();
+  const bool lost = !std::cout.good() || std::fflush(stdout) != 0 || std::ferror(stdout) != 0;
+  if (!lost || code != 0) return code;
+  std::cerr << "error: writing to standard output failed (a closed pipe, a full disk or a file "
+               "size limit), so the printed output is incomplete\n";
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -239,5 +251,5 @@ int main(int argc, char** argv) {
   // exits through the watcher with 128 + the signal. Returning here would
   // race the watcher and could exit 0.
   while (g_interrupted) std::this_thread::sleep_for(std::chrono::seconds(1));
-  return code;
+  return WithOutputCheck(code);
 }

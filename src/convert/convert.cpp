@@ -145,6 +145,25 @@ std::vector<ComponentPlan> PlanComponents(const ModelSpec& spec, const Checkpoin
   return plan;
 }
 
+// Warns about the tensors of a --vae file outside its VAE, such as a whole
+// checkpoint's, because only the VAE is read.
+void WarnAboutNonVaeKeys(const Checkpoint& vae, const std::string& prefix) {
+  std::size_t others = 0;
+  std::string first;
+  for (const TensorInfo& t : vae.tensors()) {
+    bool inside = false;
+    for (const char* part : {"encoder.", "decoder.", "quant_conv.", "post_quant_conv."}) {
+      inside = inside || t.name.starts_with(prefix + part);
+    }
+    if (inside) continue;
+    if (others++ == 0) first = t.name;
+  }
+  if (others == 0) return;
+  LogWarning("--vae " + vae.path() + ": " + std::to_string(others) +
+             (others == 1 ? " tensor outside the VAE is" : " tensors outside the VAE are") +
+             " ignored (first: '" + first + "')");
+}
+
 // Opens a separate VAE file and reads its architecture into spec->vae.
 Result<std::unique_ptr<Checkpoint>> OpenSeparateVae(const std::string& path, ModelSpec* spec) {
   Result<std::unique_ptr<Checkpoint>> opened = Checkpoint::Open(path);
@@ -164,6 +183,7 @@ Result<std::unique_ptr<Checkpoint>> OpenSeparateVae(const std::string& path, Mod
                          "'first_stage_model.encoder.conv_in.weight')");
   }
   SDONNX_RETURN_IF_ERROR(ReadVaeShapes(*vae, &vae_spec));
+  WarnAboutNonVaeKeys(*vae, vae_spec.prefix);
   spec->vae = vae_spec;
   std::erase_if(spec->notes, [](const std::string& note) { return note.starts_with("vae: ch "); });
   spec->notes.push_back(VaeNote(vae_spec));
@@ -224,8 +244,26 @@ Status MoveIntoPlace(const fs::path& out_dir, bool overwrite, ConvertReport* rep
   return Status::Ok();
 }
 
+// generate, inspect and rebuild read one export per folder, so a folder
+// with another checkpoint's UNet is refused, with --force too.
+Status CheckNoOtherExport(const fs::path& out_dir, const std::string& stem) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(out_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("unet_") && name.ends_with(".onnx") &&
+        name != "unet_" + stem + ".onnx") {
+      return Status::Error("--output-dir " + out_dir.string() +
+                           " already holds the export of another checkpoint (" + name +
+                           "); generate, inspect and rebuild read one export per folder, so "
+                           "give an empty or new folder");
+    }
+  }
+  return Status::Ok();
+}
+
 Status CheckOutputs(const fs::path& out_dir, const std::vector<ComponentPlan>& plan,
                     const std::string& stem, bool overwrite) {
+  SDONNX_RETURN_IF_ERROR(CheckNoOtherExport(out_dir, stem));
   if (overwrite) return Status::Ok();
   std::vector<std::string> names = {ExtrasFileName(stem)};
   for (const ComponentPlan& p : plan) {
@@ -412,7 +450,7 @@ Status CheckOutputDirIsFolder(const fs::path& out_dir, const std::string& model_
   return Status::Ok();
 }
 
-// What every component of one run shares while it is built and written.
+// The settings and sources that every component of one run shares.
 struct RunContext {
   const ConvertOptions& options;
   const ModelSpec& spec;
@@ -435,7 +473,8 @@ Status WriteComponent(const RunContext& run, const ComponentPlan& p, ConvertRepo
   builder.SetOrtAttention(settings.ort_attention);
   builder.SetAttentionChunks(settings.attention_chunks);
   builder.SetStaticDims(settings.static_dims);
-  Status built = p.build(builder).WithContext("building " + p.component);
+  Status built = p.build(builder).WithContext(
+      "building " + p.component + " from " + fs::path(p.source->path()).filename().string());
   if (built.ok() && p.component == "unet") built = CheckAllUNetWeightsUsed(builder, run.spec);
   if (p.component == "unet") built = WithEmaAdvice(run.checkpoint, run.spec, std::move(built));
   SDONNX_RETURN_IF_ERROR(built);
@@ -455,12 +494,13 @@ Status WriteComponent(const RunContext& run, const ComponentPlan& p, ConvertRepo
       WriteModel(builder, *p.source, run.staging.string(), file_name, component_options));
   LogConversion(file_name, conversion, settings.float32_weights);
   if (!settings.float16 && !settings.float32_weights) {
-    const auto narrow = [](const WeightRef& ref) {
-      return ref.stored == DType::kF16 || ref.stored == DType::kBF16;
-    };
-    if (std::any_of(builder.weights().begin(), builder.weights().end(), narrow)) {
-      ++report->float32_graphs_with_narrow_weights;
+    bool narrow = false;
+    for (const WeightRef& ref : builder.weights()) {
+      if (ref.stored != DType::kF16 && ref.stored != DType::kBF16) continue;
+      narrow = true;
+      report->narrow_weight_dtypes.insert(ref.stored == DType::kF16 ? "float16" : "bfloat16");
     }
+    if (narrow) ++report->float32_graphs_with_narrow_weights;
   }
   report->components.push_back(
       {p.component, std::move(files), settings.weight_precision, conversion});

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -80,9 +81,11 @@ struct ConvertReport {
   std::string source_sha256;
   // The id that every file of this run names (sdonnx.conversion_id).
   std::string conversion_id;
-  // Float32 graphs that store float16 or bfloat16 weights, which ONNX
-  // Runtime widens at every load; ConvertOptions::fp32_weights avoids that.
+  // Float32 graphs that store float16 or bfloat16 weights behind a Cast,
+  // and those weights' dtypes ("float16", "bfloat16");
+  // ConvertOptions::fp32_weights stores them widened instead.
   int float32_graphs_with_narrow_weights = 0;
+  std::set<std::string> narrow_weight_dtypes;
   std::vector<ConvertedComponent> components;
   // extras_STEM.safetensors: the source tensors no graph stores and the
   // record that rebuild restores the checkpoint from.

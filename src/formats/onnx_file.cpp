@@ -4,11 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "formats/conversion_id.h"
 #include "formats/protobuf_wire.h"
@@ -86,6 +88,24 @@ bool HasTypedFields(const onnx::TensorProto& tensor) {
          tensor.uint64_data_size() > 0 || tensor.string_data_size() > 0;
 }
 
+// Advice for a folder given where one ONNX file is expected: its .onnx
+// files, up to three of them.
+std::string OnnxFilesIn(const std::string& folder) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
+    if (entry.path().extension() == ".onnx") names.push_back(entry.path().filename().string());
+  }
+  if (names.empty()) return "pass an .onnx file";
+  std::sort(names.begin(), names.end());
+  std::string list;
+  for (std::size_t i = 0; i < std::min<std::size_t>(names.size(), 3); ++i) {
+    list += (i > 0 ? ", " : "") + names[i];
+  }
+  if (names.size() > 3) list += ", ...";
+  return "pass one of its .onnx files (" + list + ")";
+}
+
 }  // namespace
 
 Status CheckExternalDataLocation(const std::string& model_dir, const std::string& location,
@@ -130,10 +150,7 @@ Result<std::unique_ptr<OnnxFile>> OnnxFile::Open(const std::string& path) {
   struct stat info {};
   if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
     ::close(fd);
-    if (S_ISDIR(info.st_mode)) {
-      return Status::Error(path + ": is a folder; pass one of its .onnx files, such as " +
-                           "unet_<name>.onnx");
-    }
+    if (S_ISDIR(info.st_mode)) return Status::Error(path + ": is a folder; " + OnnxFilesIn(path));
     return Status::Error(path + ": not a regular file");
   }
   if (static_cast<std::uint64_t>(info.st_size) > kMaxOnnxModelBytes) {

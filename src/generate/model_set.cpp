@@ -30,6 +30,13 @@ Result<std::string> FindStem(const std::string& dir) {
       stems.insert(name.substr(5, name.size() - 10));
     }
   }
+  if (stems.empty() && fs::is_regular_file(fs::path(dir) / "model.onnx", ec)) {
+    const std::string parent = fs::path(dir).lexically_normal().parent_path().string();
+    return Status::Error(dir + ": holds model.onnx, one component of a diffusers-layout ONNX "
+                         "export, which generate does not read; rebuild a checkpoint from the "
+                         "export's top folder (sdonnx rebuild " + (parent.empty() ? "." : parent) +
+                         " -o model.safetensors) and convert that");
+  }
   if (stems.empty() && fs::is_regular_file(fs::path(dir) / "unet" / "model.onnx", ec)) {
     return Status::Error(dir + ": a diffusers-layout ONNX export (unet/model.onnx, ...), which "
                          "generate does not read; rebuild a checkpoint from it (sdonnx rebuild " +

@@ -27,6 +27,10 @@ ComponentSummary* ComponentFor(const std::string& key, std::vector<ComponentSumm
   for (ComponentSummary& c : *components) {
     if (!c.prefix.empty() && key.starts_with(c.prefix)) return &c;
   }
+  // A VAE slot without a prefix (a standalone VAE) takes every key.
+  for (ComponentSummary& c : *components) {
+    if (c.name == "vae" && c.prefix.empty()) return &c;
+  }
   return &components->back();  // "other"
 }
 
@@ -47,6 +51,8 @@ std::vector<ComponentSummary> ComponentSlots(const CheckpointSummary& summary) {
     slots.push_back({"text_encoder", "text encoder 1", "conditioner.embedders.0.", 0, 0, 0, {}});
     slots.push_back({"text_encoder_2", "text encoder 2", "conditioner.embedders.1.", 0, 0, 0, {}});
   }
+  // A standalone VAE's keys may lack the checkpoint's prefix.
+  if (summary.file_kind == "vae") slots[2].prefix = "";
   slots.push_back({"other", "other keys", "", 0, 0, 0, {}});
   return slots;
 }
@@ -172,12 +178,13 @@ void DescribeStandaloneVae(CheckpointSummary* summary) {
     return;
   }
   std::string naming;
+  // diffusers' naming also has encoder.conv_in.weight, so it is tested first.
   if (file.Has("first_stage_model.encoder.conv_in.weight")) {
     naming = "the checkpoint's first_stage_model. naming";
-  } else if (file.Has("encoder.conv_in.weight")) {
-    naming = "the original naming";
   } else if (HasDiffusersVaeKeys(file)) {
     naming = "diffusers' naming";
+  } else if (file.Has("encoder.conv_in.weight")) {
+    naming = "the original naming";
   } else {
     return;
   }

@@ -355,6 +355,7 @@ Result<VerifyReport> VerifyCheckpoint(const std::string& path) {
   if (!summary.spec) {
     report.problems.push_back(UndetectedModel(*summary.checkpoint, summary.detection_error));
     if (summary.file_kind == "vae") {
+      report.file_kind = summary.file_kind;
       VerifyProblem& problem = report.problems.back();
       problem.what += "; the file is a standalone VAE (" + summary.file_description + ")";
       problem.advice = "load it as a VAE (AUTOMATIC1111: models/VAE; ComfyUI: Load VAE), or " +

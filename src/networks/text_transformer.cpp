@@ -102,7 +102,8 @@ Result<std::int64_t> TextHeads(std::int64_t width, std::int64_t heads) {
   if (count <= 0 || width % count != 0) {
     return Status::Error("text encoder width " + std::to_string(width) +
                          " is not a multiple of 64, the head width of every released CLIP, so "
-                         "the head count is unknown; pass --config with a YAML that gives it");
+                         "the head count is unknown; pass --config with the checkpoint's YAML "
+                         "config, or put it beside the checkpoint under the same name (.yaml)");
   }
   return count;
 }

@@ -148,8 +148,12 @@ Result<std::string> ReadGzip(const std::string& path) {
   // zlib passes a file without the gzip header through as it is.
   const bool plain = gzdirect(file) == 1;
   gzclose(file);
+  if (plain && text.empty()) {
+    return Status::Error(path + ": the file is empty; give " + kOpenAiMergesName +
+                         " as downloaded, or a folder with vocab.json and merges.txt");
+  }
   if (plain) {
-    return Status::Error(path + ": is not gzip-compressed (no gzip header at byte 0); give " +
+    return Status::Error(path + ": not gzip-compressed (no gzip header at byte 0); give " +
                          kOpenAiMergesName + " as downloaded, or a folder with vocab.json and "
                          "merges.txt");
   }
