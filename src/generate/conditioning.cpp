@@ -6,6 +6,54 @@
 
 namespace sdonnx {
 
+namespace {
+
+// Returns the largest N of the outputs named `prefix`N, or 0.
+int LargestIndex(const std::vector<std::string>& names, const std::string& prefix) {
+  int largest = 0;
+  for (const std::string& name : names) {
+    if (name.starts_with(prefix)) {
+      largest = std::max(largest, std::atoi(name.c_str() + prefix.size()));
+    }
+  }
+  return largest;
+}
+
+}  // namespace
+
+Result<std::string> ClipSkipOutput(const OrtModel& text_encoder, const std::string& context_output,
+                                   int clip_skip) {
+  const auto names = text_encoder.OutputNames();
+  const auto fail = [&](int largest) {
+    return Status::Error("--clip-skip " + std::to_string(clip_skip) + " is more than " +
+                         text_encoder.path() + " supports: the largest is " +
+                         std::to_string(std::max(1, largest)) + " for this text encoder");
+  };
+  const std::string raw = "hidden_states.";
+  if (context_output.starts_with(raw)) {
+    // SDXL: a layer's output before the final layer norm; each skip steps
+    // one layer down, and hidden_states.0 (the embeddings) is never used.
+    const int base = std::atoi(context_output.c_str() + raw.size());
+    const int index = base - (clip_skip - 1);
+    const std::string output = raw + std::to_string(index);
+    if (index < 1 || std::find(names.begin(), names.end(), output) == names.end()) {
+      return fail(std::min(base, LargestIndex(names, raw)));
+    }
+    return output;
+  }
+  int base_skip = 1;
+  if (context_output.starts_with("clip_skip_")) {
+    base_skip = std::atoi(context_output.c_str() + std::strlen("clip_skip_"));
+  }
+  const int effective_skip = base_skip + clip_skip - 1;
+  if (effective_skip <= 1) return std::string("last_hidden_state");
+  const std::string output = "clip_skip_" + std::to_string(effective_skip);
+  if (std::find(names.begin(), names.end(), output) == names.end()) {
+    return fail(std::max(1, LargestIndex(names, "clip_skip_")) - base_skip + 1);
+  }
+  return output;
+}
+
 Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
                                 const std::string& context_output, int clip_skip,
                                 HostTensor* pooled) {
@@ -15,28 +63,8 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
   for (const PromptChunk& chunk : chunks) ids.insert(ids.end(), chunk.ids.begin(), chunk.ids.end());
   const auto count = static_cast<std::int64_t>(chunks.size());
 
-  int base_skip = 1;
-  if (context_output.starts_with("clip_skip_")) {
-    base_skip = std::atoi(context_output.c_str() + std::strlen("clip_skip_"));
-  }
-  const int effective_skip = base_skip + clip_skip - 1;
-  std::string output = "last_hidden_state";
-  if (effective_skip > 1) {
-    output = "clip_skip_" + std::to_string(effective_skip);
-    const auto names = text_encoder.OutputNames();
-    if (std::find(names.begin(), names.end(), output) == names.end()) {
-      int deepest = 1;  // The largest N of the clip_skip_N outputs.
-      for (const std::string& name : names) {
-        if (name.starts_with("clip_skip_")) {
-          deepest = std::max(deepest, std::atoi(name.c_str() + std::strlen("clip_skip_")));
-        }
-      }
-      return Status::Error("--clip-skip " + std::to_string(clip_skip) + " is more than " +
-                           text_encoder.path() + " supports: the largest is " +
-                           std::to_string(std::max(1, deepest - base_skip + 1)) +
-                           " for this text encoder");
-    }
-  }
+  SDONNX_ASSIGN_OR_RETURN(const std::string output,
+                          ClipSkipOutput(text_encoder, context_output, clip_skip));
   std::vector<std::string> requested = {output};
   if (pooled != nullptr) requested.push_back("text_embeds");
   SDONNX_ASSIGN_OR_RETURN(auto outputs,

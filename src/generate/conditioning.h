@@ -2,6 +2,7 @@
 // AUTOMATIC1111's emphasis weights, into the UNet's cross-attention context.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "runtime/ort_session.h"
@@ -10,10 +11,16 @@
 
 namespace sdonnx {
 
+// The output of `text_encoder` that gives the context at --clip-skip
+// `clip_skip`, counted from `context_output`, the model's context at clip
+// skip 1: last_hidden_state (SD 1.x), clip_skip_2 (SD 2.x) or a raw
+// hidden_states.K (SDXL). Each further step moves one layer down; past the
+// encoder's depth the error names the largest value.
+Result<std::string> ClipSkipOutput(const OrtModel& text_encoder, const std::string& context_output,
+                                   int clip_skip);
+
 // Runs every 77-token chunk through `text_encoder` in one batch and returns
-// the context [1, 77 x chunks, width]. `context_output` is the model's
-// context at clip skip 1 (last_hidden_state, or clip_skip_2 for SD 2.x);
-// each further clip skip step moves one layer down. Each chunk's hidden
+// the context [1, 77 x chunks, width], read from ClipSkipOutput. Each chunk's hidden
 // states are multiplied by their tokens' weights, then rescaled so that the
 // chunk's mean is what it was before weighting (AUTOMATIC1111's emphasis).
 //
