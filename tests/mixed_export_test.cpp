@@ -286,11 +286,22 @@ TEST(Inspect, MixedSourcesCannotBeRebuilt) {
   EXPECT_FALSE(summary->rebuild_possible);
   EXPECT_TRUE(Contains(summary->rebuild, "cannot restore the checkpoint")) << summary->rebuild;
   EXPECT_TRUE(Contains(summary->rebuild, "2 different checkpoints")) << summary->rebuild;
+  EXPECT_TRUE(Contains(summary->rebuild, "into a folder of its own")) << summary->rebuild;
+  EXPECT_TRUE(summary->several_checkpoints);
   EXPECT_FALSE(summary->problems.empty());
 
   testing::CommandResult r = testing::RunSdonnx("inspect --json " + testing::Quote(dir / "sd1"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(Contains(r.output, "\"rebuild_possible\": false")) << r.output;
+
+  // Converting again cannot separate two checkpoints, so verify does not
+  // suggest it.
+  testing::CommandResult verified = testing::RunSdonnx("verify " + testing::Quote(dir / "sd1"));
+  EXPECT_EQ(verified.exit_code, 1) << verified.output;
+  EXPECT_TRUE(Contains(verified.output, "keep the export of each checkpoint in a folder of its "
+                                        "own"))
+      << verified.output;
+  EXPECT_FALSE(Contains(verified.output, "--force")) << verified.output;
 }
 
 TEST(Inspect, TruncatedOnnxInFolderIsListedAsProblem) {

@@ -84,7 +84,9 @@ int VerifyFolder(const VerifyArgs& args) {
   if (!problems.empty()) {
     PrintLine("FAILED: this export cannot be used as it is (" + std::to_string(problems.size()) +
               (problems.size() == 1 ? " problem" : " problems") +
-              "); convert the checkpoint again into an empty folder, or with --force");
+              (folder->several_checkpoints
+                   ? "); keep the export of each checkpoint in a folder of its own"
+                   : "); convert the checkpoint again into an empty folder, or with --force"));
     return 1;
   }
   const bool by_sdonnx = std::any_of(folder->files.begin(), folder->files.end(),

@@ -353,7 +353,10 @@ void DescribeRebuild(const std::string& path, const std::string& mixed, OnnxFold
   }
   if (!mixed.empty()) {
     out->rebuild = "cannot restore the checkpoint: " + mixed +
-                   "; convert the checkpoint again into an empty folder";
+                   (out->several_checkpoints
+                        ? "; move each checkpoint's export into a folder of its own and rebuild "
+                          "from there"
+                        : "; convert the checkpoint again into an empty folder");
   } else if (!damaged.empty()) {
     out->rebuild = "cannot restore the checkpoint: " + damaged +
                    "; convert the checkpoint again into an empty folder";
@@ -452,6 +455,7 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
     mixed = "files converted from " + std::to_string(sources.size()) +
             " different checkpoints (sdonnx.source_sha256 differs)";
     out.problems.push_back(mixed + "; keep the export of each checkpoint in its own folder");
+    out.several_checkpoints = true;
   } else if (conversions.size() > 1) {
     mixed = "files from " + std::to_string(conversions.size()) +
             " different convert runs (" + DescribeConversions(conversions) + ")";

@@ -75,6 +75,8 @@ struct OnnxFolderSummary {
   // Files that cannot be read, and files of different conversions. The
   // files' own problems are in `files`.
   std::vector<std::string> problems;
+  // The files come from more than one checkpoint (sdonnx.source_sha256).
+  bool several_checkpoints = false;
   // For an export that sdonnx wrote: the extras file's name, or empty when
   // it is missing, and whether `sdonnx rebuild` can restore the source
   // checkpoint, with the reason when it cannot. Both empty for other
