@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Loads the UNet of an fp16 SDXL base checkpoint converted three ways and
-# runs it on the CPU (2 threads, batch 2): the default conversion with its
+# runs it on the CPU (2 threads, batch 2), printing load time, step times
+# and peak RSS of each. The three are the default conversion with its
 # float16 weights widened by their Cast at each run (generate's default),
 # the same file with the weights widened once at load (generate
-# --widen-at-load), and a conversion with --fp32-weights. Prints load time,
-# step times and peak RSS of each.
+# --widen-at-load), and a conversion with --fp32-weights.
 #
 #   bench/widen_weights.sh [WORK_DIR] [LATENT_SIZE] [RUNS]
 #

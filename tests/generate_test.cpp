@@ -381,7 +381,7 @@ TEST_F(Generate, DiffusersFolderIsExplained) {
   o.model_dir = Fixture("foreign/tiny-sd1-diffusers/unet").string();
   Result<GenerateResult> component = sdonnx::Generate(o);
   ASSERT_FALSE(component.ok());
-  EXPECT_NE(component.status().message().find("holds model.onnx, one component of a "
+  EXPECT_NE(component.status().message().find("contains model.onnx, one component of a "
                                               "diffusers-layout ONNX export"),
             std::string::npos)
       << component.status().message();
@@ -501,7 +501,7 @@ TEST_F(Generate, FileSizeLimitLeavesNoTemporaries) {
 // Where the weights are widened (at load or by their Cast at each step)
 // changes memory and time, never the image. (The tiny weights are all
 // small enough to be folded either way; the session test
-// Float16WeightsWidenAtEachRunUnlessAskedAtLoad shows the difference.)
+// CastWeightsWidenPerRunByDefault shows the difference.)
 TEST_F(Generate, WidenAtLoadGivesTheSameImage) {
   TempDir out;
   const std::string common =

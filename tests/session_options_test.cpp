@@ -107,7 +107,7 @@ int CastNodes(const std::filesystem::path& path) {
   return casts;
 }
 
-TEST(SessionOptions, Float16WeightsWidenAtEachRunUnlessAskedAtLoad) {
+TEST(SessionOptions, CastWeightsWidenPerRunByDefault) {
   TempDir dir;
   constexpr std::int64_t n = 1024;  // A float32 copy of w is 4 MiB.
   static_assert(n * n * 4 > kMaxFoldedBytes);

@@ -242,7 +242,7 @@ TEST(Verify, NoUNetFailsWithComfyMessage) {
   ASSERT_EQ(report.problems.size(), 1u) << Problems(report);
   EXPECT_EQ(report.problems[0].component, "unet");
   EXPECT_TRUE(AnyMessageHas(report.problems[0], "Could not detect model type"));
-  // The file is the VAE alone, so the advice says how to use one.
+  // The file is the VAE alone, so the advice names how to use one.
   EXPECT_NE(report.problems[0].what.find("standalone VAE"), std::string::npos)
       << report.problems[0].what;
   EXPECT_NE(report.problems[0].advice.find("--vae"), std::string::npos)

@@ -151,11 +151,7 @@ void WarnAboutNonVaeKeys(const Checkpoint& vae, const std::string& prefix) {
   std::size_t others = 0;
   std::string first;
   for (const TensorInfo& t : vae.tensors()) {
-    bool inside = false;
-    for (const char* part : {"encoder.", "decoder.", "quant_conv.", "post_quant_conv."}) {
-      inside = inside || t.name.starts_with(prefix + part);
-    }
-    if (inside) continue;
+    if (IsVaeTensorName(t.name, prefix)) continue;
     if (others++ == 0) first = t.name;
   }
   if (others == 0) return;

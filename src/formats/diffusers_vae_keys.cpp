@@ -2,6 +2,7 @@
 
 #include <optional>
 #include <regex>
+#include <string_view>
 #include <vector>
 
 namespace sdonnx {
@@ -70,6 +71,15 @@ std::map<std::string, std::string> DiffusersVaeAliases(const Checkpoint& checkpo
     }
   }
   return aliases;
+}
+
+bool IsVaeTensorName(const std::string& name, const std::string& prefix) {
+  if (!name.starts_with(prefix)) return false;
+  const std::string_view rest = std::string_view(name).substr(prefix.size());
+  for (const char* part : {"encoder.", "decoder.", "quant_conv.", "post_quant_conv."}) {
+    if (rest.starts_with(part)) return true;
+  }
+  return false;
 }
 
 }  // namespace sdonnx

@@ -14,6 +14,11 @@ namespace sdonnx {
 // True if the file's keys are in diffusers' naming.
 bool HasDiffusersVaeKeys(const Checkpoint& checkpoint);
 
+// Whether `name` is a VAE tensor under `prefix` (such as
+// "first_stage_model." or ""): its encoder, decoder or quant convolutions,
+// in the original naming or diffusers'.
+bool IsVaeTensorName(const std::string& name, const std::string& prefix);
+
 // For every tensor of a diffusers-named VAE: its original name -> its
 // stored name. Tensors without an original counterpart are left out.
 std::map<std::string, std::string> DiffusersVaeAliases(const Checkpoint& checkpoint);

@@ -28,9 +28,9 @@ using Clock = std::chrono::steady_clock;
 // UNet at 8192x8192 already needs far more memory than this tool targets.
 constexpr std::int64_t kMaxImageSide = 8192;
 
-// Step noise comes from streams of its own, so that the initial noise of
-// image b (seed + b) stays the same whatever the sampler draws; image b's
-// step noise is the stream of seed + b + kStepNoiseSeedOffset.
+// Image b's step noise is the stream of seed + b + kStepNoiseSeedOffset.
+// It is apart from its initial noise (seed + b), so that the initial noise
+// stays the same whatever the sampler draws.
 constexpr std::uint64_t kStepNoiseSeedOffset = 1ull << 32;
 
 // Defaults of the optional settings, as diffusers has them.

@@ -32,7 +32,7 @@ Result<std::string> FindStem(const std::string& dir) {
   }
   if (stems.empty() && fs::is_regular_file(fs::path(dir) / "model.onnx", ec)) {
     const std::string parent = fs::path(dir).lexically_normal().parent_path().string();
-    return Status::Error(dir + ": holds model.onnx, one component of a diffusers-layout ONNX "
+    return Status::Error(dir + ": contains model.onnx, one component of a diffusers-layout ONNX "
                          "export, which generate does not read; rebuild a checkpoint from the "
                          "export's top folder (sdonnx rebuild " + (parent.empty() ? "." : parent) +
                          " -o model.safetensors) and convert that");

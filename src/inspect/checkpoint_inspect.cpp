@@ -168,11 +168,7 @@ void DescribeStandaloneVae(CheckpointSummary* summary) {
   const Checkpoint& file = *summary->checkpoint;
   if (summary->spec || !summary->file_kind.empty()) return;
   const auto vae_key = [](const TensorInfo& t) {
-    for (const char* prefix :
-         {"first_stage_model.", "encoder.", "decoder.", "quant_conv.", "post_quant_conv."}) {
-      if (t.name.starts_with(prefix)) return true;
-    }
-    return false;
+    return IsVaeTensorName(t.name, "first_stage_model.") || IsVaeTensorName(t.name, "");
   };
   if (file.tensors().empty() || !std::all_of(file.tensors().begin(), file.tensors().end(), vae_key)) {
     return;
