@@ -15,6 +15,7 @@
 #include "formats/safetensors.h"
 #include "generate/generate.h"
 #include "image/png.h"
+#include "runtime/tensorrt_profiles.h"
 #include "test_support.h"
 
 namespace sdonnx {
@@ -514,6 +515,39 @@ TEST_F(Generate, WidenAtLoadGivesTheSameImage) {
       testing::RunSdonnx(common + testing::Quote(out / "b.png") + " --widen-at-load");
   ASSERT_EQ(load.exit_code, 0) << load.output;
   EXPECT_EQ(Read((out / "a.png").string()).pixels, Read((out / "b.png").string()).pixels);
+  // tiny-sd1 keeps its float16 token embedding behind a Cast.
+  EXPECT_EQ(load.output.find("has no effect"), std::string::npos) << load.output;
+}
+
+// Every file records how many weights it widens by a Cast, and
+// --widen-at-load warns when an export has none.
+TEST_F(Generate, WidenAtLoadWarnsWhereNothingIsNarrow) {
+  TempDir work;
+  ConvertOptions options;
+  options.model_path = testing::NarrowedTinySd1(work.path(), DType::kF16).string();
+  options.config_path = Fixture("tiny/tiny-sd1.yaml").string();
+  for (const bool fp32_weights : {false, true}) {
+    SCOPED_TRACE(fp32_weights ? "--fp32-weights" : "source weights");
+    const fs::path onnx = work / (fp32_weights ? "wide" : "narrow");
+    options.output_dir = onnx.string();
+    options.fp32_weights = fp32_weights;
+    Result<ConvertReport> report = ConvertCheckpoint(options);
+    ASSERT_TRUE(report.ok()) << report.status().message();
+    const Result<GraphHeader> unet = ReadGraphHeader((onnx / "unet_F16-sd1.onnx").string());
+    ASSERT_TRUE(unet.ok());
+    ASSERT_TRUE(unet->metadata.contains("sdonnx.cast_weights"));
+    EXPECT_EQ(unet->metadata.at("sdonnx.cast_weights") == "0", fp32_weights);
+    const testing::CommandResult load = testing::RunSdonnx(
+        "generate --model " + testing::Quote(onnx) +
+        " --prompt fox --steps 1 --width 32 --height 32 --threads 1 --widen-at-load --tokenizer " +
+        testing::Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --output " +
+        testing::Quote(onnx / "a.png"));
+    ASSERT_EQ(load.exit_code, 0) << load.output;
+    EXPECT_EQ(load.output.find("--widen-at-load has no effect on " + onnx.string()) !=
+                  std::string::npos,
+              fp32_weights)
+        << load.output;
+  }
 }
 
 TEST_F(Generate, UnknownProviderOrMissingGpuProviderIsExplained) {

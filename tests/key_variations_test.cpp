@@ -292,14 +292,20 @@ TEST(KeyVariations, CheckpointWithoutVaeConvertsTheRest) {
 
 // Writes the VAE of tiny-sd1 alone to `path`, in the original naming
 // without the first_stage_model. prefix.
-void WriteTinyVae(const fs::path& path) {
+// Writes tiny-sd1's VAE in the original naming, plus the first `stray`
+// tensors of its UNet under their checkpoint keys.
+void WriteTinyVae(const fs::path& path, std::size_t stray = 0) {
   auto source = Checkpoint::Open(Fixture("tiny/tiny-sd1.safetensors").string());
   ASSERT_TRUE(source.ok());
   std::vector<TensorToWrite> vae;
   const std::string prefix = "first_stage_model.";
   for (const TensorInfo& t : (*source)->tensors()) {
-    if (!t.name.starts_with(prefix)) continue;
-    vae.push_back({t.name.substr(prefix.size()), t.dtype, t.shape, (*source)->Data(t), {}});
+    if (t.name.starts_with(prefix)) {
+      vae.push_back({t.name.substr(prefix.size()), t.dtype, t.shape, (*source)->Data(t), {}});
+    } else if (stray > 0 && t.name.starts_with("model.diffusion_model.")) {
+      vae.push_back({t.name, t.dtype, t.shape, (*source)->Data(t), {}});
+      --stray;
+    }
   }
   ASSERT_TRUE(WriteSafetensors(path.string(), vae, {}).ok());
 }
@@ -315,6 +321,28 @@ TEST(KeyVariations, SeparateVaeFileIsNamedByInspect) {
   EXPECT_NE(summary->file_advice.find("--vae"), std::string::npos) << summary->file_advice;
   ASSERT_EQ(summary->components.size(), 1u);
   EXPECT_EQ(summary->components[0].name, "vae");
+}
+
+// A VAE file with a few keys of another network is still named a VAE, and
+// the description names the keys that convert --vae ignores. A file with
+// more such keys is reported as a damaged checkpoint.
+TEST(KeyVariations, VaeWithStrayKeysIsNamedByInspect) {
+  TempDir dir;
+  WriteTinyVae(dir / "stray.safetensors", 3);
+  Result<CheckpointSummary> summary = InspectCheckpoint((dir / "stray.safetensors").string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  EXPECT_EQ(summary->file_kind, "vae");
+  EXPECT_NE(summary->file_description.find("no complete UNet"), std::string::npos)
+      << summary->file_description;
+  EXPECT_NE(summary->file_description.find("it also holds 3 other tensors (first: "
+                                           "'model.diffusion_model."),
+            std::string::npos)
+      << summary->file_description;
+
+  WriteTinyVae(dir / "half.safetensors", 100);
+  summary = InspectCheckpoint((dir / "half.safetensors").string());
+  ASSERT_TRUE(summary.ok()) << summary.status().message();
+  EXPECT_EQ(summary->file_kind, "");
 }
 
 TEST(KeyVariations, WholeCheckpointAsVaeNamesWhatIsIgnored) {

@@ -480,6 +480,21 @@ Status WriteComponent(const RunContext& run, const ComponentPlan& p, ConvertRepo
   if (const std::string layout = builder.SelfAttentionLayout(); !layout.empty()) {
     component_options.metadata["sdonnx.self_attention"] = layout;
   }
+  if (const std::int64_t channels = builder.full_resolution_channels(); channels > 0) {
+    component_options.metadata["sdonnx.full_resolution_channels"] = std::to_string(channels);
+  }
+  // Weights a float32 graph keeps in the source's float16 or bfloat16, each
+  // behind a Cast; generate --widen-at-load folds them at load.
+  int cast_weights = 0;
+  if (!settings.float16 && !settings.float32_weights) {
+    for (const WeightRef& ref : builder.weights()) {
+      if (ref.stored != DType::kF16 && ref.stored != DType::kBF16) continue;
+      ++cast_weights;
+      report->narrow_weight_dtypes.insert(ref.stored == DType::kF16 ? "float16" : "bfloat16");
+    }
+    if (cast_weights > 0) ++report->float32_graphs_with_narrow_weights;
+  }
+  component_options.metadata["sdonnx.cast_weights"] = std::to_string(cast_weights);
   WeightConversion conversion;
   component_options.conversion = &conversion;
   if (p.source != &run.checkpoint) {
@@ -489,15 +504,6 @@ Status WriteComponent(const RunContext& run, const ComponentPlan& p, ConvertRepo
       std::vector<WrittenFile> files,
       WriteModel(builder, *p.source, run.staging.string(), file_name, component_options));
   LogConversion(file_name, conversion, settings.float32_weights);
-  if (!settings.float16 && !settings.float32_weights) {
-    bool narrow = false;
-    for (const WeightRef& ref : builder.weights()) {
-      if (ref.stored != DType::kF16 && ref.stored != DType::kBF16) continue;
-      narrow = true;
-      report->narrow_weight_dtypes.insert(ref.stored == DType::kF16 ? "float16" : "bfloat16");
-    }
-    if (narrow) ++report->float32_graphs_with_narrow_weights;
-  }
   report->components.push_back(
       {p.component, std::move(files), settings.weight_precision, conversion});
   if (p.source == &run.checkpoint) {

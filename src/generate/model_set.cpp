@@ -7,7 +7,7 @@
 #include <set>
 
 #include "formats/conversion_id.h"
-#include "generate/attention_memory.h"
+#include "generate/memory_estimate.h"
 #include "util/log.h"
 
 namespace sdonnx {
@@ -221,6 +221,25 @@ Status CheckSameConversion(const fs::path& dir, const std::string& stem, bool ne
 
 // `run` completed from the UNet's header: whether it is instruct-pix2pix
 // (more rows per image) and the VAE's downsample factor.
+// Warns that --widen-at-load has no effect when no file of the export keeps
+// float16 or bfloat16 weights behind a Cast.
+void WarnWhenNothingToWiden(const fs::path& dir, const std::string& stem) {
+  for (const char* component :
+       {"unet", "clip_text", "clip_text_2", "vae_decoder", "vae_encoder"}) {
+    const fs::path path = dir / (std::string(component) + "_" + stem + ".onnx");
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) continue;
+    const Result<GraphHeader> header = ReadGraphHeader(path.string());
+    if (!header.ok()) return;  // Loading reports it.
+    const auto count = header->metadata.find("sdonnx.cast_weights");
+    // Files of older versions lack the count, so no warning is given.
+    if (count == header->metadata.end() || count->second != "0") return;
+  }
+  LogWarning("--widen-at-load has no effect on " + dir.string() +
+             ": no model there keeps float16 or bfloat16 weights behind a Cast (it was "
+             "converted from float32 weights, or with --fp16 or --fp32-weights)");
+}
+
 ProfileRequest WithFileFacts(const fs::path& dir, const std::string& stem, ProfileRequest run) {
   const auto header = ReadGraphHeader((dir / ("unet_" + stem + ".onnx")).string());
   if (!header.ok()) return run;
@@ -267,9 +286,10 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
                          "VAE, so convert it again with --vae FILE");
   }
   SDONNX_RETURN_IF_ERROR(CheckSameConversion(dir, stem, need_encoder));
+  if (options.widen_weights_at_load) WarnWhenNothingToWiden(dir, stem);
   SDONNX_RETURN_IF_ERROR(
-      CheckAttentionMemory(dir, stem, need_encoder, WithFileFacts(dir, stem, run),
-                           PhysicalMemoryBytes()));
+      CheckRunMemory(dir, stem, need_encoder, WithFileFacts(dir, stem, run),
+                           ProcessMemoryLimit()));
   SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options, run));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
   if (set->facts_.family != "sdxl-refiner") {

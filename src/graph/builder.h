@@ -14,6 +14,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -86,6 +87,13 @@ class GraphBuilder {
   void NoteSelfAttention(int halvings, std::int64_t heads, std::int64_t chunks) {
     self_attention_.insert({halvings, heads, chunks});
   }
+  // Records that the network has a tensor of `channels` channels at the
+  // full image resolution (the VAE's top level), for the same estimate.
+  void NoteFullResolutionChannels(std::int64_t channels) {
+    full_resolution_channels_ = std::max(full_resolution_channels_, channels);
+  }
+  // The widest such tensor's channels, or 0 when none was noted.
+  std::int64_t full_resolution_channels() const { return full_resolution_channels_; }
   // The recorded self-attentions as "HALVINGS:HEADS:CHUNKS" entries joined
   // by commas (metadata sdonnx.self_attention), or "" for none.
   std::string SelfAttentionLayout() const;
@@ -167,6 +175,7 @@ class GraphBuilder {
   bool ort_attention_ = false;
   std::int64_t attention_chunks_ = 1;
   std::set<std::tuple<int, std::int64_t, std::int64_t>> self_attention_;
+  std::int64_t full_resolution_channels_ = 0;
   std::map<std::string, std::int64_t> static_dims_;
   onnx::ModelProto model_;
   onnx::GraphProto* graph_;  // where nodes are added: the model's graph or a loop body

@@ -162,17 +162,20 @@ void DescribeSdonnxFile(CheckpointSummary* summary) {
   }
 }
 
-// A file with nothing but VAE weights, such as the separate VAE files that
-// UIs load beside a checkpoint (convert --vae reads them).
+// A file of VAE weights, such as the separate VAE files that UIs load
+// beside a checkpoint (convert --vae reads them). Up to one tensor in ten
+// may be something else (a few stray keys of another network), which
+// convert --vae ignores and the description names.
 void DescribeStandaloneVae(CheckpointSummary* summary) {
   const Checkpoint& file = *summary->checkpoint;
-  if (summary->spec || !summary->file_kind.empty()) return;
-  const auto vae_key = [](const TensorInfo& t) {
-    return IsVaeTensorName(t.name, "first_stage_model.") || IsVaeTensorName(t.name, "");
-  };
-  if (file.tensors().empty() || !std::all_of(file.tensors().begin(), file.tensors().end(), vae_key)) {
-    return;
+  if (summary->spec || !summary->file_kind.empty() || file.tensors().empty()) return;
+  std::vector<std::string> others;
+  for (const TensorInfo& t : file.tensors()) {
+    if (!IsVaeTensorName(t.name, "first_stage_model.") && !IsVaeTensorName(t.name, "")) {
+      others.push_back(t.name);
+    }
   }
+  if (others.size() * 10 > file.tensors().size()) return;
   std::string naming;
   // diffusers' naming also has encoder.conv_in.weight, so it is tested first.
   if (file.Has("first_stage_model.encoder.conv_in.weight")) {
@@ -186,9 +189,16 @@ void DescribeStandaloneVae(CheckpointSummary* summary) {
   }
   summary->file_kind = "vae";
   summary->file_title = "standalone VAE";
-  summary->file_description = "VAE weights in " + naming +
-                              ", with no UNet or text encoder: a VAE to use with a checkpoint, "
+  summary->file_description = "VAE weights in " + naming + ", with no " +
+                              (others.empty() ? "" : "complete ") +
+                              "UNet or text encoder: a VAE to use with a checkpoint, "
                               "not a checkpoint";
+  if (!others.empty()) {
+    summary->file_description +=
+        "; it also holds " + std::to_string(others.size()) +
+        (others.size() == 1 ? " other tensor" : " other tensors") + " (first: '" + others.front() +
+        "'), which convert --vae ignores";
+  }
   summary->file_advice = "convert a checkpoint with this VAE: `sdonnx convert CHECKPOINT OUT "
                          "--vae " + summary->path + "`";
 }

@@ -100,6 +100,15 @@ bool HasLevel(const Checkpoint& checkpoint, const std::string& p, std::int64_t l
   return false;
 }
 
+// Notes the widest tensor of the level at the image's full resolution: the
+// input or output of one of its resnet blocks.
+void NoteFullResolutionLevel(GraphBuilder& b, const std::string& level) {
+  for (int j = 0; b.HasWeight(level + ".block." + std::to_string(j) + ".conv1.weight"); ++j) {
+    const auto shape = b.WeightShape(level + ".block." + std::to_string(j) + ".conv1.weight");
+    if (shape.size() == 4) b.NoteFullResolutionChannels(std::max(shape[0], shape[1]));
+  }
+}
+
 }  // namespace
 
 Status ReadVaeShapes(const Checkpoint& checkpoint, VaeSpec* spec) {
@@ -151,6 +160,7 @@ Status BuildVaeEncoder(GraphBuilder& b, const VaeSpec& spec) {
   const std::string image = b.ToCompute(b.Input("sample", onnx::TensorProto_DataType_FLOAT,
                                                 {"batch", spec.image_channels, "height", "width"}));
   std::string h = Conv2d(b, image, p + "encoder.conv_in");
+  NoteFullResolutionLevel(b, p + "encoder.down.0");
   for (std::int64_t i = 0; i < spec.levels; ++i) {
     const std::string level = p + "encoder.down." + std::to_string(i);
     h = Level(b, h, level, spec.group_norm_groups);
@@ -178,6 +188,7 @@ Status BuildVaeDecoder(GraphBuilder& b, const VaeSpec& spec) {
   std::string h = Conv2d(b, latent, p + "post_quant_conv");
   h = Conv2d(b, h, p + "decoder.conv_in");
   h = Middle(b, h, p + "decoder", spec.group_norm_groups);
+  NoteFullResolutionLevel(b, p + "decoder.up.0");
   for (std::int64_t i = spec.levels - 1; i >= 0; --i) {
     const std::string level = p + "decoder.up." + std::to_string(i);
     h = Level(b, h, level, spec.group_norm_groups);
