@@ -22,6 +22,7 @@
 #include "model/synthesize.h"
 #include "test_support.h"
 #include "util/sha256.h"
+#include "util/temporaries.h"
 
 namespace sdonnx {
 namespace {
@@ -279,6 +280,33 @@ INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetySignal, ::testing::Values(SIGINT, S
                                   : info.param == SIGHUP ? std::string("Sighup")
                                                          : std::string("Sigterm");
                          });
+
+// The signal watcher prints "unfinished outputs were removed" only when the
+// removal found something, so a signal after the outputs were complete
+// does not claim a removal. Each case runs in a child process, because the
+// removal stops later temporaries in the process that runs it.
+TEST(SignalRemoval, CountsOnlyWhatWasUnfinished) {
+  TempDir dir;
+  auto removed_in_child = [&](bool register_file) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      if (register_file) {
+        std::string pattern = (dir / "partial.XXXXXX").string();
+        const int fd = CreateRegisteredTemporaryFile(&pattern);
+        if (fd < 0) ::_exit(100);
+        ::close(fd);
+      }
+      ::_exit(RemoveRegisteredTemporaries());
+    }
+    int status = 0;
+    EXPECT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status));
+    return WEXITSTATUS(status);
+  };
+  EXPECT_EQ(removed_in_child(false), 0);
+  EXPECT_EQ(removed_in_child(true), 1);
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
 
 // Starts sdonnx with `arguments` as a child process and returns its pid.
 // SDONNX_TEST_MOVE_PAUSE_MS=`pause_ms` makes it sleep after each file it

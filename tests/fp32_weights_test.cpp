@@ -167,9 +167,10 @@ TEST(Fp32WeightsOptions, CommandNamesTheChoice) {
   const auto narrow = testing::RunSdonnx("convert " + testing::Quote(source) + " " +
                                          testing::Quote(dir / "narrow") + config);
   EXPECT_EQ(narrow.exit_code, 0) << narrow.output;
-  EXPECT_NE(narrow.output.find("note: 4 float32 models keep the source's float16"),
+  EXPECT_NE(narrow.output.find("note: float32 models keep float16 weights of the source ("),
             std::string::npos)
       << narrow.output;
+  EXPECT_NE(narrow.output.find("unet "), std::string::npos) << narrow.output;
   EXPECT_NE(narrow.output.find("generate --widen-at-load"), std::string::npos) << narrow.output;
   EXPECT_NE(narrow.output.find("or with --fp16 for float16 compute"), std::string::npos)
       << narrow.output;
@@ -179,8 +180,19 @@ TEST(Fp32WeightsOptions, CommandNamesTheChoice) {
                                        testing::Quote(Fixture("tiny/tiny-sdxl.safetensors")) +
                                        " " + testing::Quote(dir / "sdxl") + " --fp16");
   EXPECT_EQ(sdxl.exit_code, 0) << sdxl.output;
-  EXPECT_NE(sdxl.output.find("note: 1 float32 model keeps"), std::string::npos) << sdxl.output;
+  EXPECT_NE(sdxl.output.find("note: float32 models keep float16 weights of the source "
+                             "(vae_decoder "),
+            std::string::npos)
+      << sdxl.output;
   EXPECT_EQ(sdxl.output.find("or with --fp16"), std::string::npos) << sdxl.output;
+  // tiny-sd1 keeps only its token embedding in float16, which costs little,
+  // so the UNet's step cost is not quoted.
+  const auto embedding = testing::RunSdonnx(
+      "convert " + testing::Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
+      testing::Quote(dir / "embedding"));
+  EXPECT_EQ(embedding.exit_code, 0) << embedding.output;
+  EXPECT_NE(embedding.output.find("(clip_text 1)"), std::string::npos) << embedding.output;
+  EXPECT_EQ(embedding.output.find("SDXL UNet"), std::string::npos) << embedding.output;
   const auto wide = testing::RunSdonnx("convert " + testing::Quote(source) + " " +
                                        testing::Quote(dir / "wide") + config + " --fp32-weights");
   EXPECT_EQ(wide.exit_code, 0) << wide.output;

@@ -9,6 +9,9 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
@@ -547,6 +550,37 @@ TEST_F(Generate, WidenAtLoadWarnsWhereNothingIsNarrow) {
                   std::string::npos,
               fp32_weights)
         << load.output;
+  }
+}
+
+// A UNet whose metadata was damaged or edited is rejected with the key, the
+// value and the expected range, before any division or tensor uses it.
+TEST_F(Generate, DamagedUNetMetadataIsNamed) {
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"sdonnx.vae_downsample_factor", {"0", "-2", "9.5", "1e30", "nan", "65"}},
+      {"sdonnx.latent_channels", {"0", "-1", "99999999999", "nan", "4x"}},
+      {"sdonnx.text_pad_id", {"-1", "49408", "abc"}},
+      {"sdonnx.vae_scaling_factor", {"0", "-1", "nan", "inf", "abc", "1000"}},
+  };
+  for (const auto& [key, values] : cases) {
+    for (const std::string& value : values) {
+      SCOPED_TRACE(key + " = '" + value + "'");
+      TempDir work;
+      fs::copy(dir_->path() / "tiny-sd1", work / "onnx");
+      const fs::path unet = work / "onnx" / "unet_tiny-sd1.onnx";
+      ASSERT_NO_FATAL_FAILURE(testing::SetOnnxMetadata(unet, key, value));
+      GenerateOptions o = Options("unused.png");
+      o.model_dir = (work / "onnx").string();
+      o.output = (work / "out" / "a.png").string();
+      o.steps = 1;
+      Result<GenerateResult> result = sdonnx::Generate(o);
+      ASSERT_FALSE(result.ok());
+      EXPECT_NE(result.status().message().find(unet.string() + ": metadata '" + key + "' is '" +
+                                               value + "', expected "),
+                std::string::npos)
+          << result.status().message();
+      EXPECT_FALSE(fs::exists(work / "out"));
+    }
   }
 }
 

@@ -14,6 +14,7 @@
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
 #include "inspect/checkpoint_inspect.h"
+#include "inspect/verify.h"
 #include "model/model_spec.h"
 #include "runtime/ort_session.h"
 #include "test_support.h"
@@ -338,6 +339,25 @@ TEST(KeyVariations, VaeWithStrayKeysIsNamedByInspect) {
                                            "'model.diffusion_model."),
             std::string::npos)
       << summary->file_description;
+
+  // From four stray keys on, the UNet's input convolution and part of a
+  // residual block are enough for model detection, which is then dropped.
+  for (const std::size_t stray : {4u, 6u, 12u}) {
+    SCOPED_TRACE(stray);
+    const fs::path file = dir / ("stray-" + std::to_string(stray) + ".safetensors");
+    WriteTinyVae(file, stray);
+    summary = InspectCheckpoint(file.string());
+    ASSERT_TRUE(summary.ok()) << summary.status().message();
+    EXPECT_EQ(summary->file_kind, "vae");
+    EXPECT_FALSE(summary->spec.has_value());
+    EXPECT_NE(summary->detection_error.find("too few for a UNet"), std::string::npos)
+        << summary->detection_error;
+    Result<VerifyReport> report = VerifyCheckpoint(file.string());
+    ASSERT_TRUE(report.ok()) << report.status().message();
+    for (const VerifyProblem& problem : report->problems) {
+      EXPECT_EQ(problem.what.find("VAE: absent"), std::string::npos) << problem.what;
+    }
+  }
 
   WriteTinyVae(dir / "half.safetensors", 100);
   summary = InspectCheckpoint((dir / "half.safetensors").string());

@@ -6,6 +6,8 @@
 #include <onnx/onnx_pb.h>
 
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <string>
 
 #include "convert/convert.h"
@@ -19,11 +21,13 @@ namespace fs = std::filesystem;
 using testing::Fixture;
 using testing::TempDir;
 
-fs::path ConvertTiny(const TempDir& dir, bool ort_attention = false) {
+fs::path ConvertTiny(const TempDir& dir, bool ort_attention = false,
+                     std::optional<std::int64_t> attention_chunks = std::nullopt) {
   ConvertOptions options;
   options.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
   options.output_dir = (dir / "onnx").string();
   options.ort_attention = ort_attention;
+  options.attention_chunks = attention_chunks;
   Result<ConvertReport> report = ConvertCheckpoint(options);
   EXPECT_TRUE(report.ok()) << report.status().message();
   return dir / "onnx";
@@ -127,29 +131,50 @@ TEST(MemoryEstimate, VaeLayersAtFullResolutionAreCounted) {
       << status.message();
 }
 
+// With 256 chunks the VAE has its maximum of 64, so more chunks are not
+// advised for it, only for the UNet.
+TEST(MemoryEstimate, ChunkAdviceOnlyWhereMoreHelp) {
+  TempDir dir;
+  const fs::path onnx = ConvertTiny(dir, false, 256);
+  EXPECT_EQ(Metadata(onnx / "vae_decoder_tiny-sd1.onnx", "sdonnx.self_attention"), "0:1:64");
+  // At 64x64 without guidance the UNet's scores need 64 KiB, the VAE's 128 KiB.
+  ProfileRequest run = TinyRun();
+  run.guidance = false;
+  const Status status = CheckRunMemory(onnx, "tiny-sd1", false, run, {100000, kMachine});
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("vae_decoder_tiny-sd1.onnx: at 64x64 one query chunk"),
+            std::string::npos)
+      << status.message();
+  EXPECT_EQ(status.message().find("--attention-chunks"), std::string::npos) << status.message();
+
+  TempDir fewer;
+  const Status unet = CheckRunMemory(ConvertTiny(fewer, false, 16), "tiny-sd1", false, run,
+                                     {100000, kMachine});
+  ASSERT_FALSE(unet.ok());
+  EXPECT_NE(unet.message().find("more --attention-chunks"), std::string::npos) << unet.message();
+}
+
+TEST(MemoryEstimate, AbsurdValuesDoNotWrap) {
+  EXPECT_EQ(FullResolutionBytes(std::numeric_limits<std::int64_t>::max(), 8192, 8192),
+            std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(ScoreBytes({0, 4096, 1}, 8192, 8192, std::int64_t{1} << 40),
+            std::numeric_limits<std::uint64_t>::max());
+  EXPECT_FALSE(ParseSelfAttention("0:4611686018427387904:1").ok());
+  EXPECT_FALSE(ParseSelfAttention("0:8:4611686018427387904").ok());
+}
+
 TEST(MemoryEstimate, DamagedChannelCountIsNamed) {
   TempDir dir;
   const fs::path onnx = ConvertTiny(dir);
-  const fs::path decoder = onnx / "vae_decoder_tiny-sd1.onnx";
-  onnx::ModelProto model;
-  {
-    std::ifstream in(decoder, std::ios::binary);
-    ASSERT_TRUE(model.ParseFromIstream(&in));
-  }
-  for (auto& entry : *model.mutable_metadata_props()) {
-    if (entry.key() == "sdonnx.full_resolution_channels") entry.set_value("-3");
-  }
-  {
-    std::ofstream out(decoder, std::ios::binary | std::ios::trunc);
-    ASSERT_TRUE(model.SerializeToOstream(&out));
-  }
+  ASSERT_NO_FATAL_FAILURE(testing::SetOnnxMetadata(onnx / "vae_decoder_tiny-sd1.onnx",
+                                                   "sdonnx.full_resolution_channels", "-3"));
   ProfileRequest run;
   const Status status =
       CheckRunMemory(onnx, "tiny-sd1", false, run, {1ull << 40, kMachine});
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.message().find("vae_decoder_tiny-sd1.onnx: metadata "
-                                  "sdonnx.full_resolution_channels is '-3'; expected a positive "
-                                  "channel count"),
+                                  "sdonnx.full_resolution_channels is '-3'; expected a channel "
+                                  "count from 1 to 65536"),
             std::string::npos)
       << status.message();
 }

@@ -186,6 +186,23 @@ onnx::ModelProto ReadModel(const fs::path& path) {
   return model;
 }
 
+void SetOnnxMetadata(const fs::path& path, const std::string& key, const std::string& value) {
+  onnx::ModelProto model = ReadModel(path);
+  bool found = false;
+  for (auto& entry : *model.mutable_metadata_props()) {
+    if (entry.key() != key) continue;
+    entry.set_value(value);
+    found = true;
+  }
+  if (!found) {
+    auto* entry = model.add_metadata_props();
+    entry->set_key(key);
+    entry->set_value(value);
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  ASSERT_TRUE(model.SerializeToOstream(&out)) << path;
+}
+
 void EditMetadata(const fs::path& path,
                   const std::function<void(std::map<std::string, std::string>&)>& edit) {
   const fs::path edited = path.string() + ".edited";

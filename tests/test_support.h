@@ -59,6 +59,11 @@ std::map<std::string, HostTensor> RunModel(const std::filesystem::path& path,
 // Parses the ONNX file at `path` (a failed parse fails the test).
 onnx::ModelProto ReadModel(const std::filesystem::path& path);
 
+// Sets metadata `key` of the inline ONNX model at `path` to `value`, adding
+// the entry if it is missing.
+void SetOnnxMetadata(const std::filesystem::path& path, const std::string& key,
+                     const std::string& value);
+
 // Collects the warnings logged while it exists.
 class WarningLog {
  public:

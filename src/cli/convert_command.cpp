@@ -78,18 +78,23 @@ void PrintReport(const ConvertReport& report, bool fp16) {
     }
   }
   if (report.float32_graphs_with_narrow_weights > 0) {
-    const int count = report.float32_graphs_with_narrow_weights;
     std::string dtypes;
     for (const std::string& dtype : report.narrow_weight_dtypes) {
       dtypes += (dtypes.empty() ? "" : " and ") + dtype;
     }
-    PrintLine("note: " + std::to_string(count) +
-              (count == 1 ? " float32 model keeps" : " float32 models keep") + " the source's " +
-              dtypes + " weights, widened by a Cast at every step of generate (for the SDXL "
-              "UNet on a CPU about 2 s per 512x512 step; generate --widen-at-load does it once, "
-              "in 20-35 s and 10 GB)");
-    PrintLine("  convert with --fp32-weights to store them widened (files twice the size)" +
-              (fp16 ? std::string() : std::string(", or with --fp16 for float16 compute")));
+    std::string where;
+    for (const auto& [component, count] : report.cast_weights) {
+      where += (where.empty() ? "" : ", ") + component + " " + std::to_string(count);
+    }
+    PrintLine("note: float32 models keep " + dtypes + " weights of the source (" + where +
+              "), each widened by a Cast whenever generate runs the model");
+    // Only the UNet runs at every step with weights large enough to matter.
+    if (report.cast_weights.contains("unet")) {
+      PrintLine("  for the SDXL UNet on a CPU that costs about 2 s per 512x512 step; generate "
+                "--widen-at-load does it once, in 20-35 s and 10 GB");
+      PrintLine("  convert with --fp32-weights to store them widened (files twice the size)" +
+                (fp16 ? std::string() : std::string(", or with --fp16 for float16 compute")));
+    }
   }
   PrintLine("wrote " + report.extras.path + " (" + HumanBytes(report.extras.bytes) +
             ", the tensors no graph uses, for rebuild)");

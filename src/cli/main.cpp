@@ -126,13 +126,15 @@ void StartSignalWatcher() {
     // put back) first, so the run leaves a complete set of outputs or none.
     // The lock is kept until the exit, so no later move starts.
     const std::unique_lock<std::mutex> moves = sdonnx::LockOutputMoves();
-    sdonnx::RemoveRegisteredTemporaries();
-    const char* message =
-        signal_number == SIGINT   ? "\nsdonnx: interrupted (SIGINT); unfinished outputs were removed\n"
-        : signal_number == SIGHUP ? "\nsdonnx: hung up (SIGHUP); unfinished outputs were removed\n"
-                                  : "\nsdonnx: terminated (SIGTERM); unfinished outputs were removed\n";
+    const int removed = sdonnx::RemoveRegisteredTemporaries();
+    const std::string message =
+        std::string(signal_number == SIGINT   ? "\nsdonnx: interrupted (SIGINT); "
+                    : signal_number == SIGHUP ? "\nsdonnx: hung up (SIGHUP); "
+                                              : "\nsdonnx: terminated (SIGTERM); ") +
+        (removed > 0 ? "unfinished outputs were removed\n"
+                     : "no unfinished output had to be removed\n");
     // write() instead of a stream: another thread may hold the stream's lock.
-    [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, message, std::strlen(message));
+    [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, message.data(), message.size());
     ::_exit(128 + signal_number);
   }).detach();
 }

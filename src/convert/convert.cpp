@@ -492,7 +492,10 @@ Status WriteComponent(const RunContext& run, const ComponentPlan& p, ConvertRepo
       ++cast_weights;
       report->narrow_weight_dtypes.insert(ref.stored == DType::kF16 ? "float16" : "bfloat16");
     }
-    if (cast_weights > 0) ++report->float32_graphs_with_narrow_weights;
+    if (cast_weights > 0) {
+      ++report->float32_graphs_with_narrow_weights;
+      report->cast_weights[p.component] = cast_weights;
+    }
   }
   component_options.metadata["sdonnx.cast_weights"] = std::to_string(cast_weights);
   WeightConversion conversion;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -86,6 +87,8 @@ struct ConvertReport {
   // ConvertOptions::fp32_weights stores them widened instead.
   int float32_graphs_with_narrow_weights = 0;
   std::set<std::string> narrow_weight_dtypes;
+  // The weights behind a Cast per component ("unet": 1680), for the note.
+  std::map<std::string, int> cast_weights;
   std::vector<ConvertedComponent> components;
   // extras_STEM.safetensors: the source tensors no graph stores and the
   // record that rebuild restores the checkpoint from.

@@ -6,12 +6,20 @@
 #include <charconv>
 #include <cstdio>
 #include <fstream>
+#include <initializer_list>
+#include <limits>
 #include <sstream>
 
 namespace sdonnx {
 namespace {
 
 namespace fs = std::filesystem;
+
+// Bounds far above any released model (SDXL has 20 heads, the SD VAE 512
+// channels) and convert's 256 chunks, so that a damaged value is named.
+constexpr std::int64_t kMaxHeads = 4096;
+constexpr std::int64_t kMaxChunks = 65536;
+constexpr std::int64_t kMaxChannels = 65536;
 
 std::string Size(std::uint64_t bytes) {
   char text[32];
@@ -21,6 +29,18 @@ std::string Size(std::uint64_t bytes) {
     std::snprintf(text, sizeof(text), "%.1f GiB", static_cast<double>(bytes) / (1ull << 30));
   }
   return text;
+}
+
+// The product of `factors`, or the largest uint64_t when it overflows, so
+// that absurd metadata values read as too large instead of wrapping.
+std::uint64_t SaturatingProduct(std::initializer_list<std::uint64_t> factors) {
+  std::uint64_t product = 1;
+  for (const std::uint64_t factor : factors) {
+    if (__builtin_mul_overflow(product, factor, &product)) {
+      return std::numeric_limits<std::uint64_t>::max();
+    }
+  }
+  return product;
 }
 
 // The largest score memory of one file, with the shape that needs it, and
@@ -37,17 +57,21 @@ Result<Need> FileNeed(const fs::path& path, const ProfileRequest& run, std::int6
   if (!fs::is_regular_file(path, ec)) return need;  // Loading reports a missing file.
   const Result<GraphHeader> header = ReadGraphHeader(path.string());
   if (!header.ok()) return need;
+
   const auto channels = header->metadata.find("sdonnx.full_resolution_channels");
   if (channels != header->metadata.end()) {
     const std::string& text = channels->second;
     const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(),
                                                need.full_resolution_channels);
     if (error != std::errc() || stop != text.data() + text.size() ||
-        need.full_resolution_channels < 1) {
+        need.full_resolution_channels < 1 || need.full_resolution_channels > kMaxChannels) {
       return Status::Error(path.string() + ": metadata sdonnx.full_resolution_channels is '" +
-                           text + "'; expected a positive channel count");
+                           text + "'; expected a channel count from 1 to " +
+                           std::to_string(kMaxChannels) +
+                           ", so the file is damaged or was edited: convert the checkpoint again");
     }
   }
+
   const auto layout = header->metadata.find("sdonnx.self_attention");
   if (layout == header->metadata.end()) return need;
   Result<std::vector<SelfAttentionShape>> shapes = ParseSelfAttention(layout->second);
@@ -83,9 +107,12 @@ Result<std::vector<SelfAttentionShape>> ParseSelfAttention(const std::string& te
     };
     if (!number(&shape.halvings, true) || !number(&shape.heads, true) ||
         !number(&shape.chunks, false) || p != last || shape.halvings < 0 || shape.halvings > 16 ||
-        shape.heads < 1 || shape.chunks < 1) {
+        shape.heads < 1 || shape.heads > kMaxHeads || shape.chunks < 1 ||
+        shape.chunks > kMaxChunks) {
       return Status::Error("metadata sdonnx.self_attention: entry '" + entry +
-                           "' is invalid; expected HALVINGS:HEADS:CHUNKS with positive counts");
+                           "' is invalid; expected HALVINGS:HEADS:CHUNKS with HALVINGS up to 16, "
+                           "HEADS from 1 to " + std::to_string(kMaxHeads) + " and CHUNKS from 1 "
+                           "to " + std::to_string(kMaxChunks));
     }
     shapes.push_back(shape);
     start = end + 1;
@@ -105,8 +132,8 @@ std::uint64_t ScoreBytes(const SelfAttentionShape& shape, std::int64_t latent_he
   const auto chunks = static_cast<std::uint64_t>(shape.chunks);
   const std::uint64_t chunk_rows = (tokens + chunks - 1) / chunks;
   // Two float32 tensors of rows x heads x chunk_rows x tokens.
-  return static_cast<std::uint64_t>(std::max<std::int64_t>(rows, 1)) *
-         static_cast<std::uint64_t>(shape.heads) * chunk_rows * tokens * 4 * 2;
+  return SaturatingProduct({static_cast<std::uint64_t>(std::max<std::int64_t>(rows, 1)),
+                            static_cast<std::uint64_t>(shape.heads), chunk_rows, tokens, 4, 2});
 }
 
 std::uint64_t ParseCgroupMemoryLimit(const std::string& text) {
@@ -172,10 +199,10 @@ MemoryLimit ProcessMemoryLimit() {
 
 std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width,
                                   std::int64_t height) {
-  return static_cast<std::uint64_t>(std::max<std::int64_t>(channels, 0)) *
-         static_cast<std::uint64_t>(std::max<std::int64_t>(width, 1)) *
-         static_cast<std::uint64_t>(std::max<std::int64_t>(height, 1)) * 4 *
-         kFullResolutionTensors;
+  return SaturatingProduct({static_cast<std::uint64_t>(std::max<std::int64_t>(channels, 0)),
+                            static_cast<std::uint64_t>(std::max<std::int64_t>(width, 1)),
+                            static_cast<std::uint64_t>(std::max<std::int64_t>(height, 1)), 4,
+                            static_cast<std::uint64_t>(kFullResolutionTensors)});
 }
 
 Status CheckRunMemory(const fs::path& dir, const std::string& stem, bool need_encoder,
@@ -195,7 +222,9 @@ Status CheckRunMemory(const fs::path& dir, const std::string& stem, bool need_en
     if (need.bytes > memory.bytes) {
       std::string advice = "use a smaller --width and --height";
       if (component == "unet" && run.batch > 1) advice += " or --batch-size";
-      if (need.shape.chunks < 256) {
+      // convert allows 256 chunks, and the VAE gets a quarter of them.
+      const std::int64_t max_chunks = component == "unet" ? 256 : 64;
+      if (need.shape.chunks < max_chunks) {
         advice += ", or convert the checkpoint again with more --attention-chunks (at most 256)";
       }
       return Status::Error(path.string() + ": at " + size +

@@ -69,8 +69,10 @@ std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width,
 // full-resolution tensors of `run` would need more than `memory`. Files
 // without the metadata (older exports; --ort-attention stores no scores)
 // are skipped, as is everything when `memory.bytes` is 0.
-// NOTE: other activations (the UNet's, the text encoders') are not counted;
-// they are smaller than the VAE's at every image size.
+// NOTE: only these tensors are counted, so the estimate is a lower bound.
+// ONNX Runtime's arena and the other activations add to it: the tiny test
+// model at 512x512 (65536 tokens, as its VAE halves the image) peaked at
+// 9.1 GB against a 2 GiB estimate.
 Status CheckRunMemory(const std::filesystem::path& dir, const std::string& stem,
                       bool need_encoder, const ProfileRequest& run, const MemoryLimit& memory);
 

@@ -1,9 +1,13 @@
 #include "generate/model_set.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
+#include <map>
 #include <set>
 
 #include "formats/conversion_id.h"
@@ -55,19 +59,57 @@ Result<std::string> FindStem(const std::string& dir) {
   return *stems.begin();
 }
 
-Result<float> ParseFloat(const std::string& path, const std::string& key,
-                         const std::map<std::string, std::string>& metadata) {
+// Ranges of the UNet's metadata values. Released models have a factor of 8,
+// 4 or 16 latent channels, and CLIP's 49408 token ids.
+constexpr std::int64_t kMaxDownsampleFactor = 64;
+constexpr std::int64_t kMaxLatentChannels = 64;
+constexpr std::int64_t kMaxTokenId = 49407;
+constexpr float kMaxScalingFactor = 100;
+
+// The text of metadata `key`, or an error naming the file when it is missing.
+Result<std::string> MetadataText(const std::string& path, const std::string& key,
+                                 const std::map<std::string, std::string>& metadata) {
   auto it = metadata.find(key);
   if (it == metadata.end()) {
     return Status::Error(path + ": metadata '" + key + "' is missing; files written by sdonnx "
                          "convert have it (re-convert the checkpoint)");
   }
-  try {
-    return std::stof(it->second);
-  } catch (const std::exception&) {
-    return Status::Error(path + ": metadata '" + key + "' is '" + it->second +
-                         "', expected a number");
+  return it->second;
+}
+
+Status InvalidMetadata(const std::string& path, const std::string& key, const std::string& value,
+                       const std::string& expected) {
+  return Status::Error(path + ": metadata '" + key + "' is '" + value + "', expected " + expected +
+                       "; the file is damaged or was edited, so convert the checkpoint again");
+}
+
+// A finite number in (0, max].
+Result<float> ParsePositiveFloat(const std::string& path, const std::string& key,
+                                 const std::map<std::string, std::string>& metadata, float max) {
+  SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
+  char expected[64];
+  std::snprintf(expected, sizeof(expected), "a number above 0 and at most %g", max);
+  float value = 0;
+  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || stop != text.data() + text.size() || !std::isfinite(value) ||
+      value <= 0 || value > max) {
+    return InvalidMetadata(path, key, text, expected);
   }
+  return value;
+}
+
+// An integer in [min, max].
+Result<std::int64_t> ParseInteger(const std::string& path, const std::string& key,
+                                  const std::map<std::string, std::string>& metadata,
+                                  std::int64_t min, std::int64_t max) {
+  SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
+  std::int64_t value = 0;
+  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || stop != text.data() + text.size() || value < min || value > max) {
+    return InvalidMetadata(path, key, text,
+                           "an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  return value;
 }
 
 // The TensorRT profile of the file at `path` for `run`, with the ranges of
@@ -91,9 +133,9 @@ Result<TensorRtProfile> ProfileForFile(const std::string& path, const std::strin
   request.pix2pix = component == "unet" && IsInstructPix2PixUNet(header);
   const std::string& factor = header.metadata["sdonnx.vae_downsample_factor"];
   if (!factor.empty()) {
-    SDONNX_ASSIGN_OR_RETURN(const float f,
-                            ParseFloat(path, "sdonnx.vae_downsample_factor", header.metadata));
-    request.downsample_factor = std::max<std::int64_t>(1, static_cast<std::int64_t>(f));
+    SDONNX_ASSIGN_OR_RETURN(request.downsample_factor,
+                            ParseInteger(path, "sdonnx.vae_downsample_factor", header.metadata, 1,
+                                         kMaxDownsampleFactor));
   }
   SDONNX_ASSIGN_OR_RETURN(auto ranges, ProfileFor(component, header.inputs, request));
   return FormatProfile(ranges);
@@ -136,23 +178,28 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   facts->variant = text("sdonnx.variant");
   SDONNX_ASSIGN_OR_RETURN(facts->prediction,
                           ParsePredictionType(text("sdonnx.prediction_type")));
-  SDONNX_ASSIGN_OR_RETURN(facts->scaling_factor,
-                          ParseFloat(path, "sdonnx.vae_scaling_factor", metadata));
-  SDONNX_ASSIGN_OR_RETURN(float factor, ParseFloat(path, "sdonnx.vae_downsample_factor", metadata));
-  SDONNX_ASSIGN_OR_RETURN(float channels, ParseFloat(path, "sdonnx.latent_channels", metadata));
-  facts->downsample_factor = static_cast<std::int64_t>(factor);
-  facts->latent_channels = static_cast<std::int64_t>(channels);
+  SDONNX_ASSIGN_OR_RETURN(
+      facts->scaling_factor,
+      ParsePositiveFloat(path, "sdonnx.vae_scaling_factor", metadata, kMaxScalingFactor));
+  SDONNX_ASSIGN_OR_RETURN(facts->downsample_factor,
+                          ParseInteger(path, "sdonnx.vae_downsample_factor", metadata, 1,
+                                       kMaxDownsampleFactor));
+  SDONNX_ASSIGN_OR_RETURN(facts->latent_channels,
+                          ParseInteger(path, "sdonnx.latent_channels", metadata, 1,
+                                       kMaxLatentChannels));
   facts->source_sha256 = text("sdonnx.source_sha256");
   if (!text("sdonnx.text_context_output").empty()) {
     facts->text_context_output = text("sdonnx.text_context_output");
   }
   if (!text("sdonnx.text_pad_id").empty()) {
-    SDONNX_ASSIGN_OR_RETURN(float pad, ParseFloat(path, "sdonnx.text_pad_id", metadata));
+    SDONNX_ASSIGN_OR_RETURN(const std::int64_t pad,
+                            ParseInteger(path, "sdonnx.text_pad_id", metadata, 0, kMaxTokenId));
     facts->text_pad_id = static_cast<std::int32_t>(pad);
   }
   if (!text("sdonnx.text_2_context_output").empty()) {
     facts->text_2_context_output = text("sdonnx.text_2_context_output");
-    SDONNX_ASSIGN_OR_RETURN(float pad, ParseFloat(path, "sdonnx.text_2_pad_id", metadata));
+    SDONNX_ASSIGN_OR_RETURN(const std::int64_t pad,
+                            ParseInteger(path, "sdonnx.text_2_pad_id", metadata, 0, kMaxTokenId));
     facts->text_2_pad_id = static_cast<std::int32_t>(pad);
   }
   if (!text("sdonnx.static_shape").empty()) {
@@ -162,8 +209,9 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
       return Status::Error(path + ": metadata 'sdonnx.static_shape' is '" + shape +
                            "', expected WIDTHxHEIGHT");
     }
-    SDONNX_ASSIGN_OR_RETURN(float batch, ParseFloat(path, "sdonnx.static_batch", metadata));
-    facts->static_batch = static_cast<std::int64_t>(batch);
+    SDONNX_ASSIGN_OR_RETURN(facts->static_batch,
+                            ParseInteger(path, "sdonnx.static_batch", metadata, 1,
+                                         std::numeric_limits<std::int32_t>::max()));
   }
   const auto inputs = unet.InputNames();
   if (std::find(inputs.begin(), inputs.end(), "time_ids") != inputs.end()) {
@@ -219,8 +267,6 @@ Status CheckSameConversion(const fs::path& dir, const std::string& stem, bool ne
                        "--force");
 }
 
-// `run` completed from the UNet's header: whether it is instruct-pix2pix
-// (more rows per image) and the VAE's downsample factor.
 // Warns that --widen-at-load has no effect when no file of the export keeps
 // float16 or bfloat16 weights behind a Cast.
 void WarnWhenNothingToWiden(const fs::path& dir, const std::string& stem) {
@@ -240,14 +286,18 @@ void WarnWhenNothingToWiden(const fs::path& dir, const std::string& stem) {
              "converted from float32 weights, or with --fp16 or --fp32-weights)");
 }
 
-ProfileRequest WithFileFacts(const fs::path& dir, const std::string& stem, ProfileRequest run) {
-  const auto header = ReadGraphHeader((dir / ("unet_" + stem + ".onnx")).string());
-  if (!header.ok()) return run;
+// `run` completed from the UNet's header: whether it is instruct-pix2pix
+// (more rows per image) and the VAE's downsample factor.
+Result<ProfileRequest> WithFileFacts(const fs::path& dir, const std::string& stem,
+                                     ProfileRequest run) {
+  const std::string path = (dir / ("unet_" + stem + ".onnx")).string();
+  const auto header = ReadGraphHeader(path);
+  if (!header.ok()) return run;  // Loading reports it.
   run.pix2pix = IsInstructPix2PixUNet(*header);
   if (header->metadata.contains("sdonnx.vae_downsample_factor")) {
-    const Result<float> factor =
-        ParseFloat(dir.string(), "sdonnx.vae_downsample_factor", header->metadata);
-    if (factor.ok() && *factor >= 1) run.downsample_factor = static_cast<std::int64_t>(*factor);
+    SDONNX_ASSIGN_OR_RETURN(run.downsample_factor,
+                            ParseInteger(path, "sdonnx.vae_downsample_factor", header->metadata,
+                                         1, kMaxDownsampleFactor));
   }
   return run;
 }
@@ -287,9 +337,8 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
   }
   SDONNX_RETURN_IF_ERROR(CheckSameConversion(dir, stem, need_encoder));
   if (options.widen_weights_at_load) WarnWhenNothingToWiden(dir, stem);
-  SDONNX_RETURN_IF_ERROR(
-      CheckRunMemory(dir, stem, need_encoder, WithFileFacts(dir, stem, run),
-                           ProcessMemoryLimit()));
+  SDONNX_ASSIGN_OR_RETURN(const ProfileRequest file_run, WithFileFacts(dir, stem, run));
+  SDONNX_RETURN_IF_ERROR(CheckRunMemory(dir, stem, need_encoder, file_run, ProcessMemoryLimit()));
   SDONNX_ASSIGN_OR_RETURN(set->unet_, LoadComponent(dir, "unet", stem, options, run));
   SDONNX_RETURN_IF_ERROR(ReadFacts(*set->unet_, &set->facts_));
   if (set->facts_.family != "sdxl-refiner") {

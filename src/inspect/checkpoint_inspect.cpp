@@ -168,7 +168,7 @@ void DescribeSdonnxFile(CheckpointSummary* summary) {
 // convert --vae ignores and the description names.
 void DescribeStandaloneVae(CheckpointSummary* summary) {
   const Checkpoint& file = *summary->checkpoint;
-  if (summary->spec || !summary->file_kind.empty() || file.tensors().empty()) return;
+  if (!summary->file_kind.empty() || file.tensors().empty()) return;
   std::vector<std::string> others;
   for (const TensorInfo& t : file.tensors()) {
     if (!IsVaeTensorName(t.name, "first_stage_model.") && !IsVaeTensorName(t.name, "")) {
@@ -186,6 +186,15 @@ void DescribeStandaloneVae(CheckpointSummary* summary) {
     naming = "the original naming";
   } else {
     return;
+  }
+  // A few stray UNet keys can be enough for detection, but a checkpoint's
+  // VAE is at most a fifth of its tensors, so the detection is dropped.
+  if (summary->spec) {
+    summary->spec.reset();
+    summary->expected.clear();
+    summary->detection_error = file.path() + ": only " + std::to_string(others.size()) + " of " +
+                               std::to_string(file.tensors().size()) +
+                               " tensors are outside the VAE, too few for a UNet";
   }
   summary->file_kind = "vae";
   summary->file_title = "standalone VAE";

@@ -105,8 +105,13 @@ void UnregisterTemporary(const std::string& path) {
   List().erase(path);
 }
 
-void RemoveRegisteredTemporaries() {
+int RemoveRegisteredTemporaries() {
   std::lock_guard<std::mutex> lock(ListMutex());
+  int removed = 0;
+  for (const std::string& path : List()) {
+    std::error_code ec;
+    if (std::filesystem::exists(std::filesystem::symlink_status(path, ec))) ++removed;
+  }
   // Other threads keep running during the removal and may still add a file
   // to a folder being removed, which makes its final rmdir fail. Once a
   // folder is gone they cannot add to it, so a few rounds finish the job.
@@ -122,9 +127,12 @@ void RemoveRegisteredTemporaries() {
   }
   List().clear();
   // rmdir removes only empty folders, so a folder with contents stays.
-  for (auto it = CreatedList().rbegin(); it != CreatedList().rend(); ++it) ::rmdir(it->c_str());
+  for (auto it = CreatedList().rbegin(); it != CreatedList().rend(); ++it) {
+    if (::rmdir(it->c_str()) == 0) ++removed;
+  }
   CreatedList().clear();
   Removed() = true;
+  return removed;
 }
 
 FolderLock::FolderLock(const fs::path& dir) {

@@ -31,9 +31,10 @@ void UnregisterTemporary(const std::string& path);
 
 // Removes every registered path and stops later creations (see above).
 // Then removes the folders registered by CreatedFolders, deepest first, if
-// they are empty. It takes a lock and allocates, so it must not be called
-// from a signal handler.
-void RemoveRegisteredTemporaries();
+// they are empty. Returns how many paths it removed: 0 when the run had
+// written nothing yet or had finished its outputs. It takes a lock and
+// allocates, so it must not be called from a signal handler.
+int RemoveRegisteredTemporaries();
 
 // An exclusive flock on a folder, held while a run removes stale
 // temporaries from it and creates and locks its own. Every run that does
