@@ -173,8 +173,8 @@ TEST(MemoryEstimate, DamagedChannelCountIsNamed) {
       CheckRunMemory(onnx, "tiny-sd1", false, run, {1ull << 40, kMachine});
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.message().find("vae_decoder_tiny-sd1.onnx: metadata "
-                                  "sdonnx.full_resolution_channels is '-3'; expected a channel "
-                                  "count from 1 to 65536"),
+                                  "'sdonnx.full_resolution_channels' is '-3', expected an integer "
+                                  "from 1 to 65536"),
             std::string::npos)
       << status.message();
 }

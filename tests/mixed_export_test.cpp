@@ -360,6 +360,27 @@ TEST(VerifyFolder, MissingDataFileFails) {
   EXPECT_TRUE(Contains(json.output, "\"ok\": false")) << json.output;
 }
 
+// Metadata values that generate rejects make verify fail too, with the
+// same message; the weights are intact, so rebuild still can restore.
+TEST(VerifyFolder, MetadataGenerateRejectsFails) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"unet_tiny-sd1.onnx", "sdonnx.vae_downsample_factor"},
+      {"unet_tiny-sd1.onnx", "sdonnx.self_attention"},
+      {"vae_decoder_tiny-sd1.onnx", "sdonnx.full_resolution_channels"},
+  };
+  for (const auto& [file, key] : cases) {
+    SCOPED_TRACE(key);
+    TempDir dir;
+    ASSERT_TRUE(Convert(dir / "onnx", ExternalData::kNever).ok());
+    ASSERT_NO_FATAL_FAILURE(testing::SetOnnxMetadata(dir / "onnx" / file, key, "0"));
+    const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "onnx"));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(Contains(r.output, file + ": metadata")) << r.output;
+    EXPECT_TRUE(Contains(r.output, key)) << r.output;
+    EXPECT_TRUE(Contains(r.output, "rebuild: can restore")) << r.output;
+  }
+}
+
 // A data file of another run with the same size: only its header shows
 // the mix, and the rebuild line of inspect and verify reports it.
 TEST(VerifyFolder, OtherRunsDataBlocksRebuild) {

@@ -10,16 +10,17 @@
 #include <limits>
 #include <sstream>
 
+#include "generate/metadata_values.h"
+
 namespace sdonnx {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Bounds far above any released model (SDXL has 20 heads, the SD VAE 512
-// channels) and convert's 256 chunks, so that a damaged value is named.
+// Bounds far above any released model (SDXL has 20 heads) and convert's
+// 256 chunks, so that a damaged value is named.
 constexpr std::int64_t kMaxHeads = 4096;
 constexpr std::int64_t kMaxChunks = 65536;
-constexpr std::int64_t kMaxChannels = 65536;
 
 std::string Size(std::uint64_t bytes) {
   char text[32];
@@ -58,18 +59,10 @@ Result<Need> FileNeed(const fs::path& path, const ProfileRequest& run, std::int6
   const Result<GraphHeader> header = ReadGraphHeader(path.string());
   if (!header.ok()) return need;
 
-  const auto channels = header->metadata.find("sdonnx.full_resolution_channels");
-  if (channels != header->metadata.end()) {
-    const std::string& text = channels->second;
-    const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(),
-                                               need.full_resolution_channels);
-    if (error != std::errc() || stop != text.data() + text.size() ||
-        need.full_resolution_channels < 1 || need.full_resolution_channels > kMaxChannels) {
-      return Status::Error(path.string() + ": metadata sdonnx.full_resolution_channels is '" +
-                           text + "'; expected a channel count from 1 to " +
-                           std::to_string(kMaxChannels) +
-                           ", so the file is damaged or was edited: convert the checkpoint again");
-    }
+  if (header->metadata.contains("sdonnx.full_resolution_channels")) {
+    SDONNX_ASSIGN_OR_RETURN(need.full_resolution_channels,
+                            MetadataInteger(path.string(), "sdonnx.full_resolution_channels",
+                                            header->metadata, 1, kMaxFullResolutionChannels));
   }
 
   const auto layout = header->metadata.find("sdonnx.self_attention");

@@ -1,9 +1,7 @@
 #include "generate/model_set.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cinttypes>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <limits>
@@ -12,6 +10,7 @@
 
 #include "formats/conversion_id.h"
 #include "generate/memory_estimate.h"
+#include "generate/metadata_values.h"
 #include "util/log.h"
 
 namespace sdonnx {
@@ -59,59 +58,6 @@ Result<std::string> FindStem(const std::string& dir) {
   return *stems.begin();
 }
 
-// Ranges of the UNet's metadata values. Released models have a factor of 8,
-// 4 or 16 latent channels, and CLIP's 49408 token ids.
-constexpr std::int64_t kMaxDownsampleFactor = 64;
-constexpr std::int64_t kMaxLatentChannels = 64;
-constexpr std::int64_t kMaxTokenId = 49407;
-constexpr float kMaxScalingFactor = 100;
-
-// The text of metadata `key`, or an error naming the file when it is missing.
-Result<std::string> MetadataText(const std::string& path, const std::string& key,
-                                 const std::map<std::string, std::string>& metadata) {
-  auto it = metadata.find(key);
-  if (it == metadata.end()) {
-    return Status::Error(path + ": metadata '" + key + "' is missing; files written by sdonnx "
-                         "convert have it (re-convert the checkpoint)");
-  }
-  return it->second;
-}
-
-Status InvalidMetadata(const std::string& path, const std::string& key, const std::string& value,
-                       const std::string& expected) {
-  return Status::Error(path + ": metadata '" + key + "' is '" + value + "', expected " + expected +
-                       "; the file is damaged or was edited, so convert the checkpoint again");
-}
-
-// A finite number in (0, max].
-Result<float> ParsePositiveFloat(const std::string& path, const std::string& key,
-                                 const std::map<std::string, std::string>& metadata, float max) {
-  SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
-  char expected[64];
-  std::snprintf(expected, sizeof(expected), "a number above 0 and at most %g", max);
-  float value = 0;
-  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc() || stop != text.data() + text.size() || !std::isfinite(value) ||
-      value <= 0 || value > max) {
-    return InvalidMetadata(path, key, text, expected);
-  }
-  return value;
-}
-
-// An integer in [min, max].
-Result<std::int64_t> ParseInteger(const std::string& path, const std::string& key,
-                                  const std::map<std::string, std::string>& metadata,
-                                  std::int64_t min, std::int64_t max) {
-  SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
-  std::int64_t value = 0;
-  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc() || stop != text.data() + text.size() || value < min || value > max) {
-    return InvalidMetadata(path, key, text,
-                           "an integer from " + std::to_string(min) + " to " + std::to_string(max));
-  }
-  return value;
-}
-
 // The TensorRT profile of the file at `path` for `run`, with the ranges of
 // the family recorded in its metadata.
 Result<TensorRtProfile> ProfileForFile(const std::string& path, const std::string& component,
@@ -134,7 +80,7 @@ Result<TensorRtProfile> ProfileForFile(const std::string& path, const std::strin
   const std::string& factor = header.metadata["sdonnx.vae_downsample_factor"];
   if (!factor.empty()) {
     SDONNX_ASSIGN_OR_RETURN(request.downsample_factor,
-                            ParseInteger(path, "sdonnx.vae_downsample_factor", header.metadata, 1,
+                            MetadataInteger(path, "sdonnx.vae_downsample_factor", header.metadata, 1,
                                          kMaxDownsampleFactor));
   }
   SDONNX_ASSIGN_OR_RETURN(auto ranges, ProfileFor(component, header.inputs, request));
@@ -180,12 +126,12 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
                           ParsePredictionType(text("sdonnx.prediction_type")));
   SDONNX_ASSIGN_OR_RETURN(
       facts->scaling_factor,
-      ParsePositiveFloat(path, "sdonnx.vae_scaling_factor", metadata, kMaxScalingFactor));
+      MetadataPositiveFloat(path, "sdonnx.vae_scaling_factor", metadata, kMaxScalingFactor));
   SDONNX_ASSIGN_OR_RETURN(facts->downsample_factor,
-                          ParseInteger(path, "sdonnx.vae_downsample_factor", metadata, 1,
+                          MetadataInteger(path, "sdonnx.vae_downsample_factor", metadata, 1,
                                        kMaxDownsampleFactor));
   SDONNX_ASSIGN_OR_RETURN(facts->latent_channels,
-                          ParseInteger(path, "sdonnx.latent_channels", metadata, 1,
+                          MetadataInteger(path, "sdonnx.latent_channels", metadata, 1,
                                        kMaxLatentChannels));
   facts->source_sha256 = text("sdonnx.source_sha256");
   if (!text("sdonnx.text_context_output").empty()) {
@@ -193,13 +139,13 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   }
   if (!text("sdonnx.text_pad_id").empty()) {
     SDONNX_ASSIGN_OR_RETURN(const std::int64_t pad,
-                            ParseInteger(path, "sdonnx.text_pad_id", metadata, 0, kMaxTokenId));
+                            MetadataInteger(path, "sdonnx.text_pad_id", metadata, 0, kMaxTokenId));
     facts->text_pad_id = static_cast<std::int32_t>(pad);
   }
   if (!text("sdonnx.text_2_context_output").empty()) {
     facts->text_2_context_output = text("sdonnx.text_2_context_output");
     SDONNX_ASSIGN_OR_RETURN(const std::int64_t pad,
-                            ParseInteger(path, "sdonnx.text_2_pad_id", metadata, 0, kMaxTokenId));
+                            MetadataInteger(path, "sdonnx.text_2_pad_id", metadata, 0, kMaxTokenId));
     facts->text_2_pad_id = static_cast<std::int32_t>(pad);
   }
   if (!text("sdonnx.static_shape").empty()) {
@@ -210,7 +156,7 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
                            "', expected WIDTHxHEIGHT");
     }
     SDONNX_ASSIGN_OR_RETURN(facts->static_batch,
-                            ParseInteger(path, "sdonnx.static_batch", metadata, 1,
+                            MetadataInteger(path, "sdonnx.static_batch", metadata, 1,
                                          std::numeric_limits<std::int32_t>::max()));
   }
   const auto inputs = unet.InputNames();
@@ -296,7 +242,7 @@ Result<ProfileRequest> WithFileFacts(const fs::path& dir, const std::string& ste
   run.pix2pix = IsInstructPix2PixUNet(*header);
   if (header->metadata.contains("sdonnx.vae_downsample_factor")) {
     SDONNX_ASSIGN_OR_RETURN(run.downsample_factor,
-                            ParseInteger(path, "sdonnx.vae_downsample_factor", header->metadata,
+                            MetadataInteger(path, "sdonnx.vae_downsample_factor", header->metadata,
                                          1, kMaxDownsampleFactor));
   }
   return run;

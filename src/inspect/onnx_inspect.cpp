@@ -14,6 +14,7 @@
 #include "formats/dtype.h"
 #include "formats/mapped_file.h"
 #include "formats/safetensors.h"
+#include "generate/metadata_values.h"
 #include "inspect/onnx_family.h"
 #include "rebuild/source_record.h"
 
@@ -434,6 +435,10 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
       const auto id = summary.metadata.find(kConversionIdKey);
       conversions[id == summary.metadata.end() ? std::string() : id->second].push_back(
           file.filename().string());
+      // Values that generate would reject, so that verify fails where it does.
+      for (std::string& problem : InvalidGenerateMetadata(file.string(), summary.metadata)) {
+        out.problems.push_back(std::move(problem));
+      }
     }
     if (auto f = summary.metadata.find("sdonnx.family"); f != summary.metadata.end()) {
       families.insert(f->second);

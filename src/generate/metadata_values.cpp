@@ -1,0 +1,88 @@
+#include "generate/metadata_values.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "generate/memory_estimate.h"
+
+namespace sdonnx {
+namespace {
+
+// The text of metadata `key`, or an error naming the file when it is missing.
+Result<std::string> MetadataText(const std::string& path, const std::string& key,
+                                 const std::map<std::string, std::string>& metadata) {
+  auto it = metadata.find(key);
+  if (it == metadata.end()) {
+    return Status::Error(path + ": metadata '" + key + "' is missing; files written by sdonnx "
+                         "convert have it (re-convert the checkpoint)");
+  }
+  return it->second;
+}
+
+Status InvalidMetadata(const std::string& path, const std::string& key, const std::string& value,
+                       const std::string& expected) {
+  return Status::Error(path + ": metadata '" + key + "' is '" + value + "', expected " + expected +
+                       "; the file is damaged or was edited, so convert the checkpoint again");
+}
+
+}  // namespace
+
+Result<float> MetadataPositiveFloat(const std::string& path, const std::string& key,
+                                    const std::map<std::string, std::string>& metadata,
+                                    float max) {
+  SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
+  char expected[64];
+  std::snprintf(expected, sizeof(expected), "a number above 0 and at most %g", max);
+  float value = 0;
+  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || stop != text.data() + text.size() || !std::isfinite(value) ||
+      value <= 0 || value > max) {
+    return InvalidMetadata(path, key, text, expected);
+  }
+  return value;
+}
+
+Result<std::int64_t> MetadataInteger(const std::string& path, const std::string& key,
+                                     const std::map<std::string, std::string>& metadata,
+                                     std::int64_t min, std::int64_t max) {
+  SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
+  std::int64_t value = 0;
+  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || stop != text.data() + text.size() || value < min || value > max) {
+    return InvalidMetadata(path, key, text,
+                           "an integer from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+  return value;
+}
+
+std::vector<std::string> InvalidGenerateMetadata(
+    const std::string& path, const std::map<std::string, std::string>& metadata) {
+  std::vector<std::string> problems;
+  auto check = [&](const Status& status) {
+    if (!status.ok()) problems.push_back(status.message());
+  };
+  const std::vector<std::pair<const char*, std::pair<std::int64_t, std::int64_t>>> integers = {
+      {"sdonnx.vae_downsample_factor", {1, kMaxDownsampleFactor}},
+      {"sdonnx.latent_channels", {1, kMaxLatentChannels}},
+      {"sdonnx.text_pad_id", {0, kMaxTokenId}},
+      {"sdonnx.text_2_pad_id", {0, kMaxTokenId}},
+      {"sdonnx.full_resolution_channels", {1, kMaxFullResolutionChannels}},
+  };
+  for (const auto& [key, range] : integers) {
+    if (!metadata.contains(key)) continue;
+    check(MetadataInteger(path, key, metadata, range.first, range.second).status());
+  }
+  if (metadata.contains("sdonnx.vae_scaling_factor")) {
+    check(MetadataPositiveFloat(path, "sdonnx.vae_scaling_factor", metadata, kMaxScalingFactor)
+              .status());
+  }
+  const auto layout = metadata.find("sdonnx.self_attention");
+  if (layout != metadata.end()) {
+    check(ParseSelfAttention(layout->second).status().WithContext(path));
+  }
+  return problems;
+}
+
+}  // namespace sdonnx

@@ -1,0 +1,41 @@
+// Parsing of the sdonnx metadata values that generate reads, with the
+// ranges they must be in, so that a damaged or edited file is named with
+// its key and value before a model runs. verify applies the same checks.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace sdonnx {
+
+// Ranges of the UNet's metadata values. Released models have a factor of 8,
+// 4 or 16 latent channels, and CLIP's 49408 token ids.
+inline constexpr std::int64_t kMaxDownsampleFactor = 64;
+inline constexpr std::int64_t kMaxLatentChannels = 64;
+inline constexpr std::int64_t kMaxTokenId = 49407;
+inline constexpr float kMaxScalingFactor = 100;
+// Far above any released model (the SD VAE has 512 channels at most).
+inline constexpr std::int64_t kMaxFullResolutionChannels = 65536;
+
+// Parses metadata `key` of the file at `path` as an integer from `min` to
+// `max`. The error names the file, the key, the value and the range, or
+// reports that the key is missing.
+Result<std::int64_t> MetadataInteger(const std::string& path, const std::string& key,
+                                     const std::map<std::string, std::string>& metadata,
+                                     std::int64_t min, std::int64_t max);
+
+// Parses metadata `key` as a finite number above 0 and at most `max`.
+Result<float> MetadataPositiveFloat(const std::string& path, const std::string& key,
+                                    const std::map<std::string, std::string>& metadata, float max);
+
+// Checks every value above that `metadata` has, and sdonnx.self_attention,
+// and returns one message per invalid value. Missing keys are not listed,
+// because files of older versions lack some of them.
+std::vector<std::string> InvalidGenerateMetadata(
+    const std::string& path, const std::map<std::string, std::string>& metadata);
+
+}  // namespace sdonnx
