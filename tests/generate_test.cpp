@@ -559,7 +559,8 @@ TEST_F(Generate, DamagedUNetMetadataIsNamed) {
   const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
       {"sdonnx.vae_downsample_factor", {"0", "-2", "9.5", "1e30", "nan", "65"}},
       {"sdonnx.latent_channels", {"0", "-1", "99999999999", "nan", "4x"}},
-      {"sdonnx.text_pad_id", {"-1", "49408", "abc"}},
+      {"sdonnx.text_pad_id", {"-1", "49408", "abc", ""}},
+      {"sdonnx.static_shape", {"0x0", "-8x-8", "64x64junk", "64", "64X64"}},
       {"sdonnx.vae_scaling_factor", {"0", "-1", "nan", "inf", "abc", "1000"}},
   };
   for (const auto& [key, values] : cases) {

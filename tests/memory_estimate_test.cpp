@@ -97,7 +97,7 @@ TEST(AttentionMemory, RunPastTheMemoryIsNamed) {
   const std::string machine = kMachine;
   EXPECT_TRUE(CheckRunMemory(onnx, "tiny-sd1", true, run, {1ull << 30, machine}).ok());
   EXPECT_TRUE(CheckRunMemory(onnx, "tiny-sd1", true, run, {0, machine}).ok());
-  const Status status = CheckRunMemory(onnx, "tiny-sd1", true, run, {1024, machine});
+  const Status status = CheckRunMemory(onnx, "tiny-sd1", true, run, {200000, machine});
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.message().find("unet_tiny-sd1.onnx: at 64x64 one query chunk"),
             std::string::npos)
@@ -148,10 +148,16 @@ TEST(MemoryEstimate, ChunkAdviceOnlyWhereMoreHelp) {
   EXPECT_EQ(status.message().find("--attention-chunks"), std::string::npos) << status.message();
 
   TempDir fewer;
-  const Status unet = CheckRunMemory(ConvertTiny(fewer, false, 16), "tiny-sd1", false, run,
-                                     {100000, kMachine});
+  const fs::path few_chunks = ConvertTiny(fewer, false, 16);
+  const Status unet = CheckRunMemory(few_chunks, "tiny-sd1", false, run, {100000, kMachine});
   ASSERT_FALSE(unet.ok());
   EXPECT_NE(unet.message().find("more --attention-chunks"), std::string::npos) << unet.message();
+
+  // Where even 256 chunks could not fit, they are not advised.
+  const Status hopeless = CheckRunMemory(few_chunks, "tiny-sd1", false, run, {1000, kMachine});
+  ASSERT_FALSE(hopeless.ok());
+  EXPECT_EQ(hopeless.message().find("--attention-chunks"), std::string::npos)
+      << hopeless.message();
 }
 
 TEST(MemoryEstimate, AbsurdValuesDoNotWrap) {

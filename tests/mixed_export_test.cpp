@@ -367,6 +367,8 @@ TEST(VerifyFolder, MetadataGenerateRejectsFails) {
       {"unet_tiny-sd1.onnx", "sdonnx.vae_downsample_factor"},
       {"unet_tiny-sd1.onnx", "sdonnx.self_attention"},
       {"vae_decoder_tiny-sd1.onnx", "sdonnx.full_resolution_channels"},
+      {"unet_tiny-sd1.onnx", "sdonnx.static_batch"},
+      {"unet_tiny-sd1.onnx", "sdonnx.static_shape"},
   };
   for (const auto& [file, key] : cases) {
     SCOPED_TRACE(key);

@@ -90,8 +90,11 @@ void PrintReport(const ConvertReport& report, bool fp16) {
               "), each widened by a Cast whenever generate runs the model");
     // Only the UNet runs at every step with weights large enough to matter.
     if (report.cast_weights.contains("unet")) {
-      PrintLine("  for the SDXL UNet on a CPU that costs about 2 s per 512x512 step; generate "
-                "--widen-at-load does it once, in 20-35 s and 10 GB");
+      const bool sdxl = spec.family == Family::kSDXL || spec.family == Family::kSDXLRefiner;
+      PrintLine(sdxl ? "  for the SDXL UNet on a CPU that costs about 2 s per 512x512 step; "
+                       "generate --widen-at-load does it once, in 20-35 s and 10 GB"
+                     : "  generate --widen-at-load widens them once at load instead, which keeps "
+                       "a float32 copy in memory");
       PrintLine("  convert with --fp32-weights to store them widened (files twice the size)" +
                 (fp16 ? std::string() : std::string(", or with --fp16 for float16 compute")));
     }

@@ -215,9 +215,13 @@ Status CheckRunMemory(const fs::path& dir, const std::string& stem, bool need_en
     if (need.bytes > memory.bytes) {
       std::string advice = "use a smaller --width and --height";
       if (component == "unet" && run.batch > 1) advice += " or --batch-size";
-      // convert allows 256 chunks, and the VAE gets a quarter of them.
-      const std::int64_t max_chunks = component == "unet" ? 256 : 64;
-      if (need.shape.chunks < max_chunks) {
+      // convert allows 256 chunks, and the VAE gets a quarter of them. More
+      // chunks are advised only where the most would fit.
+      SelfAttentionShape max_chunked = need.shape;
+      max_chunked.chunks = component == "unet" ? 256 : 64;
+      const std::int64_t factor = std::max<std::int64_t>(run.downsample_factor, 1);
+      if (need.shape.chunks < max_chunked.chunks &&
+          ScoreBytes(max_chunked, run.height / factor, run.width / factor, rows) <= memory.bytes) {
         advice += ", or convert the checkpoint again with more --attention-chunks (at most 256)";
       }
       return Status::Error(path.string() + ": at " + size +

@@ -57,6 +57,28 @@ Result<std::int64_t> MetadataInteger(const std::string& path, const std::string&
   return value;
 }
 
+Result<ImageSize> MetadataImageSize(const std::string& path, const std::string& key,
+                                    const std::map<std::string, std::string>& metadata) {
+  SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
+  ImageSize size;
+  const char* end = text.data() + text.size();
+  const auto [x, width_error] = std::from_chars(text.data(), end, size.width);
+  bool valid = width_error == std::errc() && x != end && *x == 'x';
+  if (valid) {
+    const auto [stop, height_error] = std::from_chars(x + 1, end, size.height);
+    valid = height_error == std::errc() && stop == end;
+  }
+  for (const std::int64_t side : {size.width, size.height}) {
+    valid = valid && side >= 8 && side <= kMaxStaticSide && side % 8 == 0;
+  }
+  if (!valid) {
+    return InvalidMetadata(path, key, text,
+                           "WIDTHxHEIGHT with each side a multiple of 8 from 8 to " +
+                               std::to_string(kMaxStaticSide));
+  }
+  return size;
+}
+
 std::vector<std::string> InvalidGenerateMetadata(
     const std::string& path, const std::map<std::string, std::string>& metadata) {
   std::vector<std::string> problems;
@@ -69,6 +91,7 @@ std::vector<std::string> InvalidGenerateMetadata(
       {"sdonnx.text_pad_id", {0, kMaxTokenId}},
       {"sdonnx.text_2_pad_id", {0, kMaxTokenId}},
       {"sdonnx.full_resolution_channels", {1, kMaxFullResolutionChannels}},
+      {"sdonnx.static_batch", {1, kMaxStaticBatch}},
   };
   for (const auto& [key, range] : integers) {
     if (!metadata.contains(key)) continue;
@@ -77,6 +100,9 @@ std::vector<std::string> InvalidGenerateMetadata(
   if (metadata.contains("sdonnx.vae_scaling_factor")) {
     check(MetadataPositiveFloat(path, "sdonnx.vae_scaling_factor", metadata, kMaxScalingFactor)
               .status());
+  }
+  if (metadata.contains("sdonnx.static_shape")) {
+    check(MetadataImageSize(path, "sdonnx.static_shape", metadata).status());
   }
   const auto layout = metadata.find("sdonnx.self_attention");
   if (layout != metadata.end()) {

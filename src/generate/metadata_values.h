@@ -20,6 +20,15 @@ inline constexpr std::int64_t kMaxTokenId = 49407;
 inline constexpr float kMaxScalingFactor = 100;
 // Far above any released model (the SD VAE has 512 channels at most).
 inline constexpr std::int64_t kMaxFullResolutionChannels = 65536;
+// The largest image side and batch that generate accepts.
+inline constexpr std::int64_t kMaxStaticSide = 8192;
+inline constexpr std::int64_t kMaxStaticBatch = 64;
+
+// An image size in pixels, as sdonnx.static_shape records it.
+struct ImageSize {
+  std::int64_t width = 0;
+  std::int64_t height = 0;
+};
 
 // Parses metadata `key` of the file at `path` as an integer from `min` to
 // `max`. The error names the file, the key, the value and the range, or
@@ -31,6 +40,11 @@ Result<std::int64_t> MetadataInteger(const std::string& path, const std::string&
 // Parses metadata `key` as a finite number above 0 and at most `max`.
 Result<float> MetadataPositiveFloat(const std::string& path, const std::string& key,
                                     const std::map<std::string, std::string>& metadata, float max);
+
+// Parses metadata `key` as WIDTHxHEIGHT, each a multiple of 8 from 8 to
+// kMaxStaticSide.
+Result<ImageSize> MetadataImageSize(const std::string& path, const std::string& key,
+                                    const std::map<std::string, std::string>& metadata);
 
 // Checks every value above that `metadata` has, and sdonnx.self_attention,
 // and returns one message per invalid value. Missing keys are not listed,

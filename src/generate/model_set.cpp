@@ -1,10 +1,7 @@
 #include "generate/model_set.h"
 
 #include <algorithm>
-#include <cinttypes>
-#include <cstdio>
 #include <filesystem>
-#include <limits>
 #include <map>
 #include <set>
 
@@ -137,7 +134,7 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   if (!text("sdonnx.text_context_output").empty()) {
     facts->text_context_output = text("sdonnx.text_context_output");
   }
-  if (!text("sdonnx.text_pad_id").empty()) {
+  if (metadata.contains("sdonnx.text_pad_id")) {
     SDONNX_ASSIGN_OR_RETURN(const std::int64_t pad,
                             MetadataInteger(path, "sdonnx.text_pad_id", metadata, 0, kMaxTokenId));
     facts->text_pad_id = static_cast<std::int32_t>(pad);
@@ -148,16 +145,14 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
                             MetadataInteger(path, "sdonnx.text_2_pad_id", metadata, 0, kMaxTokenId));
     facts->text_2_pad_id = static_cast<std::int32_t>(pad);
   }
-  if (!text("sdonnx.static_shape").empty()) {
-    const std::string shape = text("sdonnx.static_shape");
-    if (std::sscanf(shape.c_str(), "%" SCNd64 "x%" SCNd64, &facts->static_width,
-                    &facts->static_height) != 2) {
-      return Status::Error(path + ": metadata 'sdonnx.static_shape' is '" + shape +
-                           "', expected WIDTHxHEIGHT");
-    }
-    SDONNX_ASSIGN_OR_RETURN(facts->static_batch,
-                            MetadataInteger(path, "sdonnx.static_batch", metadata, 1,
-                                         std::numeric_limits<std::int32_t>::max()));
+  if (metadata.contains("sdonnx.static_shape")) {
+    SDONNX_ASSIGN_OR_RETURN(const ImageSize size,
+                            MetadataImageSize(path, "sdonnx.static_shape", metadata));
+    facts->static_width = size.width;
+    facts->static_height = size.height;
+    SDONNX_ASSIGN_OR_RETURN(
+        facts->static_batch,
+        MetadataInteger(path, "sdonnx.static_batch", metadata, 1, kMaxStaticBatch));
   }
   const auto inputs = unet.InputNames();
   if (std::find(inputs.begin(), inputs.end(), "time_ids") != inputs.end()) {
