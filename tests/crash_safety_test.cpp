@@ -195,6 +195,20 @@ bool HasStagingFolder(const fs::path& dir) {
   return false;
 }
 
+// Whether a staging folder in `dir` holds a file with data (not only its
+// empty lock file).
+bool StagingHoldsData(const fs::path& dir) {
+  std::error_code ec;
+  for (const std::string& name : ListFiles(dir)) {
+    if (!name.starts_with(".sdonnx-staging-")) continue;
+    for (fs::recursive_directory_iterator it(dir / name, ec), end; !ec && it != end;
+         it.increment(ec)) {
+      if (it->is_regular_file(ec) && it->file_size(ec) > 0) return true;
+    }
+  }
+  return false;
+}
+
 // `sdonnx convert -v MODEL OUT | head` with nothing read: a closed pipe on
 // stdout and stderr must not kill the run halfway. The run finishes its
 // files and exits 1, because its printed report was lost.
@@ -253,16 +267,14 @@ TEST_P(CrashSafetySignal, RemovesStagingFolder) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   bool staged = false;
   while (!staged && std::chrono::steady_clock::now() < deadline) {
-    staged = HasStagingFolder(out);
+    staged = StagingHoldsData(out);
     if (!staged) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  // Give the run a moment to start writing into the staging folder.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   ::kill(pid, signal_number);
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
 
-  ASSERT_TRUE(staged) << "no staging folder appeared within 60 s";
+  ASSERT_TRUE(staged) << "no data appeared in a staging folder within 60 s";
   ASSERT_TRUE(WIFEXITED(status)) << "the run ended by a signal, not through its handler";
   EXPECT_EQ(WEXITSTATUS(status), 128 + signal_number);
   EXPECT_TRUE(ListFiles(out).empty());
@@ -287,13 +299,19 @@ INSTANTIATE_TEST_SUITE_P(Signals, CrashSafetySignal, ::testing::Values(SIGINT, S
 // removal stops later temporaries in the process that runs it.
 TEST(SignalRemoval, CountsOnlyWhatWasUnfinished) {
   TempDir dir;
-  auto removed_in_child = [&](bool register_file) {
+  // An empty registered folder stands for a staging folder whose files were
+  // all moved into place.
+  auto removed_in_child = [&](bool register_file, bool register_empty_folder = false) {
     const pid_t pid = ::fork();
     if (pid == 0) {
+      if (register_empty_folder) {
+        std::string pattern = (dir / "staging.XXXXXX").string();
+        if (CreateRegisteredTemporaryFolder(&pattern) != 0) ::_exit(100);
+      }
       if (register_file) {
         std::string pattern = (dir / "partial.XXXXXX").string();
         const int fd = CreateRegisteredTemporaryFile(&pattern);
-        if (fd < 0) ::_exit(100);
+        if (fd < 0 || ::write(fd, "x", 1) != 1) ::_exit(100);
         ::close(fd);
       }
       ::_exit(RemoveRegisteredTemporaries());
@@ -305,6 +323,7 @@ TEST(SignalRemoval, CountsOnlyWhatWasUnfinished) {
   };
   EXPECT_EQ(removed_in_child(false), 0);
   EXPECT_EQ(removed_in_child(true), 1);
+  EXPECT_EQ(removed_in_child(false, true), 0);
   EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 

@@ -107,10 +107,11 @@ void UnregisterTemporary(const std::string& path) {
 
 int RemoveRegisteredTemporaries() {
   std::lock_guard<std::mutex> lock(ListMutex());
+  // Only data counts as an unfinished output: a staging folder whose files
+  // were all moved keeps just its empty lock file, and placeholders are empty.
   int removed = 0;
   for (const std::string& path : List()) {
-    std::error_code ec;
-    if (std::filesystem::exists(std::filesystem::symlink_status(path, ec))) ++removed;
+    if (BytesUnder(path) > 0) ++removed;
   }
   // Other threads keep running during the removal and may still add a file
   // to a folder being removed, which makes its final rmdir fail. Once a
@@ -127,9 +128,7 @@ int RemoveRegisteredTemporaries() {
   }
   List().clear();
   // rmdir removes only empty folders, so a folder with contents stays.
-  for (auto it = CreatedList().rbegin(); it != CreatedList().rend(); ++it) {
-    if (::rmdir(it->c_str()) == 0) ++removed;
-  }
+  for (auto it = CreatedList().rbegin(); it != CreatedList().rend(); ++it) ::rmdir(it->c_str());
   CreatedList().clear();
   Removed() = true;
   return removed;

@@ -31,8 +31,8 @@ void UnregisterTemporary(const std::string& path);
 
 // Removes every registered path and stops later creations (see above).
 // Then removes the folders registered by CreatedFolders, deepest first, if
-// they are empty. Returns how many paths it removed: 0 when the run had
-// written nothing yet or had finished its outputs. It takes a lock and
+// they are empty. Returns how many of the removed paths held data: 0 when
+// the run had written nothing yet or had moved all its outputs into place. It takes a lock and
 // allocates, so it must not be called from a signal handler.
 int RemoveRegisteredTemporaries();
 
