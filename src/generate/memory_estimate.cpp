@@ -103,7 +103,7 @@ Result<std::vector<SelfAttentionShape>> ParseSelfAttention(const std::string& te
         shape.heads < 1 || shape.heads > kMaxHeads || shape.chunks < 1 ||
         shape.chunks > kMaxChunks) {
       return Status::Error("metadata sdonnx.self_attention: entry '" + entry +
-                           "' is invalid; expected HALVINGS:HEADS:CHUNKS with HALVINGS up to 16, "
+                           "' is invalid; expected HALVINGS:HEADS:CHUNKS with HALVINGS from 0 to 16, "
                            "HEADS from 1 to " + std::to_string(kMaxHeads) + " and CHUNKS from 1 "
                            "to " + std::to_string(kMaxChunks));
     }
@@ -216,7 +216,7 @@ Status CheckRunMemory(const fs::path& dir, const std::string& stem, bool need_en
       std::string advice = "use a smaller --width and --height";
       if (component == "unet" && run.batch > 1) advice += " or --batch-size";
       // convert allows 256 chunks, and the VAE gets a quarter of them. More
-      // chunks are advised only where the most would fit.
+      // chunks are advised only where the maximum would fit.
       SelfAttentionShape max_chunked = need.shape;
       max_chunked.chunks = component == "unet" ? 256 : 64;
       const std::int64_t factor = std::max<std::int64_t>(run.downsample_factor, 1);
@@ -228,7 +228,8 @@ Status CheckRunMemory(const fs::path& dir, const std::string& stem, bool need_en
                            " one query chunk of its self-attention needs about " +
                            Size(need.bytes) + " for its scores and their softmax (" +
                            std::to_string(rows) + " rows, " + std::to_string(need.shape.heads) +
-                           " heads, " + std::to_string(need.shape.chunks) + " chunks), " +
+                           " heads, " + std::to_string(need.shape.chunks) +
+                           (need.shape.chunks == 1 ? " chunk), " : " chunks), ") +
                            more_than + "; " + advice);
     }
     const std::uint64_t full =
