@@ -187,9 +187,9 @@ TEST(Fp32WeightsOptions, CommandNamesTheChoice) {
   EXPECT_EQ(sdxl.output.find("or with --fp16"), std::string::npos) << sdxl.output;
   // tiny-sd1 keeps only its token embedding in float16, which costs little,
   // so the UNet's step cost is not quoted.
-  const auto embedding = testing::RunSdonnx(
-      "convert " + testing::Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
-      testing::Quote(dir / "embedding"));
+  const auto embedding =
+      testing::RunSdonnx("convert " + testing::Quote(Fixture("tiny/tiny-sd1.safetensors")) + " " +
+                         testing::Quote(dir / "embedding"));
   EXPECT_EQ(embedding.exit_code, 0) << embedding.output;
   EXPECT_NE(embedding.output.find("(clip_text 1)"), std::string::npos) << embedding.output;
   EXPECT_EQ(embedding.output.find("SDXL UNet"), std::string::npos) << embedding.output;

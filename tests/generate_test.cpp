@@ -1,6 +1,8 @@
 // generate end to end on the tiny fixtures converted by convert, with the
 // CLIP tokenizer from the fixtures. The tiny models have random weights, so
 // the tests check behaviour (determinism, what is kept, errors), not looks.
+#include "generate/generate.h"
+
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -16,7 +18,6 @@
 #include "convert/convert.h"
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
-#include "generate/generate.h"
 #include "image/png.h"
 #include "runtime/tensorrt_profiles.h"
 #include "test_support.h"
@@ -546,9 +547,9 @@ TEST_F(Generate, WidenAtLoadWarnsWhereNothingIsNarrow) {
         testing::Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --output " +
         testing::Quote(onnx / "a.png"));
     ASSERT_EQ(load.exit_code, 0) << load.output;
-    EXPECT_EQ(load.output.find("--widen-at-load has no effect on " + onnx.string()) !=
-                  std::string::npos,
-              fp32_weights)
+    EXPECT_EQ(
+        load.output.find("--widen-at-load has no effect on " + onnx.string()) != std::string::npos,
+        fp32_weights)
         << load.output;
   }
 }

@@ -156,8 +156,7 @@ TEST(MemoryEstimate, ChunkAdviceOnlyWhereMoreHelp) {
   // Where even 256 chunks could not fit, they are not advised.
   const Status hopeless = CheckRunMemory(few_chunks, "tiny-sd1", false, run, {1000, kMachine});
   ASSERT_FALSE(hopeless.ok());
-  EXPECT_EQ(hopeless.message().find("--attention-chunks"), std::string::npos)
-      << hopeless.message();
+  EXPECT_EQ(hopeless.message().find("--attention-chunks"), std::string::npos) << hopeless.message();
 }
 
 TEST(MemoryEstimate, AbsurdValuesDoNotWrap) {
@@ -175,8 +174,7 @@ TEST(MemoryEstimate, DamagedChannelCountIsNamed) {
   ASSERT_NO_FATAL_FAILURE(testing::SetOnnxMetadata(onnx / "vae_decoder_tiny-sd1.onnx",
                                                    "sdonnx.full_resolution_channels", "-3"));
   ProfileRequest run;
-  const Status status =
-      CheckRunMemory(onnx, "tiny-sd1", false, run, {1ull << 40, kMachine});
+  const Status status = CheckRunMemory(onnx, "tiny-sd1", false, run, {1ull << 40, kMachine});
   ASSERT_FALSE(status.ok());
   EXPECT_NE(status.message().find("vae_decoder_tiny-sd1.onnx: metadata "
                                   "'sdonnx.full_resolution_channels' is '-3', expected an integer "

@@ -102,10 +102,11 @@ Result<std::vector<SelfAttentionShape>> ParseSelfAttention(const std::string& te
         !number(&shape.chunks, false) || p != last || shape.halvings < 0 || shape.halvings > 16 ||
         shape.heads < 1 || shape.heads > kMaxHeads || shape.chunks < 1 ||
         shape.chunks > kMaxChunks) {
+      const std::string ranges = "HALVINGS from 0 to 16, HEADS from 1 to " +
+                                 std::to_string(kMaxHeads) + " and CHUNKS from 1 to " +
+                                 std::to_string(kMaxChunks);
       return Status::Error("metadata sdonnx.self_attention: entry '" + entry +
-                           "' is invalid; expected HALVINGS:HEADS:CHUNKS with HALVINGS from 0 to 16, "
-                           "HEADS from 1 to " + std::to_string(kMaxHeads) + " and CHUNKS from 1 "
-                           "to " + std::to_string(kMaxChunks));
+                           "' is invalid; expected HALVINGS:HEADS:CHUNKS with " + ranges);
     }
     shapes.push_back(shape);
     start = end + 1;
@@ -190,8 +191,7 @@ MemoryLimit ProcessMemoryLimit() {
   return limit;
 }
 
-std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width,
-                                  std::int64_t height) {
+std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width, std::int64_t height) {
   return SaturatingProduct({static_cast<std::uint64_t>(std::max<std::int64_t>(channels, 0)),
                             static_cast<std::uint64_t>(std::max<std::int64_t>(width, 1)),
                             static_cast<std::uint64_t>(std::max<std::int64_t>(height, 1)), 4,
@@ -224,13 +224,12 @@ Status CheckRunMemory(const fs::path& dir, const std::string& stem, bool need_en
           ScoreBytes(max_chunked, run.height / factor, run.width / factor, rows) <= memory.bytes) {
         advice += ", or convert the checkpoint again with more --attention-chunks (at most 256)";
       }
-      return Status::Error(path.string() + ": at " + size +
-                           " one query chunk of its self-attention needs about " +
-                           Size(need.bytes) + " for its scores and their softmax (" +
-                           std::to_string(rows) + " rows, " + std::to_string(need.shape.heads) +
-                           " heads, " + std::to_string(need.shape.chunks) +
-                           (need.shape.chunks == 1 ? " chunk), " : " chunks), ") +
-                           more_than + "; " + advice);
+      return Status::Error(
+          path.string() + ": at " + size + " one query chunk of its self-attention needs about " +
+          Size(need.bytes) + " for its scores and their softmax (" + std::to_string(rows) +
+          " rows, " + std::to_string(need.shape.heads) + " heads, " +
+          std::to_string(need.shape.chunks) +
+          (need.shape.chunks == 1 ? " chunk), " : " chunks), ") + more_than + "; " + advice);
     }
     const std::uint64_t full =
         FullResolutionBytes(need.full_resolution_channels, run.width, run.height);

@@ -60,8 +60,7 @@ MemoryLimit ProcessMemoryLimit();
 inline constexpr std::int64_t kFullResolutionTensors = 3;
 
 // The bytes of those tensors for an image of `width` x `height` pixels.
-std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width,
-                                  std::int64_t height);
+std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width, std::int64_t height);
 
 // Reads sdonnx.self_attention and sdonnx.full_resolution_channels from the
 // headers of the UNet, the VAE decoder and, with `need_encoder`, the VAE
@@ -73,7 +72,7 @@ std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width,
 // ONNX Runtime's arena and the other activations add to it: the tiny test
 // model at 512x512 (65536 tokens, as its VAE halves the image) peaked at
 // 9.1 GB against a 2 GiB estimate.
-Status CheckRunMemory(const std::filesystem::path& dir, const std::string& stem,
-                      bool need_encoder, const ProfileRequest& run, const MemoryLimit& memory);
+Status CheckRunMemory(const std::filesystem::path& dir, const std::string& stem, bool need_encoder,
+                      const ProfileRequest& run, const MemoryLimit& memory);
 
 }  // namespace sdonnx

@@ -15,7 +15,8 @@ Result<std::string> MetadataText(const std::string& path, const std::string& key
                                  const std::map<std::string, std::string>& metadata) {
   auto it = metadata.find(key);
   if (it == metadata.end()) {
-    return Status::Error(path + ": metadata '" + key + "' is missing; files written by sdonnx "
+    return Status::Error(path + ": metadata '" + key +
+                         "' is missing; files written by sdonnx "
                          "convert have it (re-convert the checkpoint)");
   }
   return it->second;
@@ -30,8 +31,7 @@ Status InvalidMetadata(const std::string& path, const std::string& key, const st
 }  // namespace
 
 Result<float> MetadataPositiveFloat(const std::string& path, const std::string& key,
-                                    const std::map<std::string, std::string>& metadata,
-                                    float max) {
+                                    const std::map<std::string, std::string>& metadata, float max) {
   SDONNX_ASSIGN_OR_RETURN(const std::string text, MetadataText(path, key, metadata));
   char expected[64];
   std::snprintf(expected, sizeof(expected), "a number above 0 and at most %g", max);
@@ -72,9 +72,9 @@ Result<ImageSize> MetadataImageSize(const std::string& path, const std::string& 
     valid = valid && side >= 8 && side <= kMaxStaticSide && side % 8 == 0;
   }
   if (!valid) {
-    return InvalidMetadata(path, key, text,
-                           "WIDTHxHEIGHT with each side a multiple of 8 from 8 to " +
-                               std::to_string(kMaxStaticSide));
+    return InvalidMetadata(
+        path, key, text,
+        "WIDTHxHEIGHT with each side a multiple of 8 from 8 to " + std::to_string(kMaxStaticSide));
   }
   return size;
 }

@@ -77,8 +77,8 @@ Result<TensorRtProfile> ProfileForFile(const std::string& path, const std::strin
   const std::string& factor = header.metadata["sdonnx.vae_downsample_factor"];
   if (!factor.empty()) {
     SDONNX_ASSIGN_OR_RETURN(request.downsample_factor,
-                            MetadataInteger(path, "sdonnx.vae_downsample_factor", header.metadata, 1,
-                                         kMaxDownsampleFactor));
+                            MetadataInteger(path, "sdonnx.vae_downsample_factor", header.metadata,
+                                            1, kMaxDownsampleFactor));
   }
   SDONNX_ASSIGN_OR_RETURN(auto ranges, ProfileFor(component, header.inputs, request));
   return FormatProfile(ranges);
@@ -124,12 +124,11 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   SDONNX_ASSIGN_OR_RETURN(
       facts->scaling_factor,
       MetadataPositiveFloat(path, "sdonnx.vae_scaling_factor", metadata, kMaxScalingFactor));
-  SDONNX_ASSIGN_OR_RETURN(facts->downsample_factor,
-                          MetadataInteger(path, "sdonnx.vae_downsample_factor", metadata, 1,
-                                       kMaxDownsampleFactor));
-  SDONNX_ASSIGN_OR_RETURN(facts->latent_channels,
-                          MetadataInteger(path, "sdonnx.latent_channels", metadata, 1,
-                                       kMaxLatentChannels));
+  SDONNX_ASSIGN_OR_RETURN(
+      facts->downsample_factor,
+      MetadataInteger(path, "sdonnx.vae_downsample_factor", metadata, 1, kMaxDownsampleFactor));
+  SDONNX_ASSIGN_OR_RETURN(facts->latent_channels, MetadataInteger(path, "sdonnx.latent_channels",
+                                                                  metadata, 1, kMaxLatentChannels));
   facts->source_sha256 = text("sdonnx.source_sha256");
   if (!text("sdonnx.text_context_output").empty()) {
     facts->text_context_output = text("sdonnx.text_context_output");
@@ -141,8 +140,8 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
   }
   if (!text("sdonnx.text_2_context_output").empty()) {
     facts->text_2_context_output = text("sdonnx.text_2_context_output");
-    SDONNX_ASSIGN_OR_RETURN(const std::int64_t pad,
-                            MetadataInteger(path, "sdonnx.text_2_pad_id", metadata, 0, kMaxTokenId));
+    SDONNX_ASSIGN_OR_RETURN(const std::int64_t pad, MetadataInteger(path, "sdonnx.text_2_pad_id",
+                                                                    metadata, 0, kMaxTokenId));
     facts->text_2_pad_id = static_cast<std::int32_t>(pad);
   }
   if (metadata.contains("sdonnx.static_shape")) {
@@ -150,9 +149,8 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
                             MetadataImageSize(path, "sdonnx.static_shape", metadata));
     facts->static_width = size.width;
     facts->static_height = size.height;
-    SDONNX_ASSIGN_OR_RETURN(
-        facts->static_batch,
-        MetadataInteger(path, "sdonnx.static_batch", metadata, 1, kMaxStaticBatch));
+    SDONNX_ASSIGN_OR_RETURN(facts->static_batch, MetadataInteger(path, "sdonnx.static_batch",
+                                                                 metadata, 1, kMaxStaticBatch));
   }
   const auto inputs = unet.InputNames();
   if (std::find(inputs.begin(), inputs.end(), "time_ids") != inputs.end()) {
@@ -211,8 +209,7 @@ Status CheckSameConversion(const fs::path& dir, const std::string& stem, bool ne
 // Warns that --widen-at-load has no effect when no file of the export keeps
 // float16 or bfloat16 weights behind a Cast.
 void WarnWhenNothingToWiden(const fs::path& dir, const std::string& stem) {
-  for (const char* component :
-       {"unet", "clip_text", "clip_text_2", "vae_decoder", "vae_encoder"}) {
+  for (const char* component : {"unet", "clip_text", "clip_text_2", "vae_decoder", "vae_encoder"}) {
     const fs::path path = dir / (std::string(component) + "_" + stem + ".onnx");
     std::error_code ec;
     if (!fs::is_regular_file(path, ec)) continue;
@@ -238,7 +235,7 @@ Result<ProfileRequest> WithFileFacts(const fs::path& dir, const std::string& ste
   if (header->metadata.contains("sdonnx.vae_downsample_factor")) {
     SDONNX_ASSIGN_OR_RETURN(run.downsample_factor,
                             MetadataInteger(path, "sdonnx.vae_downsample_factor", header->metadata,
-                                         1, kMaxDownsampleFactor));
+                                            1, kMaxDownsampleFactor));
   }
   return run;
 }

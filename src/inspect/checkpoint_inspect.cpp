@@ -203,10 +203,9 @@ void DescribeStandaloneVae(CheckpointSummary* summary) {
                               "UNet or text encoder: a VAE to use with a checkpoint, "
                               "not a checkpoint";
   if (!others.empty()) {
-    summary->file_description +=
-        "; it also holds " + std::to_string(others.size()) +
-        (others.size() == 1 ? " other tensor" : " other tensors") + " (first: '" + others.front() +
-        "'), which convert --vae ignores";
+    summary->file_description += "; it also holds " + std::to_string(others.size()) +
+                                 (others.size() == 1 ? " other tensor" : " other tensors") +
+                                 " (first: '" + others.front() + "'), which convert --vae ignores";
   }
   summary->file_advice = "convert a checkpoint with this VAE: `sdonnx convert CHECKPOINT OUT "
                          "--vae " + summary->path + "`";

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <charconv>
 #include <climits>
-#include <optional>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include "formats/conversion_id.h"
