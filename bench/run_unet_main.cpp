@@ -17,6 +17,8 @@
 //   --widen-at-load                 widen float16 weights of a float32 graph once
 //                                   at load instead of by their Cast at each run
 //   --save-optimized=PATH           write the graph as ONNX Runtime optimized it
+//   --cache-dir=DIR                 load through generate's session cache in DIR
+//                                   (built by the first load, mapped by later ones)
 //   --config=KEY=VALUE              an ONNX Runtime session config entry, such as
 //                                   optimization.disable_specified_optimizers=ConstantFolding
 //   --gemm=N                        first time an N x N x N float32 MatMul with
@@ -86,6 +88,8 @@ bool ParseOptions(int argc, char** argv, Options* o) {
     } else if (arg.rfind("--config=", 0) == 0 && arg.find('=', 9) != std::string::npos) {
       const std::size_t eq = arg.find('=', 9);
       o->session.config_entries[arg.substr(9, eq - 9)] = arg.substr(eq + 1);
+    } else if (arg.rfind("--cache-dir=", 0) == 0) {
+      o->session.cache_dir = arg.substr(12);
     } else if (arg.rfind("--gemm=", 0) == 0) {
       o->gemm = std::stoll(arg.substr(7));
     } else if (arg.rfind("--", 0) == 0) {
@@ -181,7 +185,7 @@ int main(int argc, char** argv) {
   if (!ParseOptions(argc, argv, &o)) {
     std::fprintf(stderr,
                  "usage: %s UNET.onnx [THREADS] [LATENT_SIZE] [RUNS] [--opt=LEVEL] "
-                 "[--prepack] [--gemm=N]\n",
+                 "[--prepack] [--cache-dir=DIR] [--gemm=N]\n",
                  argv[0]);
     return 2;
   }

@@ -232,6 +232,24 @@ TEST(Cli, AttentionChunksMustBeAnInteger) {
   }
 }
 
+// A size past 64 bits is named as typed. CLI11 used to clamp it, and
+// generate then reported 9223372036854775807.
+TEST(Cli, HugeImageSizeIsNamedAsTyped) {
+  for (const std::string option : {"--width", "--height", "--batch-size"}) {
+    SCOPED_TRACE(option);
+    TempDir dir;
+    const CommandResult r = RunSdonnx(
+        "generate --model m --prompt p --output o.png " + option + " 99999999999999999999",
+        "cd " + Quote(dir.path()) + " &&");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(option), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("99999999999999999999 not in range 1 to"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(r.output.find("9223372036854775807"), std::string::npos) << r.output;
+    EXPECT_TRUE(ListFiles(dir.path()).empty());
+  }
+}
+
 // Every integer option rejects text with "is not an integer", not with
 // "not in range" or "Could not convert".
 TEST(Cli, IntegerOptionsRejectText) {

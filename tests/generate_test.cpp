@@ -523,6 +523,54 @@ TEST_F(Generate, WidenAtLoadGivesTheSameImage) {
   EXPECT_EQ(load.output.find("has no effect"), std::string::npos) << load.output;
 }
 
+// The session cache holds ONNX Runtime's "all"-level sessions: the same
+// image as --graph-optimization all --prepack, built once and then reused.
+// (The text encoder's float16 token embedding once made that level abort
+// ONNX Runtime.)
+TEST_F(Generate, CacheDirGivesTheSameImageAsTheAllLevel) {
+  TempDir out;
+  const std::string common =
+      "generate --model " + testing::Quote(dir_->path() / "tiny-sd1") +
+      " --prompt fox --seed 7 --steps 2 --width 32 --height 32 --threads 1 --tokenizer " +
+      testing::Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --output ";
+  const std::string cache = " --cache-dir " + testing::Quote(out / "cache");
+  const testing::CommandResult all = testing::RunSdonnx(common + testing::Quote(out / "all.png") +
+                                                        " --graph-optimization all --prepack");
+  ASSERT_EQ(all.exit_code, 0) << all.output;
+  const testing::CommandResult build =
+      testing::RunSdonnx(common + testing::Quote(out / "build.png") + cache);
+  ASSERT_EQ(build.exit_code, 0) << build.output;
+  EXPECT_NE(build.output.find("cached optimized sessions of unet_tiny-sd1.onnx, "
+                              "clip_text_tiny-sd1.onnx, vae_decoder_tiny-sd1.onnx"),
+            std::string::npos)
+      << build.output;
+  const testing::CommandResult reuse =
+      testing::RunSdonnx(common + testing::Quote(out / "reuse.png") + cache);
+  ASSERT_EQ(reuse.exit_code, 0) << reuse.output;
+  EXPECT_EQ(reuse.output.find("cached optimized sessions"), std::string::npos) << reuse.output;
+  const auto pixels = Read((out / "all.png").string()).pixels;
+  EXPECT_EQ(Read((out / "build.png").string()).pixels, pixels);
+  EXPECT_EQ(Read((out / "reuse.png").string()).pixels, pixels);
+}
+
+TEST_F(Generate, CacheDirConflictsAreNamed) {
+  TempDir out;
+  const std::string common = "generate --model " + testing::Quote(dir_->path() / "tiny-sd1") +
+                             " --prompt fox --steps 1 --width 32 --height 32 --tokenizer " +
+                             testing::Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) +
+                             " --output " + testing::Quote(out / "fox.png") + " --cache-dir " +
+                             testing::Quote(out / "cache");
+  const testing::CommandResult prepack = testing::RunSdonnx(common + " --prepack");
+  EXPECT_NE(prepack.exit_code, 0);
+  EXPECT_NE(prepack.output.find("leave out --graph-optimization and --prepack"), std::string::npos)
+      << prepack.output;
+  const testing::CommandResult cuda = testing::RunSdonnx(common + " --provider cuda");
+  EXPECT_NE(cuda.exit_code, 0);
+  EXPECT_NE(cuda.output.find("leave it out with cuda"), std::string::npos) << cuda.output;
+  EXPECT_TRUE(testing::ListFiles(out.path()).empty());
+  EXPECT_FALSE(std::filesystem::exists(out / "cache"));
+}
+
 // Every file records how many weights it widens by a Cast, and
 // --widen-at-load warns when an export has none.
 TEST_F(Generate, WidenAtLoadWarnsWhereNothingIsNarrow) {
@@ -552,6 +600,20 @@ TEST_F(Generate, WidenAtLoadWarnsWhereNothingIsNarrow) {
         fp32_weights)
         << load.output;
   }
+  // A damaged count is named instead of silently dropping the warning.
+  const fs::path unet = work / "wide" / "unet_F16-sd1.onnx";
+  testing::SetOnnxMetadata(unet, "sdonnx.cast_weights", "many");
+  const testing::CommandResult damaged = testing::RunSdonnx(
+      "generate --model " + testing::Quote(work / "wide") +
+      " --prompt fox --steps 1 --width 32 --height 32 --threads 1 --widen-at-load --force "
+      "--tokenizer " +
+      testing::Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --output " +
+      testing::Quote(work / "wide" / "a.png"));
+  ASSERT_EQ(damaged.exit_code, 0) << damaged.output;
+  EXPECT_NE(damaged.output.find(unet.string() + ": metadata 'sdonnx.cast_weights' is 'many', "
+                                                "expected a count of weights"),
+            std::string::npos)
+      << damaged.output;
 }
 
 // A UNet whose metadata was damaged or edited is rejected with the key, the

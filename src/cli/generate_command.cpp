@@ -51,6 +51,7 @@ struct GenerateArgs {
   bool prepack = false;
   bool widen_at_load = false;
   std::string graph_optimization = "extended";
+  std::string cache_dir;
 };
 
 // A one-line progress bar on stderr, redrawn after each step.
@@ -99,12 +100,31 @@ int RunGenerate(GenerateArgs& args) {
   Result<GraphOptimization> optimization = ParseGraphOptimization(args.graph_optimization);
   if (!optimization.ok()) return ReportError(optimization.status().message());
   options.session.optimization = *optimization;
+  if (!args.cache_dir.empty()) {
+    if (*provider == Provider::kCuda) {
+      return ReportError(
+          "--cache-dir works with --provider cpu (optimized sessions) and "
+          "tensorrt (engines); leave it out with cuda");
+    }
+    if (*provider == Provider::kCpu && (args.prepack || args.graph_optimization != "extended")) {
+      return ReportError(
+          "--cache-dir already optimizes at the 'all' level with prepacked "
+          "weights; leave out --graph-optimization and --prepack");
+    }
+    options.session.cache_dir = args.cache_dir;
+  }
 
   StepCallback on_step;
   if (::isatty(STDERR_FILENO)) on_step = DrawProgress;
   Result<GenerateResult> result = Generate(options, on_step);
   if (!result.ok()) return ReportError(result.status().message());
   for (const std::string& file : result->files) PrintLine("wrote " + file);
+  if (!result->cache_built.empty()) {
+    std::string names;
+    for (const std::string& name : result->cache_built) names += (names.empty() ? "" : ", ") + name;
+    PrintLine("cached optimized sessions of " + names + " in " + args.cache_dir +
+              "; later runs load them from there");
+  }
   std::printf("seed %llu, %.2f s per step, models loaded in %.1f s\n",
               static_cast<unsigned long long>(options.seed), result->seconds_per_step,
               result->load_seconds);
@@ -134,14 +154,19 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--seed", args->seed, "Seed; -1 picks one at random")
       ->check(SeedValidator())
       ->capture_default_str();
+  // The upper bounds repeat generate's own, so that a number past 64 bits is
+  // named as typed instead of as the largest int64 CLI11 clamps it to.
   cmd->add_option("--width", o.width, "Image width, a multiple of 8")
       ->check(IntegerValidator())
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{8192}))
       ->capture_default_str();
   cmd->add_option("--height", o.height, "Image height, a multiple of 8")
       ->check(IntegerValidator())
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{8192}))
       ->capture_default_str();
   cmd->add_option("--batch-size", o.batch_size, "Images per run; files are numbered")
       ->check(IntegerValidator())
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{64}))
       ->capture_default_str();
   cmd->add_option("--clip-skip", o.clip_skip, "Text encoder layers to skip from the end, 1 = none")
       ->check(IntegerValidator())
@@ -180,6 +205,11 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
                 "(about 2 s per 512x512 SDXL step on a CPU), but a float32 copy of them in "
                 "memory and a slower load (fp16 SDXL: 20-35 s and 10 GB); by default each "
                 "weight's Cast widens it at every step");
+  cmd->add_option("--cache-dir", args->cache_dir,
+                  "Folder for sessions built once: on the CPU, each model optimized at the "
+                  "'all' level with prepacked weights (the first run builds them, about 30 s "
+                  "and 4.5 GB for the SD 1.5 UNet; later runs map them, steps about 10% "
+                  "faster); with tensorrt, the engines");
   cmd->add_option("--provider", args->provider, "cpu, cuda or tensorrt")->capture_default_str();
   cmd->add_option("--output", o.output, "Output PNG")->required();
   cmd->add_flag("--force", o.overwrite, "Overwrite existing output files");

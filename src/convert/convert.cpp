@@ -1,8 +1,5 @@
 #include "convert/convert.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -41,52 +38,6 @@ constexpr char kStagingPrefix[] = ".sdonnx-staging-";
 // alive. A run killed with SIGKILL leaves its staging folder behind, and
 // the next convert into the same output folder removes it.
 constexpr char kStagingLockName[] = "sdonnx.lock";
-
-// A hidden folder inside the output folder that keeps files until all of them
-// are complete. It is removed, with its contents, when destroyed.
-class StagingDir {
- public:
-  // Removes the staging folders of dead runs from `parent` and creates and
-  // locks a new one, both under the folder lock of `parent`.
-  static Result<StagingDir> Create(const fs::path& parent) {
-    const FolderLock folder_lock(parent);
-    RemoveStaleTemporaries(folder_lock, parent, kStagingPrefix, kStagingLockName);
-    std::string pattern = (parent / (std::string(kStagingPrefix) + "XXXXXX")).string();
-    if (CreateRegisteredTemporaryFolder(&pattern) != 0) {
-      return Status::Error(parent.string() + ": cannot create a staging folder: " +
-                           std::strerror(errno));
-    }
-    StagingDir staging{fs::path(pattern)};
-    const fs::path lock_path = staging.path_ / kStagingLockName;
-    const int created = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (created < 0) {
-      return Status::Error(lock_path.string() + ": cannot create the lock file: " +
-                           std::strerror(errno));
-    }
-    ::close(created);
-    // The lock fails only where the file system has no flock. The run then
-    // goes on unlocked, and later runs there cannot lock the file either,
-    // so they leave the folder alone.
-    staging.lock_fd_ = TryLockFile(lock_path);
-    return staging;
-  }
-  StagingDir(StagingDir&& other) noexcept
-      : path_(std::exchange(other.path_, {})), lock_fd_(std::exchange(other.lock_fd_, -1)) {}
-  StagingDir(const StagingDir&) = delete;
-  ~StagingDir() {
-    std::error_code ec;
-    if (path_.empty()) return;
-    fs::remove_all(path_, ec);
-    UnregisterTemporary(path_.string());
-    if (lock_fd_ >= 0) ::close(lock_fd_);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  explicit StagingDir(fs::path path) : path_(std::move(path)) {}
-  fs::path path_;
-  int lock_fd_ = -1;  // Holds the flock of the lock file.
-};
 
 std::map<std::string, std::string> CommonMetadata(const ModelSpec& spec,
                                                   const std::string& source_path) {
@@ -549,7 +500,10 @@ Result<ConvertReport> ConvertCheckpoint(const ConvertOptions& options) {
   const std::string stem = fs::path(options.model_path).stem().string();
   SDONNX_RETURN_IF_ERROR(CheckOutputs(out_dir, plan, stem, options.overwrite));
 
-  SDONNX_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(out_dir));
+  // A hidden folder inside the output folder keeps the files until all of
+  // them are complete.
+  SDONNX_ASSIGN_OR_RETURN(LockedTemporaryFolder staging,
+                          LockedTemporaryFolder::Create(out_dir, kStagingPrefix, kStagingLockName));
 
   // Hashing the source runs beside the writing of the models. The first
   // model needs the file hash only when its header is serialized, and the

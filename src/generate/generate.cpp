@@ -670,6 +670,7 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
       std::unique_ptr<ModelSet> models,
       ModelSet::Load(options.model_dir, options.init_image.has_value(), options.session, run));
   result.load_seconds = SecondsSince(load_start);
+  result.cache_built = models->CacheBuilt();
   SDONNX_ASSIGN_OR_RETURN(Plan plan, MakePlan(options, models->facts()));
   SDONNX_ASSIGN_OR_RETURN(ImageInputs images, PrepareImages(*models, options, plan));
   SDONNX_ASSIGN_OR_RETURN(Contexts contexts, EncodePrompts(*models, options, plan));

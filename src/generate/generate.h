@@ -47,6 +47,8 @@ struct GenerateResult {
   std::vector<std::string> files;
   std::string parameters;  // The PNG "parameters" text of the first image.
   double load_seconds = 0;
+  // The models whose session cache entry this run built (SessionOptions::cache_dir).
+  std::vector<std::string> cache_built;
   double seconds_per_step = 0;
   // The denoised latents of the batch, [batch, latent_channels, h, w], still
   // multiplied by the scaling factor; for tests and diagnostics.

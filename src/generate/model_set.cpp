@@ -217,7 +217,16 @@ void WarnWhenNothingToWiden(const fs::path& dir, const std::string& stem) {
     if (!header.ok()) return;  // Loading reports it.
     const auto count = header->metadata.find("sdonnx.cast_weights");
     // Files of older versions lack the count, so no warning is given.
-    if (count == header->metadata.end() || count->second != "0") return;
+    if (count == header->metadata.end()) return;
+    const std::string& text = count->second;
+    if (text.empty() || text.size() > 18 ||
+        text.find_first_not_of("0123456789") != std::string::npos) {
+      LogWarning(path.string() + ": metadata 'sdonnx.cast_weights' is '" + text +
+                 "', expected a count of weights; whether --widen-at-load has an effect on " +
+                 "this export is unknown (convert it again to repair the file)");
+      return;
+    }
+    if (text.find_first_not_of('0') != std::string::npos) return;
   }
   LogWarning("--widen-at-load has no effect on " + dir.string() +
              ": no model there keeps float16 or bfloat16 weights behind a Cast (it was "
@@ -260,6 +269,16 @@ Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_
                          std::to_string(unet_rows) + "; use a --cfg-scale other than 1");
   }
   return Status::Ok();
+}
+
+std::vector<std::string> ModelSet::CacheBuilt() const {
+  std::vector<std::string> names;
+  for (const auto* model : {&unet_, &text_, &text_2_, &decoder_, &encoder_}) {
+    if (*model && (*model)->cache_built()) {
+      names.push_back(fs::path((*model)->path()).filename().string());
+    }
+  }
+  return names;
 }
 
 Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool need_encoder,

@@ -68,6 +68,8 @@ class ModelSet {
   OrtModel& vae_decoder() { return *decoder_; }
   // Null unless loaded with need_encoder.
   OrtModel* vae_encoder() { return encoder_.get(); }
+  // The file names of the models whose session cache entry this load built.
+  std::vector<std::string> CacheBuilt() const;
 
  private:
   ModelFacts facts_;

@@ -2,7 +2,6 @@
 
 #include <onnxruntime_cxx_api.h>
 #include <onnxruntime_session_options_config_keys.h>
-
 #include <pthread.h>
 
 #include <algorithm>
@@ -10,8 +9,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <unordered_map>
 
 #include "formats/onnx_file.h"
@@ -143,11 +144,22 @@ std::vector<std::string> AvailableProviders() {
   }
 }
 
-std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile) {
-  if (profile.min_shapes.empty()) return {};
-  return {{"trt_profile_min_shapes", profile.min_shapes},
-          {"trt_profile_opt_shapes", profile.opt_shapes},
-          {"trt_profile_max_shapes", profile.max_shapes}};
+std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile,
+                                                           const std::string& cache_dir) {
+  std::map<std::string, std::string> entries;
+  if (!profile.min_shapes.empty()) {
+    entries = {{"trt_profile_min_shapes", profile.min_shapes},
+               {"trt_profile_opt_shapes", profile.opt_shapes},
+               {"trt_profile_max_shapes", profile.max_shapes}};
+  }
+  if (!cache_dir.empty()) {
+    const std::string folder = (std::filesystem::path(cache_dir) / "tensorrt").string();
+    entries["trt_engine_cache_enable"] = "1";
+    entries["trt_engine_cache_path"] = folder;
+    entries["trt_timing_cache_enable"] = "1";
+    entries["trt_timing_cache_path"] = folder;
+  }
+  return entries;
 }
 
 namespace {
@@ -171,7 +183,7 @@ Status AppendProvider(const SessionOptions& options, Ort::SessionOptions& sessio
       session_options.AppendExecutionProvider_CUDA(cuda);
     } else {
       Ort::TensorRTProviderOptions tensorrt;
-      const auto entries = TensorRtProviderOptions(options.tensorrt_profile);
+      const auto entries = TensorRtProviderOptions(options.tensorrt_profile, options.cache_dir);
       tensorrt.Update(std::unordered_map<std::string, std::string>(entries.begin(), entries.end()));
       session_options.AppendExecutionProvider_TensorRT_V2(*tensorrt);
       OrtCUDAProviderOptions cuda{};  // Runs what TensorRT does not take.
@@ -222,9 +234,31 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
   // with a line of its own source code and no byte counts. OnnxFile checks
   // every initializer first and names the file, the initializer and the
   // byte counts, as extract, rebuild and inspect do.
-  if (Result<std::unique_ptr<OnnxFile>> checked = OnnxFile::Open(path); !checked.ok()) {
-    return checked.status();
+  Result<std::unique_ptr<OnnxFile>> checked = OnnxFile::Open(path);
+  if (!checked.ok()) return checked.status();
+  if (options.cache_dir.empty() || options.provider == Provider::kCuda) {
+    return CreateSession(path, options);
   }
+  if (options.provider == Provider::kTensorRt) {
+    const std::filesystem::path folder = std::filesystem::path(options.cache_dir) / "tensorrt";
+    std::error_code ec;
+    std::filesystem::create_directories(folder, ec);
+    if (ec) {
+      return Status::Error(folder.string() + ": cannot create the TensorRT cache folder: " +
+                           ec.message() + "; pass a writable --cache-dir");
+    }
+    return CreateSession(path, options);
+  }
+  std::set<std::string> locations;
+  for (const OnnxInitializer& init : (*checked)->initializers()) {
+    if (init.storage == InitializerStorage::kExternal) locations.insert(init.location);
+  }
+  return LoadThroughCache(path, options, (*checked)->metadata(),
+                          std::vector<std::string>(locations.begin(), locations.end()));
+}
+
+Result<std::unique_ptr<OrtModel>> OrtModel::CreateSession(const std::string& path,
+                                                          const SessionOptions& options) {
   auto model = std::unique_ptr<OrtModel>(new OrtModel());
   model->path_ = path;
   Ort::SessionOptions session_options{nullptr};
@@ -242,6 +276,13 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
       session_options.AddConfigEntry("optimization.constant_folding_max_output_size_in_bytes",
                                      std::to_string(kMaxFoldedBytes).c_str());
     }
+    // At the kAll level, ONNX Runtime 1.29's FuseFp16InitializerToFp32NodeTransformer
+    // aborts the process (a failed bounds assertion) on a Gather whose data is
+    // a float16 weight behind a Cast, as in CLIP's token embedding. What it
+    // would do, widening float16 weights at load, is widen_weights_at_load's
+    // job, done by constant folding.
+    session_options.AddConfigEntry(kOrtSessionOptionsDisableSpecifiedOptimizers,
+                                   "FuseFp16InitializerToFp32NodeTransformer");
     if (!options.optimized_model_path.empty()) {
       session_options.SetOptimizedModelFilePath(options.optimized_model_path.c_str());
     }

@@ -78,6 +78,13 @@ struct SessionOptions {
   std::string optimized_model_path;
   // Further ONNX Runtime session config entries (onnxruntime_session_options_config_keys.h).
   std::map<std::string, std::string> config_entries;
+  // When not empty, a folder for sessions built once and reused
+  // (runtime/session_cache.h). On the CPU, each model is optimized at kAll
+  // with prepacked weights and saved there, and later loads map that file
+  // instead of optimizing again; `optimization` and `prepack_weights` are
+  // then ignored. With TensorRT, the provider keeps its engines and timing
+  // cache in its `tensorrt` subfolder. With CUDA it is ignored.
+  std::string cache_dir;
 };
 
 // The largest result of one constant-folded node when weights are not
@@ -86,7 +93,10 @@ inline constexpr std::int64_t kMaxFoldedBytes = std::int64_t{1} << 20;
 
 // The TensorRT provider options (V2 API keys) for `profile`; empty when the
 // profile is empty.
-std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile);
+// With a non-empty `cache_dir`, the provider also keeps its engines and its
+// timing cache there.
+std::map<std::string, std::string> TensorRtProviderOptions(const TensorRtProfile& profile,
+                                                           const std::string& cache_dir = "");
 
 // The execution providers compiled into the loaded ONNX Runtime library.
 std::vector<std::string> AvailableProviders();
@@ -99,6 +109,8 @@ Status CheckLoadsInOrt(const std::string& model_bytes, const std::string& name);
 
 class OrtModel {
  public:
+  // Checks the file and its external data (formats/onnx_file.h), then
+  // creates the session, through options.cache_dir when it is set.
   static Result<std::unique_ptr<OrtModel>> Load(const std::string& path,
                                                 const SessionOptions& options = {});
   ~OrtModel();
@@ -122,9 +134,26 @@ class OrtModel {
   Result<std::map<std::string, HostTensor>> RunInFixedBatches(
       const std::map<std::string, HostTensor>& inputs, const std::vector<std::string>& outputs);
 
+  // The optimized file that the session was loaded from, when it came from
+  // a session cache; otherwise empty.
+  const std::string& cached_path() const { return cached_path_; }
+  // Whether this load built that cache entry (the first run with the model).
+  bool cache_built() const { return cache_built_; }
+
  private:
   OrtModel() = default;
+  // Creates the session without checking the file first.
+  static Result<std::unique_ptr<OrtModel>> CreateSession(const std::string& path,
+                                                         const SessionOptions& options);
+  // Loads `path` through the cache folder options.cache_dir
+  // (session_cache.cpp). `metadata` and `data_files` are the checked file's.
+  static Result<std::unique_ptr<OrtModel>> LoadThroughCache(
+      const std::string& path, const SessionOptions& options,
+      const std::map<std::string, std::string>& metadata,
+      const std::vector<std::string>& data_files);
   std::string path_;
+  std::string cached_path_;
+  bool cache_built_ = false;
   std::unique_ptr<Ort::Session> session_;
 };
 

@@ -247,4 +247,57 @@ void CreatedFolders::Keep() {
   created_.clear();
 }
 
+Result<LockedTemporaryFolder> LockedTemporaryFolder::Create(const fs::path& parent,
+                                                            const std::string& prefix,
+                                                            const std::string& lock_name) {
+  const FolderLock folder_lock(parent);
+  RemoveStaleTemporaries(folder_lock, parent, prefix, lock_name);
+  std::string pattern = (parent / (prefix + "XXXXXX")).string();
+  if (CreateRegisteredTemporaryFolder(&pattern) != 0) {
+    return Status::Error(parent.string() +
+                         ": cannot create a temporary folder: " + std::strerror(errno));
+  }
+  LockedTemporaryFolder folder{fs::path(pattern), lock_name};
+  const fs::path lock_path = folder.path_ / lock_name;
+  const int created = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (created < 0) {
+    return Status::Error(lock_path.string() +
+                         ": cannot create the lock file: " + std::strerror(errno));
+  }
+  ::close(created);
+  // The lock fails only where the file system has no flock. The run then
+  // goes on unlocked, and later runs there cannot lock the file either,
+  // so they leave the folder alone.
+  folder.lock_fd_ = TryLockFile(lock_path);
+  return folder;
+}
+
+LockedTemporaryFolder::LockedTemporaryFolder(LockedTemporaryFolder&& other) noexcept
+    : path_(std::exchange(other.path_, {})),
+      lock_name_(std::move(other.lock_name_)),
+      lock_fd_(std::exchange(other.lock_fd_, -1)) {}
+
+LockedTemporaryFolder::~LockedTemporaryFolder() {
+  if (!path_.empty()) {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+    UnregisterTemporary(path_.string());
+  }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+Result<bool> LockedTemporaryFolder::RenameTo(const fs::path& target) {
+  const FolderLock folder_lock(target.parent_path());
+  std::error_code ec;
+  fs::remove(path_ / lock_name_, ec);
+  if (::rename(path_.c_str(), target.c_str()) != 0) {
+    if (errno == EEXIST || errno == ENOTEMPTY) return false;
+    return Status::Error(target.string() + ": cannot move " + path_.string() +
+                         " into place: " + std::strerror(errno));
+  }
+  UnregisterTemporary(path_.string());
+  path_.clear();
+  return true;
+}
+
 }  // namespace sdonnx

@@ -74,6 +74,36 @@ std::vector<std::string> RemoveStaleTemporaries(const FolderLock& folder_lock,
                                                 const std::string& prefix,
                                                 const std::string& lock_name);
 
+// A temporary folder of one run: `parent/PREFIX` plus six random characters,
+// with the file `lock_name` inside it whose flock marks the run as alive.
+// Create() removes the dead runs' folders of that prefix from `parent` and
+// creates, registers and locks a new one, all under the folder lock of
+// `parent`. The folder is removed with its contents when destroyed.
+class LockedTemporaryFolder {
+ public:
+  static Result<LockedTemporaryFolder> Create(const std::filesystem::path& parent,
+                                              const std::string& prefix,
+                                              const std::string& lock_name);
+  LockedTemporaryFolder(LockedTemporaryFolder&& other) noexcept;
+  LockedTemporaryFolder(const LockedTemporaryFolder&) = delete;
+  LockedTemporaryFolder& operator=(const LockedTemporaryFolder&) = delete;
+  ~LockedTemporaryFolder();
+
+  const std::filesystem::path& path() const { return path_; }
+  // Removes the lock file and renames the folder to `target`, under the
+  // folder lock of its parent. Returns false when `target` already exists
+  // as a folder with files (another run's), leaving this one for the
+  // destructor to remove.
+  Result<bool> RenameTo(const std::filesystem::path& target);
+
+ private:
+  LockedTemporaryFolder(std::filesystem::path path, std::string lock_name)
+      : path_(std::move(path)), lock_name_(std::move(lock_name)) {}
+  std::filesystem::path path_;
+  std::string lock_name_;
+  int lock_fd_ = -1;  // Holds the flock of the lock file.
+};
+
 // The folders that one run created for its output, and their removal if the
 // run fails. Each folder is registered, so that an interrupted run removes
 // it too. Only folders that are still empty are removed: a folder that

@@ -1,0 +1,259 @@
+#include "runtime/session_cache.h"
+
+#include <onnxruntime_cxx_api.h>
+#include <onnxruntime_session_options_config_keys.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <span>
+#include <sstream>
+#include <utility>
+
+#include "util/log.h"
+#include "util/sha256.h"
+#include "util/temporaries.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kFormatLine[] = "sdonnx session cache 1";
+constexpr char kBuildingPrefix[] = ".building-";
+constexpr char kLockName[] = "sdonnx.lock";
+constexpr char kModelName[] = "model.onnx";
+constexpr char kDataName[] = "model.onnx.data";
+constexpr char kEntryName[] = "entry.txt";
+// Initializers from this size up go to the entry's data file, so that
+// loads map them instead of parsing them out of the model.
+constexpr char kMinExternalBytes[] = "1024";
+
+// "SIZE MTIME_NS" of `path`, or an error naming it.
+Result<std::string> FileStamp(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::Error(path.string() +
+                         ": cannot read its size and time: " + std::strerror(errno));
+  }
+  const long long ns = static_cast<long long>(st.st_mtim.tv_sec) * 1000000000LL +
+                       static_cast<long long>(st.st_mtim.tv_nsec);
+  return std::to_string(static_cast<unsigned long long>(st.st_size)) + " " + std::to_string(ns);
+}
+
+// The first "model name" and "flags" lines of /proc/cpuinfo; MLAS picks its
+// kernels and prepacked layouts by these features.
+std::string CpuIdentity() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  std::string name;
+  std::string flags;
+  while (std::getline(cpuinfo, line) && (name.empty() || flags.empty())) {
+    if (name.empty() && line.rfind("model name", 0) == 0) name = line;
+    if (flags.empty() && (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0)) {
+      flags = line;
+    }
+  }
+  return "cpu " + (name.empty() ? std::string("unknown") : name) + "\ncpu " +
+         (flags.empty() ? std::string("flags unknown") : flags) + "\n";
+}
+
+// The byte count of `path` when it is a regular file and not a symlink.
+std::optional<std::uint64_t> PlainFileBytes(const fs::path& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(path, ec);
+  if (ec || !fs::is_regular_file(status)) return std::nullopt;
+  const std::uint64_t bytes = fs::file_size(path, ec);
+  if (ec) return std::nullopt;
+  return bytes;
+}
+
+std::string EntryText(const std::string& key_text, std::uint64_t model_bytes,
+                      std::uint64_t data_bytes) {
+  return std::string(kFormatLine) + "\nmodel_bytes " + std::to_string(model_bytes) +
+         "\ndata_bytes " + std::to_string(data_bytes) + "\n" + key_text;
+}
+
+// Removes an entry folder that failed SessionCacheEntryProblem, but only
+// when it contains no file besides those an entry has.
+Status RemoveDamagedEntry(const fs::path& entry) {
+  std::error_code ec;
+  if (fs::is_symlink(entry, ec)) {
+    return Status::Error(entry.string() + ": is a symlink where the session cache keeps an " +
+                         "entry folder; remove it or pass another --cache-dir");
+  }
+  for (const fs::directory_entry& item : fs::directory_iterator(entry, ec)) {
+    const std::string name = item.path().filename().string();
+    if (name != kModelName && name != kDataName && name != kEntryName) {
+      return Status::Error(entry.string() + ": contains '" + name + "', which no session cache " +
+                           "entry has; remove the folder or pass another --cache-dir");
+    }
+  }
+  fs::remove_all(entry, ec);
+  if (ec) {
+    return Status::Error(entry.string() +
+                         ": cannot remove the damaged cache entry: " + ec.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::string> SessionCacheKey(const std::string& model_path,
+                                    const std::map<std::string, std::string>& metadata,
+                                    const std::vector<std::string>& data_files,
+                                    const SessionOptions& options) {
+  std::error_code ec;
+  const fs::path canonical = fs::weakly_canonical(fs::absolute(model_path), ec);
+  std::string text = "model " + (ec ? model_path : canonical.string()) + "\n";
+  SDONNX_ASSIGN_OR_RETURN(const std::string model_stamp, FileStamp(model_path));
+  text += "model file " + model_stamp + "\n";
+  for (const std::string& location : data_files) {
+    SDONNX_ASSIGN_OR_RETURN(const std::string stamp,
+                            FileStamp(fs::path(model_path).parent_path() / location));
+    text += "data file " + location + " " + stamp + "\n";
+  }
+  const auto id = metadata.find("sdonnx.conversion_id");
+  text += "conversion " + (id == metadata.end() ? std::string("none") : id->second) + "\n";
+  text += "onnxruntime " + std::string(Ort::GetVersionString()) + "\n";
+  text += CpuIdentity();
+  text += "optimization all, prepacked\n";
+  text +=
+      std::string("widen_weights_at_load ") + (options.widen_weights_at_load ? "1" : "0") + "\n";
+  for (const auto& [key, value] : options.config_entries) {
+    text += "config " + key + "=" + value + "\n";
+  }
+  return text;
+}
+
+fs::path SessionCacheEntry(const fs::path& cache_dir, const std::string& model_path,
+                           const std::string& key_text) {
+  const std::string digest = Sha256Hex(std::span<const std::uint8_t>(
+      reinterpret_cast<const std::uint8_t*>(key_text.data()), key_text.size()));
+  return cache_dir / (fs::path(model_path).stem().string() + "-" + digest.substr(0, 16));
+}
+
+std::string SessionCacheEntryProblem(const fs::path& entry, const std::string& key_text) {
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(entry, ec);
+  if (ec || !fs::exists(status)) return "it does not exist";
+  if (fs::is_symlink(status)) return "it is a symlink";
+  if (!fs::is_directory(status)) return "it is not a folder";
+  const std::optional<std::uint64_t> record_bytes = PlainFileBytes(entry / kEntryName);
+  if (!record_bytes || *record_bytes > (1u << 20)) {
+    return std::string(kEntryName) + " is missing or not a regular file";
+  }
+  std::ifstream record(entry / kEntryName, std::ios::binary);
+  std::stringstream contents;
+  contents << record.rdbuf();
+  const std::optional<std::uint64_t> model_bytes = PlainFileBytes(entry / kModelName);
+  const std::optional<std::uint64_t> data_bytes = PlainFileBytes(entry / kDataName);
+  if (!model_bytes) return std::string(kModelName) + " is missing or not a regular file";
+  if (!data_bytes) return std::string(kDataName) + " is missing or not a regular file";
+  const std::string expected = EntryText(key_text, *model_bytes, *data_bytes);
+  if (contents.str() != expected) {
+    return std::string(kEntryName) + " records another key or other byte counts (" + kModelName +
+           " has " + std::to_string(*model_bytes) + " bytes, " + kDataName + " has " +
+           std::to_string(*data_bytes) + ")";
+  }
+  return "";
+}
+
+Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
+    const std::string& path, const SessionOptions& options,
+    const std::map<std::string, std::string>& metadata,
+    const std::vector<std::string>& data_files) {
+  const fs::path cache_dir = options.cache_dir;
+  SDONNX_ASSIGN_OR_RETURN(const std::string key_text,
+                          SessionCacheKey(path, metadata, data_files, options));
+  const fs::path entry = SessionCacheEntry(cache_dir, path, key_text);
+  const std::string name = fs::path(path).filename().string();
+  bool built = false;
+  std::string problem = SessionCacheEntryProblem(entry, key_text);
+  if (!problem.empty()) {
+    if (problem != "it does not exist") {
+      SDONNX_RETURN_IF_ERROR(RemoveDamagedEntry(entry));
+      LogWarning(entry.string() + ": the cached session of " + name + " cannot be used (" +
+                 problem + "); building it again");
+    }
+    SDONNX_ASSIGN_OR_RETURN(CreatedFolders created, CreatedFolders::Create(cache_dir));
+    Result<LockedTemporaryFolder> building_folder =
+        LockedTemporaryFolder::Create(cache_dir, kBuildingPrefix, kLockName);
+    if (!building_folder.ok()) {
+      return Status::Error(building_folder.status().message() + "; pass a writable --cache-dir");
+    }
+    LockedTemporaryFolder build = std::move(building_folder).value();
+    LogInfo(name + ": optimizing for the session cache " + cache_dir.string() +
+            " (once per model; later loads map the result)");
+    const auto start = std::chrono::steady_clock::now();
+    SessionOptions build_options = options;
+    build_options.cache_dir.clear();
+    build_options.optimization = GraphOptimization::kAll;
+    build_options.prepack_weights = true;
+    build_options.optimized_model_path = (build.path() / kModelName).string();
+    build_options.config_entries[kOrtSessionOptionsOptimizedModelExternalInitializersFileName] =
+        kDataName;
+    build_options
+        .config_entries[kOrtSessionOptionsOptimizedModelExternalInitializersMinSizeInBytes] =
+        kMinExternalBytes;
+    build_options.config_entries[kOrtSessionOptionsSavePrePackedConstantInitializers] = "1";
+    {
+      // The building session keeps a copy of every weight in memory, so it
+      // is dropped before the entry is loaded.
+      Result<std::unique_ptr<OrtModel>> building = CreateSession(path, build_options);
+      if (!building.ok()) return building.status();
+    }
+    const std::optional<std::uint64_t> model_bytes = PlainFileBytes(build.path() / kModelName);
+    if (!model_bytes) {
+      return Status::Error(path + ": ONNX Runtime wrote no optimized model into " +
+                           build.path().string() + "; its version may not save optimized models");
+    }
+    if (!PlainFileBytes(build.path() / kDataName)) {
+      // A model without initializers of kMinExternalBytes gets no data file.
+      std::ofstream(build.path() / kDataName, std::ios::binary);
+    }
+    const std::uint64_t data_bytes = PlainFileBytes(build.path() / kDataName).value_or(0);
+    {
+      std::ofstream record(build.path() / kEntryName, std::ios::binary);
+      record << EntryText(key_text, *model_bytes, data_bytes);
+      if (!record.flush()) {
+        return Status::Error((build.path() / kEntryName).string() +
+                             ": cannot be written: " + std::strerror(errno));
+      }
+    }
+    SDONNX_ASSIGN_OR_RETURN(const bool placed, build.RenameTo(entry));
+    built = placed;
+    created.Keep();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    char took[32];
+    std::snprintf(took, sizeof took, "%.1f s", seconds);
+    LogInfo(name + ": " + (placed ? "cached as " : "another run cached it first as ") +
+            entry.string() + " (" + took + ")");
+    problem = SessionCacheEntryProblem(entry, key_text);
+    if (!problem.empty()) {
+      return Status::Error(entry.string() + ": the new cache entry cannot be used (" + problem +
+                           "); remove the folder and run again");
+    }
+  }
+  SessionOptions load_options = options;
+  load_options.cache_dir.clear();
+  load_options.optimization = GraphOptimization::kNone;
+  load_options.prepack_weights = true;
+  Result<std::unique_ptr<OrtModel>> model =
+      CreateSession((entry / kModelName).string(), load_options);
+  if (!model.ok()) {
+    return Status::Error(model.status().message() + " (the cached session of " + path +
+                         "; remove " + entry.string() + " to build it again)");
+  }
+  (*model)->cached_path_ = (*model)->path_;
+  (*model)->path_ = path;
+  (*model)->cache_built_ = built;
+  return model;
+}
+
+}  // namespace sdonnx

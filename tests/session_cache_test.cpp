@@ -1,0 +1,203 @@
+// The session cache (runtime/session_cache.h): the first load saves ONNX
+// Runtime's fully optimized model with its prepacked weights, later loads
+// map it, and a damaged or foreign entry is rebuilt or named, never used.
+#include "runtime/session_cache.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "convert/convert.h"
+#include "runtime/ort_session.h"
+#include "test_support.h"
+
+namespace sdonnx {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Fixture;
+using testing::MaxAbsDiff;
+using testing::ReadTensor;
+using testing::TempDir;
+
+class SessionCache : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ConvertOptions convert;
+    convert.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+    convert.output_dir = (dir_ / "onnx").string();
+    convert.external_data = ExternalData::kAlways;
+    const Status converted = ConvertCheckpoint(convert).status();
+    ASSERT_TRUE(converted.ok()) << converted.message();
+    unet_ = (dir_ / "onnx" / "unet_tiny-sd1.onnx").string();
+    options_.intra_op_threads = 1;
+    options_.cache_dir = (dir_ / "cache").string();
+  }
+
+  std::map<std::string, HostTensor> Inputs() const {
+    return {{"sample", ReadTensor(reference_, "unet.sample")},
+            {"timestep", ReadTensor(reference_, "unet.timestep")},
+            {"encoder_hidden_states", ReadTensor(reference_, "unet.context")}};
+  }
+
+  // Loads the UNet with `options` and runs it on the reference inputs.
+  HostTensor RunUNet(const SessionOptions& options, std::unique_ptr<OrtModel>* kept = nullptr) {
+    auto model = OrtModel::Load(unet_, options);
+    EXPECT_TRUE(model.ok()) << model.status().message();
+    if (!model.ok()) return {};
+    auto out = (*model)->Run(Inputs());
+    EXPECT_TRUE(out.ok()) << out.status().message();
+    if (kept) *kept = std::move(*model);
+    return out.ok() ? (*out)["out_sample"] : HostTensor{};
+  }
+
+  // The one entry folder of the UNet in the cache.
+  fs::path UNetEntry() const {
+    for (const auto& item : fs::directory_iterator(dir_ / "cache")) {
+      if (item.path().filename().string().rfind("unet_tiny-sd1-", 0) == 0) return item.path();
+    }
+    return {};
+  }
+
+  TempDir dir_;
+  std::string unet_;
+  SessionOptions options_;
+  const fs::path reference_ = Fixture("tiny/tiny-sd1.reference.safetensors");
+};
+
+TEST_F(SessionCache, SecondLoadUsesTheEntryAndComputesTheSame) {
+  std::unique_ptr<OrtModel> first;
+  const HostTensor built = RunUNet(options_, &first);
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(first->cache_built());
+  EXPECT_EQ(first->path(), unet_);
+  EXPECT_FALSE(first->cached_path().empty());
+  EXPECT_EQ(first->Metadata().at("sdonnx.family"), "sd1");
+
+  std::unique_ptr<OrtModel> second;
+  const HostTensor reused = RunUNet(options_, &second);
+  ASSERT_TRUE(second);
+  EXPECT_FALSE(second->cache_built());
+  EXPECT_EQ(second->cached_path(), first->cached_path());
+  EXPECT_EQ(built.f32, reused.f32);
+  EXPECT_LE(MaxAbsDiff(reused, ReadTensor(reference_, "unet.out")), 1e-4);
+
+  SessionOptions direct = options_;
+  direct.cache_dir.clear();
+  direct.optimization = GraphOptimization::kAll;
+  direct.prepack_weights = true;
+  EXPECT_EQ(RunUNet(direct).f32, reused.f32);
+  EXPECT_EQ(testing::ListFiles(UNetEntry()),
+            (std::vector<std::string>{"entry.txt", "model.onnx", "model.onnx.data"}));
+}
+
+TEST_F(SessionCache, KeyFollowsTheModelAndTheSettings) {
+  const std::map<std::string, std::string> metadata = {{"sdonnx.conversion_id", "abc"}};
+  const std::vector<std::string> data = {"unet_tiny-sd1.onnx.data"};
+  const auto key = SessionCacheKey(unet_, metadata, data, options_);
+  ASSERT_TRUE(key.ok()) << key.status().message();
+  EXPECT_NE(key->find("conversion abc"), std::string::npos) << *key;
+  EXPECT_NE(key->find("onnxruntime "), std::string::npos) << *key;
+
+  SessionOptions widen = options_;
+  widen.widen_weights_at_load = true;
+  EXPECT_NE(*SessionCacheKey(unet_, metadata, data, widen), *key);
+  EXPECT_NE(*SessionCacheKey(unet_, {}, data, options_), *key);
+
+  // A rewritten data file (same name, new time) is another model.
+  const fs::path data_path = dir_ / "onnx" / data[0];
+  fs::last_write_time(data_path, fs::last_write_time(data_path) + std::chrono::seconds(5));
+  EXPECT_NE(*SessionCacheKey(unet_, metadata, data, options_), *key);
+  EXPECT_NE(SessionCacheEntry(dir_ / "cache", unet_, *key),
+            SessionCacheEntry(dir_ / "cache", unet_, *SessionCacheKey(unet_, {}, data, options_)));
+}
+
+TEST_F(SessionCache, ChangedModelGetsANewEntry) {
+  RunUNet(options_);
+  const fs::path first = UNetEntry();
+  fs::last_write_time(unet_, fs::last_write_time(unet_) + std::chrono::seconds(5));
+  std::unique_ptr<OrtModel> model;
+  RunUNet(options_, &model);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->cache_built());
+  EXPECT_NE(fs::path(model->cached_path()).parent_path(), first);
+}
+
+TEST_F(SessionCache, TruncatedEntryIsRebuilt) {
+  const HostTensor expected = RunUNet(options_);
+  const fs::path entry = UNetEntry();
+  fs::resize_file(entry / "model.onnx.data", fs::file_size(entry / "model.onnx.data") / 2);
+  testing::WarningLog warnings;
+  std::unique_ptr<OrtModel> model;
+  const HostTensor rebuilt = RunUNet(options_, &model);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->cache_built());
+  EXPECT_EQ(rebuilt.f32, expected.f32);
+  EXPECT_NE(warnings.text().find("entry.txt records another key or other byte counts"),
+            std::string::npos)
+      << warnings.text();
+  EXPECT_NE(warnings.text().find("building it again"), std::string::npos) << warnings.text();
+}
+
+TEST_F(SessionCache, EntryWithForeignFileIsNamedAndKept) {
+  RunUNet(options_);
+  const fs::path entry = UNetEntry();
+  fs::remove(entry / "entry.txt");
+  testing::WriteBytes(entry / "notes.txt", "mine");
+  auto model = OrtModel::Load(unet_, options_);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("contains 'notes.txt'"), std::string::npos)
+      << model.status().message();
+  EXPECT_TRUE(fs::exists(entry / "notes.txt"));
+}
+
+TEST_F(SessionCache, SymlinkedEntryIsRefused) {
+  RunUNet(options_);
+  const fs::path entry = UNetEntry();
+  const fs::path elsewhere = dir_ / "elsewhere";
+  fs::rename(entry, elsewhere);
+  fs::create_directory_symlink(elsewhere, entry);
+  auto model = OrtModel::Load(unet_, options_);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("is a symlink"), std::string::npos)
+      << model.status().message();
+  EXPECT_TRUE(fs::exists(elsewhere / "model.onnx"));
+}
+
+TEST_F(SessionCache, StaleBuildFolderIsRemoved) {
+  const fs::path stale = dir_ / "cache" / ".building-Ab12Cd";
+  fs::create_directories(stale);
+  testing::WriteBytes(stale / "sdonnx.lock", "");
+  testing::WriteBytes(stale / "model.onnx", "half");
+  RunUNet(options_);
+  EXPECT_FALSE(fs::exists(stale));
+  for (const auto& item : fs::directory_iterator(dir_ / "cache")) {
+    EXPECT_NE(item.path().filename().string().rfind(".building-", 0), 0u) << item.path();
+  }
+}
+
+TEST_F(SessionCache, UnwritableCacheFolderIsNamed) {
+  testing::WriteBytes(dir_ / "cache", "a file where the folder should be");
+  auto model = OrtModel::Load(unet_, options_);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find((dir_ / "cache").string()), std::string::npos)
+      << model.status().message();
+}
+
+TEST(SessionCacheTensorRt, EnginesGoToTheCacheFolder) {
+  const auto options = TensorRtProviderOptions({"a:1", "a:2", "a:3"}, "/tmp/cache");
+  EXPECT_EQ(options.at("trt_profile_min_shapes"), "a:1");
+  EXPECT_EQ(options.at("trt_engine_cache_enable"), "1");
+  EXPECT_EQ(options.at("trt_engine_cache_path"), "/tmp/cache/tensorrt");
+  EXPECT_EQ(options.at("trt_timing_cache_enable"), "1");
+  EXPECT_EQ(options.at("trt_timing_cache_path"), "/tmp/cache/tensorrt");
+  EXPECT_EQ(TensorRtProviderOptions({}, "/tmp/cache").size(), 4u);
+}
+
+}  // namespace
+}  // namespace sdonnx
