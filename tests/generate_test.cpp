@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -645,6 +646,35 @@ TEST_F(Generate, DamagedUNetMetadataIsNamed) {
           << result.status().message();
       EXPECT_FALSE(fs::exists(work / "out"));
     }
+  }
+}
+
+// Values in range but wrong for the model are caught against the VAE
+// decoder before the first step, instead of in ONNX Runtime or after all
+// steps.
+TEST_F(Generate, UNetMetadataThatMisfitsTheDecoderIsNamed) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"sdonnx.latent_channels", "3", "but its input 'sample' has 4 channels, which fits no UNet"},
+      {"sdonnx.latent_channels", "2", "takes latents with 4 channels"},
+      {"sdonnx.vae_downsample_factor", "4", "records 2"},
+  };
+  for (const auto& [key, value, message] : cases) {
+    SCOPED_TRACE(key + " = " + value);
+    TempDir work;
+    fs::copy(dir_->path() / "tiny-sd1", work / "onnx");
+    const fs::path unet = work / "onnx" / "unet_tiny-sd1.onnx";
+    ASSERT_NO_FATAL_FAILURE(testing::SetOnnxMetadata(unet, key, value));
+    GenerateOptions o = Options("unused.png");
+    o.model_dir = (work / "onnx").string();
+    o.output = (work / "out" / "a.png").string();
+    o.steps = 1;
+    Result<GenerateResult> result = sdonnx::Generate(o);
+    ASSERT_FALSE(result.ok());
+    EXPECT_NE(result.status().message().find(unet.string() + ": "), std::string::npos)
+        << result.status().message();
+    EXPECT_NE(result.status().message().find(message), std::string::npos)
+        << result.status().message();
+    EXPECT_FALSE(fs::exists(work / "out"));
   }
 }
 

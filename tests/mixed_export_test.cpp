@@ -383,6 +383,44 @@ TEST(VerifyFolder, MetadataGenerateRejectsFails) {
   }
 }
 
+// A UNet without a key that generate needs fails verify with the key named,
+// because generate rejects it whichever version wrote it.
+TEST(VerifyFolder, MissingUNetKeyFails) {
+  for (const std::string key : {"sdonnx.prediction_type", "sdonnx.vae_scaling_factor",
+                                "sdonnx.vae_downsample_factor", "sdonnx.latent_channels"}) {
+    SCOPED_TRACE(key);
+    TempDir dir;
+    ASSERT_TRUE(Convert(dir / "onnx", ExternalData::kNever).ok());
+    ASSERT_NO_FATAL_FAILURE(testing::RemoveOnnxMetadata(dir / "onnx" / "unet_tiny-sd1.onnx", key));
+    const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "onnx"));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(Contains(r.output, "unet_tiny-sd1.onnx: metadata '" + key + "' is missing"))
+        << r.output;
+  }
+}
+
+// Values in range but wrong for the model fail verify as they fail
+// generate: checked against the UNet's input and the VAE decoder.
+TEST(VerifyFolder, UNetMetadataThatMisfitsTheDecoderFails) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"sdonnx.latent_channels", "3", "but its input 'sample' has 4 channels"},
+      {"sdonnx.latent_channels", "2", "takes latents with 4 channels"},
+      {"sdonnx.vae_downsample_factor", "4", "records 2"},
+  };
+  for (const auto& [key, value, message] : cases) {
+    SCOPED_TRACE(key + " = " + value);
+    TempDir dir;
+    ASSERT_TRUE(Convert(dir / "onnx", ExternalData::kNever).ok());
+    ASSERT_NO_FATAL_FAILURE(
+        testing::SetOnnxMetadata(dir / "onnx" / "unet_tiny-sd1.onnx", key, value));
+    const auto r = testing::RunSdonnx("verify " + testing::Quote(dir / "onnx"));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(Contains(r.output, "unet_tiny-sd1.onnx: metadata '" + key + "' is " + value))
+        << r.output;
+    EXPECT_TRUE(Contains(r.output, message)) << r.output;
+  }
+}
+
 // A data file of another run with the same size: only its header shows
 // the mix, and the rebuild line of inspect and verify reports it.
 TEST(VerifyFolder, OtherRunsDataBlocksRebuild) {

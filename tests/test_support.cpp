@@ -203,6 +203,16 @@ void SetOnnxMetadata(const fs::path& path, const std::string& key, const std::st
   ASSERT_TRUE(model.SerializeToOstream(&out)) << path;
 }
 
+void RemoveOnnxMetadata(const fs::path& path, const std::string& key) {
+  onnx::ModelProto model = ReadModel(path);
+  auto* props = model.mutable_metadata_props();
+  for (int i = props->size() - 1; i >= 0; --i) {
+    if (props->Get(i).key() == key) props->DeleteSubrange(i, 1);
+  }
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  ASSERT_TRUE(model.SerializeToOstream(&out)) << path;
+}
+
 void EditMetadata(const fs::path& path,
                   const std::function<void(std::map<std::string, std::string>&)>& edit) {
   const fs::path edited = path.string() + ".edited";

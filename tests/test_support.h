@@ -64,6 +64,9 @@ onnx::ModelProto ReadModel(const std::filesystem::path& path);
 void SetOnnxMetadata(const std::filesystem::path& path, const std::string& key,
                      const std::string& value);
 
+// Removes metadata `key` from the inline ONNX model at `path`.
+void RemoveOnnxMetadata(const std::filesystem::path& path, const std::string& key);
+
 // Collects the warnings logged while it exists.
 class WarningLog {
  public:

@@ -111,4 +111,48 @@ std::vector<std::string> InvalidGenerateMetadata(
   return problems;
 }
 
+std::vector<std::string> MissingUNetMetadata(const std::string& path,
+                                             const std::map<std::string, std::string>& metadata,
+                                             bool with_vae) {
+  std::vector<std::string> keys = {"sdonnx.family", "sdonnx.prediction_type",
+                                   "sdonnx.vae_scaling_factor"};
+  if (with_vae) keys.insert(keys.end(), {"sdonnx.vae_downsample_factor", "sdonnx.latent_channels"});
+  std::vector<std::string> problems;
+  for (const std::string& key : keys) {
+    if (Result<std::string> text = MetadataText(path, key, metadata); !text.ok()) {
+      problems.push_back(text.status().message());
+    }
+  }
+  return problems;
+}
+
+std::string MismatchWithDecoder(const std::string& unet_path, std::int64_t latent_channels,
+                                std::int64_t downsample_factor, std::int64_t unet_in_channels,
+                                const std::string& decoder_path, std::int64_t decoder_channels,
+                                const std::map<std::string, std::string>& decoder_metadata) {
+  const std::string again = "; the file is damaged or was edited, so convert the checkpoint again";
+  const std::string latents = std::to_string(latent_channels);
+  const std::int64_t in = unet_in_channels;
+  const std::int64_t l = latent_channels;
+  if (in > 0 && in != l && in != 2 * l && in != 2 * l + 1) {
+    return unet_path + ": metadata 'sdonnx.latent_channels' is " + latents +
+           ", but its input 'sample' has " + std::to_string(in) +
+           " channels, which fits no UNet for " + latents + " latent channels (" + latents + "; " +
+           std::to_string(2 * l) + " for instruct-pix2pix; " + std::to_string(2 * l + 1) +
+           " for inpainting)" + again;
+  }
+  if (decoder_channels > 0 && decoder_channels != l) {
+    return unet_path + ": metadata 'sdonnx.latent_channels' is " + latents + ", but " +
+           decoder_path + " takes latents with " + std::to_string(decoder_channels) + " channels" +
+           again;
+  }
+  const auto factor = decoder_metadata.find("sdonnx.vae_downsample_factor");
+  if (factor != decoder_metadata.end() && factor->second != std::to_string(downsample_factor)) {
+    return unet_path + ": metadata 'sdonnx.vae_downsample_factor' is " +
+           std::to_string(downsample_factor) + ", but " + decoder_path + " records " +
+           factor->second + again;
+  }
+  return "";
+}
+
 }  // namespace sdonnx

@@ -52,4 +52,24 @@ Result<ImageSize> MetadataImageSize(const std::string& path, const std::string& 
 std::vector<std::string> InvalidGenerateMetadata(
     const std::string& path, const std::map<std::string, std::string>& metadata);
 
+// Returns why a UNet's latent channel count and VAE factor (its metadata)
+// do not fit its own `sample` input or the VAE decoder, or "" when they
+// fit. Values in range but wrong for the model would otherwise fail in
+// ONNX Runtime, or only after every step. `decoder_channels` is the
+// channel dimension of the decoder's input, or -1 where it is unknown.
+std::string MismatchWithDecoder(const std::string& unet_path, std::int64_t latent_channels,
+                                std::int64_t downsample_factor, std::int64_t unet_in_channels,
+                                const std::string& decoder_path, std::int64_t decoder_channels,
+                                const std::map<std::string, std::string>& decoder_metadata);
+
+// Returns one message per key that generate needs in a UNet's metadata and
+// `metadata` lacks. The keys are sdonnx.family, sdonnx.prediction_type and
+// sdonnx.vae_scaling_factor. With `with_vae` they include
+// sdonnx.vae_downsample_factor and sdonnx.latent_channels, which convert
+// writes only when the checkpoint has a VAE. generate rejects a UNet that
+// lacks one, so verify does too, whichever version wrote the file.
+std::vector<std::string> MissingUNetMetadata(const std::string& path,
+                                             const std::map<std::string, std::string>& metadata,
+                                             bool with_vae);
+
 }  // namespace sdonnx

@@ -118,6 +118,10 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
     return Status::Error(path + ": has no sdonnx metadata (sdonnx.family); generate needs files "
                          "written by sdonnx convert");
   }
+  if (const auto missing = MissingUNetMetadata(path, metadata, /*with_vae=*/true);
+      !missing.empty()) {
+    return Status::Error(missing.front());
+  }
   facts->variant = text("sdonnx.variant");
   SDONNX_ASSIGN_OR_RETURN(facts->prediction,
                           ParsePredictionType(text("sdonnx.prediction_type")));
@@ -271,6 +275,20 @@ Status CheckStaticShape(const ModelFacts& facts, std::int64_t width, std::int64_
   return Status::Ok();
 }
 
+// Checks the UNet's metadata against the loaded VAE decoder
+// (MismatchWithDecoder).
+Status CheckAgainstDecoder(const ModelFacts& facts, const std::string& unet_path,
+                           OrtModel& decoder) {
+  const std::vector<std::string> names = decoder.InputNames();
+  if (names.empty()) return Status::Error(decoder.path() + ": has no inputs");
+  SDONNX_ASSIGN_OR_RETURN(const std::vector<std::int64_t> shape, decoder.InputShape(names.front()));
+  const std::int64_t channels = shape.size() == 4 ? shape[1] : -1;
+  const std::string mismatch =
+      MismatchWithDecoder(unet_path, facts.latent_channels, facts.downsample_factor,
+                          facts.unet_in_channels, decoder.path(), channels, decoder.Metadata());
+  return mismatch.empty() ? Status::Ok() : Status::Error(mismatch);
+}
+
 std::vector<std::string> ModelSet::CacheBuilt() const {
   std::vector<std::string> names;
   for (const auto* model : {&unet_, &text_, &text_2_, &decoder_, &encoder_}) {
@@ -305,6 +323,7 @@ Result<std::unique_ptr<ModelSet>> ModelSet::Load(const std::string& dir, bool ne
     SDONNX_ASSIGN_OR_RETURN(set->text_2_, LoadComponent(dir, "clip_text_2", stem, options, run));
   }
   SDONNX_ASSIGN_OR_RETURN(set->decoder_, LoadComponent(dir, "vae_decoder", stem, options, run));
+  SDONNX_RETURN_IF_ERROR(CheckAgainstDecoder(set->facts_, set->unet_->path(), *set->decoder_));
   if (need_encoder) {
     SDONNX_ASSIGN_OR_RETURN(set->encoder_, LoadComponent(dir, "vae_encoder", stem, options, run));
   }

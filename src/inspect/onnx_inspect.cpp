@@ -396,6 +396,48 @@ std::vector<std::string> FileDamage(const OnnxFileSummary& file) {
   return damage;
 }
 
+namespace {
+
+// The number in `text`, or -1 when it is not a whole non-negative number.
+std::int64_t WholeNumber(const std::string& text) {
+  std::int64_t value = -1;
+  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc() && stop == text.data() + text.size() && value >= 0 ? value : -1;
+}
+
+// The channel dimension of input `name` (the first input when empty), or -1.
+std::int64_t InputChannels(const OnnxFileSummary& file, const std::string& name) {
+  for (const OnnxValueSummary& input : file.inputs) {
+    if (!name.empty() && input.name != name) continue;
+    return input.shape.size() == 4 ? WholeNumber(input.shape[1]) : -1;
+  }
+  return -1;
+}
+
+// MismatchWithDecoder for the sdonnx UNet and VAE decoder among `files`;
+// "" when either is missing or a value does not parse (reported elsewhere).
+std::string UNetDecoderMismatch(const std::vector<OnnxFileSummary>& files) {
+  const OnnxFileSummary* unet = nullptr;
+  const OnnxFileSummary* decoder = nullptr;
+  for (const OnnxFileSummary& file : files) {
+    if (!file.made_by_sdonnx) continue;
+    if (file.component == "unet") unet = &file;
+    if (file.component == "vae_decoder") decoder = &file;
+  }
+  if (unet == nullptr || decoder == nullptr) return "";
+  auto value = [&](const std::string& key) {
+    const auto it = unet->metadata.find(key);
+    return it == unet->metadata.end() ? std::int64_t{-1} : WholeNumber(it->second);
+  };
+  const std::int64_t latents = value("sdonnx.latent_channels");
+  const std::int64_t factor = value("sdonnx.vae_downsample_factor");
+  if (latents <= 0 || factor <= 0) return "";
+  return MismatchWithDecoder(unet->path, latents, factor, InputChannels(*unet, "sample"),
+                             decoder->path, InputChannels(*decoder, ""), decoder->metadata);
+}
+
+}  // namespace
+
 Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
   OnnxFolderSummary out;
   out.path = path;
@@ -454,6 +496,18 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
     out.files.push_back(std::move(summary));
   }
   if (families.size() > 1) out.warnings.push_back("files of different families in one folder");
+  // A checkpoint without a VAE gives a UNet without the VAE's keys; the
+  // missing vae_decoder is reported as a missing component instead.
+  for (const OnnxFileSummary& file : out.files) {
+    if (!file.made_by_sdonnx || file.component != "unet") continue;
+    for (std::string& problem :
+         MissingUNetMetadata(file.path, file.metadata, present.contains("vae_decoder"))) {
+      out.problems.push_back(std::move(problem));
+    }
+  }
+  if (std::string mismatch = UNetDecoderMismatch(out.files); !mismatch.empty()) {
+    out.problems.push_back(std::move(mismatch));
+  }
   AddExtrasConversion(path, out.files, &conversions);
   std::string mixed;
   if (sources.size() > 1) {
