@@ -7,7 +7,8 @@
 #
 # WORK_DIR is the folder of bench/convert_vs_cp.sh. The checkpoint there is
 # converted first if it is missing: into onnx/, or with options such as
-# --ort-attention into onnx-ort-attention/.
+# --ort-attention into onnx-ort-attention/. SDONNX_GENERATE_OPTIONS adds
+# options to generate, such as "--cache-dir /tmp/sdonnx-bench/session-cache".
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,6 @@ fi
   "$build/sdonnx" generate --model "$models" --prompt "a lighthouse at dusk" \
   --negative-prompt "blurry" --steps "$steps" --cfg-scale 7 --width 512 --height 512 \
   --threads 2 --seed 1 --tokenizer "$fixtures/clip/bpe_simple_vocab_16e6.txt.gz" \
-  --output "$work/generate.png" --force
+  --output "$work/generate.png" --force ${SDONNX_GENERATE_OPTIONS:-}
 read -r wall rss_kb <"$work/generate-time.log"
 echo "whole run: $wall s wall, peak RSS $((rss_kb / 1024)) MB"

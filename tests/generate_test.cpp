@@ -524,11 +524,11 @@ TEST_F(Generate, WidenAtLoadGivesTheSameImage) {
   EXPECT_EQ(load.output.find("has no effect"), std::string::npos) << load.output;
 }
 
-// The session cache holds ONNX Runtime's "all"-level sessions: the same
+// The session cache keeps ONNX Runtime's "all"-level sessions: the same
 // image as --graph-optimization all --prepack, built once and then reused.
 // (The text encoder's float16 token embedding once made that level abort
 // ONNX Runtime.)
-TEST_F(Generate, CacheDirGivesTheSameImageAsTheAllLevel) {
+TEST_F(Generate, CacheDirMatchesTheAllLevel) {
   TempDir out;
   const std::string common =
       "generate --model " + testing::Quote(dir_->path() / "tiny-sd1") +
@@ -554,6 +554,53 @@ TEST_F(Generate, CacheDirGivesTheSameImageAsTheAllLevel) {
   EXPECT_EQ(Read((out / "reuse.png").string()).pixels, pixels);
 }
 
+// A build that cannot write its entry (here a file size limit) names the
+// cache and what to do, and leaves no temporary folder behind.
+TEST_F(Generate, CacheBuildThatCannotWriteIsNamed) {
+  TempDir out;
+  const testing::CommandResult r = testing::RunSdonnx(
+      "generate --model " + testing::Quote(dir_->path() / "tiny-sd1") +
+          " --prompt fox --steps 1 --width 32 --height 32 --threads 1 --tokenizer " +
+          testing::Quote(Fixture("clip/bpe_simple_vocab_16e6.txt.gz")) + " --output " +
+          testing::Quote(out / "fox.png") + " --cache-dir " + testing::Quote(out / "cache"),
+      "ulimit -f 1000;");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("building the session cache entry of unet_tiny-sd1.onnx in " +
+                          (out / "cache").string() + " failed"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("or run without it"), std::string::npos) << r.output;
+  EXPECT_TRUE(testing::ListFiles(out.path()).empty());
+  EXPECT_FALSE(fs::exists(out / "cache"));
+}
+
+// The cache checks byte counts only. A damaged entry of the right size
+// shows up as NaN, and the error names the entry as a cause.
+TEST_F(Generate, NanFromACachedModelNamesTheEntry) {
+  TempDir out;
+  GenerateOptions o = Options("unused.png");
+  o.output = (out / "a.png").string();
+  o.steps = 1;
+  o.session.cache_dir = (out / "cache").string();
+  ASSERT_TRUE(sdonnx::Generate(o).ok());
+  fs::path data;
+  for (const auto& item : fs::directory_iterator(out / "cache")) {
+    if (item.path().filename().string().rfind("unet_", 0) == 0) {
+      data = item.path() / "model.onnx.data";
+    }
+  }
+  ASSERT_FALSE(data.empty());
+  testing::WriteBytes(data, std::string(fs::file_size(data), '\x7f'));
+  Result<GenerateResult> result = sdonnx::Generate(o);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("unet produced NaN or Inf"), std::string::npos)
+      << result.status().message();
+  EXPECT_NE(
+      result.status().message().find("or the session cache entry " + data.parent_path().string()),
+      std::string::npos)
+      << result.status().message();
+}
+
 TEST_F(Generate, CacheDirConflictsAreNamed) {
   TempDir out;
   const std::string common = "generate --model " + testing::Quote(dir_->path() / "tiny-sd1") +
@@ -565,9 +612,18 @@ TEST_F(Generate, CacheDirConflictsAreNamed) {
   EXPECT_NE(prepack.exit_code, 0);
   EXPECT_NE(prepack.output.find("leave out --graph-optimization and --prepack"), std::string::npos)
       << prepack.output;
+  const testing::CommandResult extended =
+      testing::RunSdonnx(common + " --graph-optimization extended");
+  EXPECT_NE(extended.exit_code, 0);
+  EXPECT_NE(extended.output.find("leave out --graph-optimization and --prepack"), std::string::npos)
+      << extended.output;
   const testing::CommandResult cuda = testing::RunSdonnx(common + " --provider cuda");
   EXPECT_NE(cuda.exit_code, 0);
   EXPECT_NE(cuda.output.find("leave it out with cuda"), std::string::npos) << cuda.output;
+  const testing::CommandResult empty = testing::RunSdonnx(common + " --cache-dir ''");
+  EXPECT_NE(empty.exit_code, 0);
+  EXPECT_NE(empty.output.find("an empty folder path is invalid"), std::string::npos)
+      << empty.output;
   EXPECT_TRUE(testing::ListFiles(out.path()).empty());
   EXPECT_FALSE(std::filesystem::exists(out / "cache"));
 }

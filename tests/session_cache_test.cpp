@@ -46,13 +46,13 @@ class SessionCache : public ::testing::Test {
   }
 
   // Loads the UNet with `options` and runs it on the reference inputs.
-  HostTensor RunUNet(const SessionOptions& options, std::unique_ptr<OrtModel>* kept = nullptr) {
+  HostTensor RunUNet(const SessionOptions& options, std::unique_ptr<OrtModel>* loaded = nullptr) {
     auto model = OrtModel::Load(unet_, options);
     EXPECT_TRUE(model.ok()) << model.status().message();
     if (!model.ok()) return {};
     auto out = (*model)->Run(Inputs());
     EXPECT_TRUE(out.ok()) << out.status().message();
-    if (kept) *kept = std::move(*model);
+    if (loaded) *loaded = std::move(*model);
     return out.ok() ? (*out)["out_sample"] : HostTensor{};
   }
 
@@ -70,7 +70,7 @@ class SessionCache : public ::testing::Test {
   const fs::path reference_ = Fixture("tiny/tiny-sd1.reference.safetensors");
 };
 
-TEST_F(SessionCache, SecondLoadUsesTheEntryAndComputesTheSame) {
+TEST_F(SessionCache, SecondLoadReusesTheEntry) {
   std::unique_ptr<OrtModel> first;
   const HostTensor built = RunUNet(options_, &first);
   ASSERT_TRUE(first);
@@ -138,7 +138,9 @@ TEST_F(SessionCache, TruncatedEntryIsRebuilt) {
   ASSERT_TRUE(model);
   EXPECT_TRUE(model->cache_built());
   EXPECT_EQ(rebuilt.f32, expected.f32);
-  EXPECT_NE(warnings.text().find("entry.txt records another key or other byte counts"),
+  EXPECT_NE(warnings.text().find("model.onnx.data has " +
+                                 std::to_string(fs::file_size(entry / "model.onnx.data") / 2) +
+                                 " bytes, but entry.txt records 'data_bytes "),
             std::string::npos)
       << warnings.text();
   EXPECT_NE(warnings.text().find("building it again"), std::string::npos) << warnings.text();
@@ -167,6 +169,34 @@ TEST_F(SessionCache, SymlinkedEntryIsRefused) {
   EXPECT_NE(model.status().message().find("is a symlink"), std::string::npos)
       << model.status().message();
   EXPECT_TRUE(fs::exists(elsewhere / "model.onnx"));
+}
+
+TEST_F(SessionCache, EditedKeyIsRebuilt) {
+  RunUNet(options_);
+  const fs::path record = UNetEntry() / "entry.txt";
+  std::string text = testing::ReadBytes(record);
+  text += "one more line\n";
+  testing::WriteBytes(record, text);
+  testing::WarningLog warnings;
+  std::unique_ptr<OrtModel> model;
+  RunUNet(options_, &model);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->cache_built());
+  EXPECT_NE(warnings.text().find("entry.txt records another key"), std::string::npos)
+      << warnings.text();
+}
+
+TEST_F(SessionCache, FileWhereEntryBelongsIsKept) {
+  RunUNet(options_);
+  const fs::path entry = UNetEntry();
+  fs::remove_all(entry);
+  testing::WriteBytes(entry, "mine");
+  auto model = OrtModel::Load(unet_, options_);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("is not a folder where the session cache keeps"),
+            std::string::npos)
+      << model.status().message();
+  EXPECT_EQ(testing::ReadBytes(entry), "mine");
 }
 
 TEST_F(SessionCache, StaleBuildFolderIsRemoved) {

@@ -125,6 +125,9 @@ std::string MakeZip(const std::vector<ZipEntry>& entries);
 void EditMetadata(const std::filesystem::path& path,
                   const std::function<void(std::map<std::string, std::string>&)>& edit);
 
+// Returns the bytes of the file at `path`; a failure to read it fails the test.
+std::string ReadBytes(const std::filesystem::path& path);
+
 // Writes `bytes` to `path` as they are.
 void WriteBytes(const std::filesystem::path& path, const std::string& bytes);
 

@@ -97,16 +97,25 @@ Image TensorToImage(const float* chw, std::int64_t width, std::int64_t height) {
   return image;
 }
 
-Status CheckFinite(std::span<const float> values, const std::string& component, int step,
-                   int total) {
+Status CheckFinite(std::span<const float> values, const std::string& component,
+                   const OrtModel& model, int step, int total) {
   for (float v : values) {
     if (!std::isfinite(v)) {
       std::string where = step > 0 ? " at step " + std::to_string(step) + " of " +
                                          std::to_string(total)
                                    : "";
+      // The cache checks byte counts only, so a damaged entry of the right
+      // size shows up here.
+      const std::string cached =
+          model.cached_path().empty()
+              ? ""
+              : ", or the session cache entry " +
+                    fs::path(model.cached_path()).parent_path().string() +
+                    " it was loaded from is damaged (remove that folder to build it again)";
       return Status::Error(component + " produced NaN or Inf" + where +
                            "; the model's weights may be broken, or an fp16 model overflowed "
-                           "(try the fp32 conversion)");
+                           "(try the fp32 conversion)" +
+                           cached);
     }
   }
   return Status::Ok();
@@ -132,7 +141,7 @@ Result<std::vector<float>> EncodeToLatent(OrtModel& encoder, const std::vector<f
                     {{"sample", HostTensor::Float({1, 3, options.height, options.width}, pixels)}},
                     {"latent_parameters"}));
   const HostTensor& moments = out["latent_parameters"];
-  SDONNX_RETURN_IF_ERROR(CheckFinite(moments.f32, "vae_encoder", 0, 0));
+  SDONNX_RETURN_IF_ERROR(CheckFinite(moments.f32, "vae_encoder", encoder, 0, 0));
   const std::size_t size = plan.LatentSize();
   if (moments.f32.size() != 2 * size) {
     return Status::Error(encoder.path() + ": latent_parameters has " +
@@ -496,7 +505,7 @@ Result<std::vector<float>> RunSampler(ModelSet& models, const GenerateOptions& o
                            std::to_string(out.size()) + " values, expected " +
                            std::to_string(expected));
     }
-    SDONNX_RETURN_IF_ERROR(CheckFinite(out, "unet", i + 1, total));
+    SDONNX_RETURN_IF_ERROR(CheckFinite(out, "unet", models.unet(), i + 1, total));
     std::vector<float> guided = Guide(out, size, options, plan);
     SDONNX_RETURN_IF_ERROR(sampler->Step(i, guided, latents, step_noise));
     if (on_step) on_step(i + 1, total, SecondsSince(start));
@@ -523,7 +532,7 @@ Result<std::vector<Image>> DecodeImages(ModelSet& models, std::vector<float> lat
                                                  std::move(one))}},
             {"sample"}));
     std::vector<float>& pixels = decoded["sample"].f32;
-    SDONNX_RETURN_IF_ERROR(CheckFinite(pixels, "vae_decoder", 0, 0));
+    SDONNX_RETURN_IF_ERROR(CheckFinite(pixels, "vae_decoder", models.vae_decoder(), 0, 0));
     if (pixels.size() != 3 * plane) {
       return Status::Error(models.vae_decoder().path() + ": sample has " +
                            std::to_string(pixels.size()) + " values, expected " +

@@ -239,7 +239,12 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
   if (options.cache_dir.empty() || options.provider == Provider::kCuda) {
     return CreateSession(path, options);
   }
-  if (options.provider == Provider::kTensorRt) {
+  const std::vector<std::string> available = AvailableProviders();
+  if (options.provider == Provider::kTensorRt &&
+      std::find(available.begin(), available.end(), "TensorrtExecutionProvider") !=
+          available.end()) {
+    // Without the provider, CreateSession reports that before any folder
+    // is created.
     const std::filesystem::path folder = std::filesystem::path(options.cache_dir) / "tensorrt";
     std::error_code ec;
     std::filesystem::create_directories(folder, ec);
@@ -249,6 +254,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::Load(const std::string& path,
     }
     return CreateSession(path, options);
   }
+  if (options.provider == Provider::kTensorRt) return CreateSession(path, options);
   std::set<std::string> locations;
   for (const OnnxInitializer& init : (*checked)->initializers()) {
     if (init.storage == InitializerStorage::kExternal) locations.insert(init.location);

@@ -4,6 +4,7 @@
 #include <onnxruntime_session_options_config_keys.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -32,6 +33,8 @@ constexpr char kEntryName[] = "entry.txt";
 // Initializers from this size up go to the entry's data file, so that
 // loads map them instead of parsing them out of the model.
 constexpr char kMinExternalBytes[] = "1024";
+// entry.txt is a few lines and the key text: well under this.
+constexpr std::uint64_t kMaxEntryTextBytes = 1u << 20;
 
 // "SIZE MTIME_NS" of `path`, or an error naming it.
 Result<std::string> FileStamp(const fs::path& path) {
@@ -82,9 +85,12 @@ std::string EntryText(const std::string& key_text, std::uint64_t model_bytes,
 // when it contains no file besides those an entry has.
 Status RemoveDamagedEntry(const fs::path& entry) {
   std::error_code ec;
-  if (fs::is_symlink(entry, ec)) {
-    return Status::Error(entry.string() + ": is a symlink where the session cache keeps an " +
-                         "entry folder; remove it or pass another --cache-dir");
+  const fs::file_status status = fs::symlink_status(entry, ec);
+  if (fs::is_symlink(status) || !fs::is_directory(status)) {
+    return Status::Error(entry.string() + ": is " +
+                         (fs::is_symlink(status) ? "a symlink" : "not a folder") +
+                         " where the session cache keeps an entry folder; remove it or pass "
+                         "another --cache-dir");
   }
   for (const fs::directory_entry& item : fs::directory_iterator(entry, ec)) {
     const std::string name = item.path().filename().string();
@@ -143,24 +149,47 @@ std::string SessionCacheEntryProblem(const fs::path& entry, const std::string& k
   if (ec || !fs::exists(status)) return "it does not exist";
   if (fs::is_symlink(status)) return "it is a symlink";
   if (!fs::is_directory(status)) return "it is not a folder";
+
   const std::optional<std::uint64_t> record_bytes = PlainFileBytes(entry / kEntryName);
-  if (!record_bytes || *record_bytes > (1u << 20)) {
-    return std::string(kEntryName) + " is missing or not a regular file";
+  if (!record_bytes) return std::string(kEntryName) + " is missing or not a regular file";
+  if (*record_bytes > kMaxEntryTextBytes) {
+    return std::string(kEntryName) + " has " + std::to_string(*record_bytes) +
+           " bytes, more than the " + std::to_string(kMaxEntryTextBytes) + " an entry writes";
   }
   std::ifstream record(entry / kEntryName, std::ios::binary);
   std::stringstream contents;
   contents << record.rdbuf();
+
   const std::optional<std::uint64_t> model_bytes = PlainFileBytes(entry / kModelName);
   const std::optional<std::uint64_t> data_bytes = PlainFileBytes(entry / kDataName);
   if (!model_bytes) return std::string(kModelName) + " is missing or not a regular file";
   if (!data_bytes) return std::string(kDataName) + " is missing or not a regular file";
-  const std::string expected = EntryText(key_text, *model_bytes, *data_bytes);
-  if (contents.str() != expected) {
-    return std::string(kEntryName) + " records another key or other byte counts (" + kModelName +
-           " has " + std::to_string(*model_bytes) + " bytes, " + kDataName + " has " +
-           std::to_string(*data_bytes) + ")";
+
+  // The record is the format line, two byte counts, then the key text.
+  std::string format;
+  std::string model_count;
+  std::string data_count;
+  std::getline(contents, format);
+  std::getline(contents, model_count);
+  std::getline(contents, data_count);
+  const std::string rest = contents.str().substr(
+      std::min<std::size_t>(contents.str().size(), static_cast<std::size_t>(contents.tellg())));
+  if (!contents || format != kFormatLine) {
+    return std::string(kEntryName) + " does not start with '" + kFormatLine + "'";
   }
-  return "";
+  if (rest != key_text) return std::string(kEntryName) + " records another key";
+
+  auto count_problem = [](const std::string& line, const std::string& label,
+                          const std::string& name, std::uint64_t bytes) -> std::string {
+    if (line == label + " " + std::to_string(bytes)) return "";
+    return name + " has " + std::to_string(bytes) + " bytes, but " + kEntryName + " records '" +
+           line + "'";
+  };
+  if (std::string problem = count_problem(model_count, "model_bytes", kModelName, *model_bytes);
+      !problem.empty()) {
+    return problem;
+  }
+  return count_problem(data_count, "data_bytes", kDataName, *data_bytes);
 }
 
 Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
@@ -180,7 +209,11 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
       LogWarning(entry.string() + ": the cached session of " + name + " cannot be used (" +
                  problem + "); building it again");
     }
-    SDONNX_ASSIGN_OR_RETURN(CreatedFolders created, CreatedFolders::Create(cache_dir));
+    Result<CreatedFolders> created_folders = CreatedFolders::Create(cache_dir);
+    if (!created_folders.ok()) {
+      return Status::Error(created_folders.status().message() + "; pass a writable --cache-dir");
+    }
+    CreatedFolders created = std::move(created_folders).value();
     Result<LockedTemporaryFolder> building_folder =
         LockedTemporaryFolder::Create(cache_dir, kBuildingPrefix, kLockName);
     if (!building_folder.ok()) {
@@ -205,7 +238,12 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
       // The building session keeps a copy of every weight in memory, so it
       // is dropped before the entry is loaded.
       Result<std::unique_ptr<OrtModel>> building = CreateSession(path, build_options);
-      if (!building.ok()) return building.status();
+      if (!building.ok()) {
+        return Status::Error("building the session cache entry of " + name + " in " +
+                             cache_dir.string() +
+                             " failed (is the disk full?): " + building.status().message() +
+                             "; free space there, pass another --cache-dir, or run without it");
+      }
     }
     const std::optional<std::uint64_t> model_bytes = PlainFileBytes(build.path() / kModelName);
     if (!model_bytes) {
