@@ -250,6 +250,21 @@ TEST(Cli, HugeImageSizeIsNamedAsTyped) {
   }
 }
 
+// CLI11 reads a leading 0 as octal; sdonnx reads every integer as decimal.
+TEST(Cli, LeadingZerosAreDecimal) {
+  TempDir dir;
+  const CommandResult batch =
+      RunSdonnx("generate --model m --prompt p --output o.png --batch-size 065",
+                "cd " + Quote(dir.path()) + " &&");
+  EXPECT_EQ(batch.exit_code, 1) << batch.output;
+  EXPECT_NE(batch.output.find("Value 65 not in range 1 to 64"), std::string::npos) << batch.output;
+  // As octal, 014 would be 12, below the smallest opset.
+  const CommandResult opset = RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) +
+                                        " " + Quote(dir / "out") + " --opset-version 014");
+  EXPECT_EQ(opset.exit_code, 0) << opset.output;
+  EXPECT_EQ(testing::ReadModel(dir / "out" / "unet_tiny-sd1.onnx").opset_import(0).version(), 14);
+}
+
 // Every integer option rejects text with "is not an integer", not with
 // "not in range" or "Could not convert".
 TEST(Cli, IntegerOptionsRejectText) {

@@ -582,23 +582,30 @@ TEST_F(Generate, NanFromACachedModelNamesTheEntry) {
   o.output = (out / "a.png").string();
   o.steps = 1;
   o.session.cache_dir = (out / "cache").string();
-  ASSERT_TRUE(sdonnx::Generate(o).ok());
-  fs::path data;
-  for (const auto& item : fs::directory_iterator(out / "cache")) {
-    if (item.path().filename().string().rfind("unet_", 0) == 0) {
-      data = item.path() / "model.onnx.data";
+  const std::vector<std::pair<std::string, std::string>> components = {
+      {"unet_tiny", "unet produced NaN or Inf"},
+      {"clip_text_tiny", "clip_text_tiny-sd1.onnx produced NaN or Inf"}};
+  for (const auto& [prefix, message] : components) {
+    SCOPED_TRACE(prefix);
+    fs::remove_all(out / "cache");
+    ASSERT_TRUE(sdonnx::Generate(o).ok());
+    fs::path data;
+    for (const auto& item : fs::directory_iterator(out / "cache")) {
+      if (item.path().filename().string().rfind(prefix, 0) == 0) {
+        data = item.path() / "model.onnx.data";
+      }
     }
+    ASSERT_FALSE(data.empty());
+    testing::WriteBytes(data, std::string(fs::file_size(data), '\x7f'));
+    Result<GenerateResult> result = sdonnx::Generate(o);
+    ASSERT_FALSE(result.ok());
+    EXPECT_NE(result.status().message().find(message), std::string::npos)
+        << result.status().message();
+    EXPECT_NE(
+        result.status().message().find("or the session cache entry " + data.parent_path().string()),
+        std::string::npos)
+        << result.status().message();
   }
-  ASSERT_FALSE(data.empty());
-  testing::WriteBytes(data, std::string(fs::file_size(data), '\x7f'));
-  Result<GenerateResult> result = sdonnx::Generate(o);
-  ASSERT_FALSE(result.ok());
-  EXPECT_NE(result.status().message().find("unet produced NaN or Inf"), std::string::npos)
-      << result.status().message();
-  EXPECT_NE(
-      result.status().message().find("or the session cache entry " + data.parent_path().string()),
-      std::string::npos)
-      << result.status().message();
 }
 
 TEST_F(Generate, CacheDirConflictsAreNamed) {
@@ -682,6 +689,7 @@ TEST_F(Generate, DamagedUNetMetadataIsNamed) {
       {"sdonnx.text_pad_id", {"-1", "49408", "abc", ""}},
       {"sdonnx.static_shape", {"0x0", "-8x-8", "64x64junk", "64", "64X64"}},
       {"sdonnx.vae_scaling_factor", {"0", "-1", "nan", "inf", "abc", "1000"}},
+      {"sdonnx.prediction_type", {"epsilox", ""}},
   };
   for (const auto& [key, values] : cases) {
     for (const std::string& value : values) {

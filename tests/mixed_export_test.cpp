@@ -369,6 +369,7 @@ TEST(VerifyFolder, MetadataGenerateRejectsFails) {
       {"vae_decoder_tiny-sd1.onnx", "sdonnx.full_resolution_channels"},
       {"unet_tiny-sd1.onnx", "sdonnx.static_batch"},
       {"unet_tiny-sd1.onnx", "sdonnx.static_shape"},
+      {"unet_tiny-sd1.onnx", "sdonnx.prediction_type"},
   };
   for (const auto& [file, key] : cases) {
     SCOPED_TRACE(key);

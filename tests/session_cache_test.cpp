@@ -13,6 +13,7 @@
 #include <string>
 
 #include "convert/convert.h"
+#include "formats/onnx_file.h"
 #include "runtime/ort_session.h"
 #include "test_support.h"
 
@@ -182,8 +183,51 @@ TEST_F(SessionCache, EditedKeyIsRebuilt) {
   RunUNet(options_, &model);
   ASSERT_TRUE(model);
   EXPECT_TRUE(model->cache_built());
-  EXPECT_NE(warnings.text().find("entry.txt records another key"), std::string::npos)
+  EXPECT_NE(warnings.text().find("entry.txt records another key (line "), std::string::npos)
       << warnings.text();
+  EXPECT_NE(warnings.text().find("'one more line' where this run's key has nothing"),
+            std::string::npos)
+      << warnings.text();
+}
+
+TEST_F(SessionCache, EditedKeyLineIsNamed) {
+  RunUNet(options_);
+  const fs::path record = UNetEntry() / "entry.txt";
+  std::string text = testing::ReadBytes(record);
+  const std::size_t at = text.find("widen_weights_at_load 0");
+  ASSERT_NE(at, std::string::npos) << text;
+  text.replace(at, 23, "widen_weights_at_load 1");
+  testing::WriteBytes(record, text);
+  testing::WarningLog warnings;
+  RunUNet(options_);
+  EXPECT_NE(warnings.text().find("'widen_weights_at_load 1' where this run's key has "
+                                 "'widen_weights_at_load 0'"),
+            std::string::npos)
+      << warnings.text();
+}
+
+TEST_F(SessionCache, FolderWithAnEntryFileNameIsKept) {
+  RunUNet(options_);
+  const fs::path entry = UNetEntry();
+  fs::remove(entry / "model.onnx");
+  fs::create_directories(entry / "model.onnx" / "sub");
+  testing::WriteBytes(entry / "model.onnx" / "sub" / "mine.txt", "mine");
+  auto model = OrtModel::Load(unet_, options_);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("contains a folder 'model.onnx'"), std::string::npos)
+      << model.status().message();
+  EXPECT_EQ(testing::ReadBytes(entry / "model.onnx" / "sub" / "mine.txt"), "mine");
+}
+
+// The metadata generate reads comes from the converted file, not from the
+// entry's copy, so a damaged copy cannot be blamed on the export.
+TEST_F(SessionCache, MetadataComesFromTheConvertedFile) {
+  std::unique_ptr<OrtModel> model;
+  RunUNet(options_, &model);
+  ASSERT_TRUE(model);
+  auto file = OnnxFile::Open(unet_);
+  ASSERT_TRUE(file.ok()) << file.status().message();
+  EXPECT_EQ(model->Metadata(), (*file)->metadata());
 }
 
 TEST_F(SessionCache, FileWhereEntryBelongsIsKept) {
@@ -217,6 +261,15 @@ TEST_F(SessionCache, UnwritableCacheFolderIsNamed) {
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find((dir_ / "cache").string()), std::string::npos)
       << model.status().message();
+}
+
+// verify skips a cache kept inside the export folder.
+TEST_F(SessionCache, CacheInsideTheExportPassesVerify) {
+  SessionOptions inside = options_;
+  inside.cache_dir = (dir_ / "onnx").string();
+  RunUNet(inside);
+  const testing::CommandResult r = testing::RunSdonnx("verify " + testing::Quote(dir_ / "onnx"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
 TEST(SessionCacheTensorRt, EnginesGoToTheCacheFolder) {

@@ -20,9 +20,11 @@ void AddVerifyCommand(CLI::App& app, std::function<int()>* run);
 void AddExtractCommand(CLI::App& app, std::function<int()>* run);
 void AddRebuildCommand(CLI::App& app, std::function<int()>* run);
 
-// Rejects a value that is not a whole number, such as "abc" or "1.5". Put it
-// before CLI::Range, which reports such a value as out of range. A number
-// too large for int64 passes, so that Range reports it as out of range.
+// Rejects a value that is not a whole number, such as "abc" or "1.5". Add it
+// with transform() before CLI::Range, which reports such a value as out of
+// range: it rewrites the number in plain decimal, because CLI11 reads a
+// leading 0 as octal. A number too large for int64 passes as typed, so that
+// Range reports it as out of range.
 CLI::Validator IntegerValidator();
 // Prints "error: MESSAGE" to stderr and returns exit code 1.
 int ReportError(const std::string& message);

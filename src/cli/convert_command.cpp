@@ -149,7 +149,7 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--output-dir,output_dir", args->output_dir, "Folder for the ONNX files")
       ->required();
   cmd->add_option("--opset-version", args->opset, "ONNX opset")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->check(CLI::Range(kMinOpset, kMaxOpset))
       ->capture_default_str();
   cmd->add_option("--config", args->config,
@@ -183,18 +183,20 @@ void AddConvertCommand(CLI::App& app, std::function<int()>* run) {
                 "then load only in ONNX Runtime");
   cmd->add_option("--attention-chunks", args->attention_chunks,
                   "Split the queries of UNet and VAE self-attention into this many chunks "
-                  "(default " + std::to_string(kDefaultAttentionChunks) + "), so that only "
-                  "one chunk's scores are in memory at a time; the VAE gets a quarter; 1 "
-                  "writes each attention in one piece, as TensorRT wants; ignored with "
-                  "--ort-attention")
-      ->check(IntegerValidator())
+                  "(default " +
+                      std::to_string(kDefaultAttentionChunks) +
+                      "), so that only "
+                      "one chunk's scores are in memory at a time; the VAE gets a quarter; 1 "
+                      "writes each attention in one piece, as TensorRT wants; ignored with "
+                      "--ort-attention")
+      ->transform(IntegerValidator())
       ->check(CLI::Range(std::int64_t{1}, kMaxAttentionChunks));
   cmd->add_option("--static-shape", args->static_shape,
                   "Write fixed-shape models for images of WIDTHxHEIGHT pixels, such as 512x512");
   cmd->add_option("--batch-size", args->batch_size,
                   "With --static-shape: images per run; the UNet takes twice as many rows "
                   "(negative and positive prompt)")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->each([args](const std::string&) { args->batch_size_given = true; })
       ->capture_default_str();
   cmd->callback([run, args] { *run = [args] { return RunConvert(*args); }; });

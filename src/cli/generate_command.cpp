@@ -144,7 +144,7 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
       ->required();
   cmd->add_option("--negative-prompt", o.negative_prompt, "What to avoid");
   cmd->add_option("--steps", o.steps, "Sampling steps")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   cmd->add_option("--cfg-scale", o.cfg_scale, "Classifier-free guidance scale; 1 disables it")
@@ -153,24 +153,24 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
                   "euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras or lcm")
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed; -1 picks one at random")
-      ->check(SeedValidator())
+      ->transform(SeedValidator())
       ->capture_default_str();
   // The upper bounds repeat generate's own, so that a number past 64 bits is
   // named as typed instead of as the largest int64 CLI11 clamps it to.
   cmd->add_option("--width", o.width, "Image width, a multiple of 8")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{8192}))
       ->capture_default_str();
   cmd->add_option("--height", o.height, "Image height, a multiple of 8")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{8192}))
       ->capture_default_str();
   cmd->add_option("--batch-size", o.batch_size, "Images per run; files are numbered")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{64}))
       ->capture_default_str();
   cmd->add_option("--clip-skip", o.clip_skip, "Text encoder layers to skip from the end, 1 = none")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->capture_default_str();
   cmd->add_option("--init-image", args->init_image, "PNG to start from (img2img)");
   cmd->add_option("--strength", args->strength,
@@ -188,9 +188,10 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--tokenizer", args->tokenizer,
                   "CLIP tokenizer: bpe_simple_vocab_16e6.txt.gz, or a folder with it or with "
                   "vocab.json and merges.txt");
-  cmd->add_option("--threads", o.session.intra_op_threads, "CPU threads; 0 lets ONNX Runtime "
+  cmd->add_option("--threads", o.session.intra_op_threads,
+                  "CPU threads; 0 lets ONNX Runtime "
                   "choose")
-      ->check(IntegerValidator())
+      ->transform(IntegerValidator())
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   cmd->add_option("--graph-optimization", args->graph_optimization,

@@ -27,10 +27,13 @@ CLI::Validator IntegerValidator() {
         std::int64_t value = 0;
         const char* end = text.data() + text.size();
         const auto [stop, error] = std::from_chars(text.data(), end, value);
-        if (stop == end && !text.empty() &&
-            (error == std::errc() || error == std::errc::result_out_of_range)) {
+        if (stop == end && !text.empty() && error == std::errc()) {
+          // CLI11 reads a leading 0 as octal ("010" is 8), so the number is
+          // passed on in plain decimal.
+          text = std::to_string(value);
           return "";
         }
+        if (stop == end && !text.empty() && error == std::errc::result_out_of_range) return "";
         return "Value " + text + " is not an integer";
       },
       "INT");

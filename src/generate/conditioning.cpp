@@ -1,10 +1,14 @@
 #include "generate/conditioning.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 namespace sdonnx {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -54,6 +58,29 @@ Result<std::string> ClipSkipOutput(const OrtModel& text_encoder, const std::stri
   return output;
 }
 
+Status CheckFinite(std::span<const float> values, const std::string& component,
+                   const OrtModel& model, int step, int total) {
+  for (float v : values) {
+    if (!std::isfinite(v)) {
+      std::string where =
+          step > 0 ? " at step " + std::to_string(step) + " of " + std::to_string(total) : "";
+      // The cache checks byte counts only, so a damaged entry of the right
+      // size shows up here.
+      const std::string cached =
+          model.cached_path().empty()
+              ? ""
+              : ", or the session cache entry " +
+                    fs::path(model.cached_path()).parent_path().string() +
+                    " it was loaded from is damaged (remove that folder to build it again)";
+      return Status::Error(component + " produced NaN or Inf" + where +
+                           "; the model's weights may be broken, or an fp16 model overflowed "
+                           "(try the fp32 conversion)" +
+                           cached);
+    }
+  }
+  return Status::Ok();
+}
+
 Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<PromptChunk>& chunks,
                                 const std::string& context_output, int clip_skip,
                                 HostTensor* pooled) {
@@ -77,6 +104,10 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
         {1, width}, std::vector<float>(embeds.f32.begin(), embeds.f32.begin() + width));
   }
   HostTensor states = std::move(outputs[output]);
+  const std::string component = fs::path(text_encoder.path()).filename().string();
+  SDONNX_RETURN_IF_ERROR(CheckFinite(states.f32, component, text_encoder, 0, 0));
+  if (pooled != nullptr)
+    SDONNX_RETURN_IF_ERROR(CheckFinite(pooled->f32, component, text_encoder, 0, 0));
   if (states.shape.size() != 3 || states.shape[0] != count || states.shape[1] != length) {
     return Status::Error(text_encoder.path() + ": output '" + output + "' has an unexpected shape");
   }

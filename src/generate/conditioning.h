@@ -2,6 +2,7 @@
 // AUTOMATIC1111's emphasis weights, into the UNet's cross-attention context.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -32,5 +33,10 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
 
 // Joins contexts [1, S, a] and [1, S, b] into [1, S, a + b].
 HostTensor JoinContexts(const HostTensor& first, const HostTensor& second);
+
+// Returns an error when `values`, an output of `model` (named `component`),
+// holds NaN or Inf. `step` of `total` places a UNet output; 0 for others.
+Status CheckFinite(std::span<const float> values, const std::string& component,
+                   const OrtModel& model, int step, int total);
 
 }  // namespace sdonnx

@@ -97,30 +97,6 @@ Image TensorToImage(const float* chw, std::int64_t width, std::int64_t height) {
   return image;
 }
 
-Status CheckFinite(std::span<const float> values, const std::string& component,
-                   const OrtModel& model, int step, int total) {
-  for (float v : values) {
-    if (!std::isfinite(v)) {
-      std::string where = step > 0 ? " at step " + std::to_string(step) + " of " +
-                                         std::to_string(total)
-                                   : "";
-      // The cache checks byte counts only, so a damaged entry of the right
-      // size shows up here.
-      const std::string cached =
-          model.cached_path().empty()
-              ? ""
-              : ", or the session cache entry " +
-                    fs::path(model.cached_path()).parent_path().string() +
-                    " it was loaded from is damaged (remove that folder to build it again)";
-      return Status::Error(component + " produced NaN or Inf" + where +
-                           "; the model's weights may be broken, or an fp16 model overflowed "
-                           "(try the fp32 conversion)" +
-                           cached);
-    }
-  }
-  return Status::Ok();
-}
-
 Result<Image> ReadImageOfSize(const std::string& path, const std::string& what, bool gray,
                               std::int64_t width, std::int64_t height) {
   SDONNX_ASSIGN_OR_RETURN(Image image, ReadPng(path, gray));

@@ -79,6 +79,17 @@ Result<ImageSize> MetadataImageSize(const std::string& path, const std::string& 
   return size;
 }
 
+Result<PredictionType> MetadataPredictionType(const std::string& path,
+                                              const std::map<std::string, std::string>& metadata) {
+  SDONNX_ASSIGN_OR_RETURN(const std::string text,
+                          MetadataText(path, "sdonnx.prediction_type", metadata));
+  Result<PredictionType> prediction = ParsePredictionType(text);
+  if (!prediction.ok()) {
+    return InvalidMetadata(path, "sdonnx.prediction_type", text, "epsilon or v_prediction");
+  }
+  return prediction;
+}
+
 std::vector<std::string> InvalidGenerateMetadata(
     const std::string& path, const std::map<std::string, std::string>& metadata) {
   std::vector<std::string> problems;
@@ -103,6 +114,9 @@ std::vector<std::string> InvalidGenerateMetadata(
   }
   if (metadata.contains("sdonnx.static_shape")) {
     check(MetadataImageSize(path, "sdonnx.static_shape", metadata).status());
+  }
+  if (metadata.contains("sdonnx.prediction_type")) {
+    check(MetadataPredictionType(path, metadata).status());
   }
   const auto layout = metadata.find("sdonnx.self_attention");
   if (layout != metadata.end()) {
@@ -141,16 +155,18 @@ std::string MismatchWithDecoder(const std::string& unet_path, std::int64_t laten
            std::to_string(2 * l) + " for instruct-pix2pix; " + std::to_string(2 * l + 1) +
            " for inpainting)" + again;
   }
+  const std::string either =
+      "; one of the two files is damaged or was edited, so convert the checkpoint again";
   if (decoder_channels > 0 && decoder_channels != l) {
     return unet_path + ": metadata 'sdonnx.latent_channels' is " + latents + ", but " +
            decoder_path + " takes latents with " + std::to_string(decoder_channels) + " channels" +
-           again;
+           either;
   }
   const auto factor = decoder_metadata.find("sdonnx.vae_downsample_factor");
   if (factor != decoder_metadata.end() && factor->second != std::to_string(downsample_factor)) {
     return unet_path + ": metadata 'sdonnx.vae_downsample_factor' is " +
            std::to_string(downsample_factor) + ", but " + decoder_path + " records " +
-           factor->second + again;
+           factor->second + either;
   }
   return "";
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "sampling/sampler.h"
 #include "util/status.h"
 
 namespace sdonnx {
@@ -40,6 +41,10 @@ Result<std::int64_t> MetadataInteger(const std::string& path, const std::string&
 // Parses metadata `key` as a finite number above 0 and at most `max`.
 Result<float> MetadataPositiveFloat(const std::string& path, const std::string& key,
                                     const std::map<std::string, std::string>& metadata, float max);
+
+// Parses sdonnx.prediction_type: epsilon or v_prediction.
+Result<PredictionType> MetadataPredictionType(const std::string& path,
+                                              const std::map<std::string, std::string>& metadata);
 
 // Parses metadata `key` as WIDTHxHEIGHT, each a multiple of 8 from 8 to
 // kMaxStaticSide.

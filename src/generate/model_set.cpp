@@ -123,8 +123,7 @@ Status ReadFacts(OrtModel& unet, ModelFacts* facts) {
     return Status::Error(missing.front());
   }
   facts->variant = text("sdonnx.variant");
-  SDONNX_ASSIGN_OR_RETURN(facts->prediction,
-                          ParsePredictionType(text("sdonnx.prediction_type")));
+  SDONNX_ASSIGN_OR_RETURN(facts->prediction, MetadataPredictionType(path, metadata));
   SDONNX_ASSIGN_OR_RETURN(
       facts->scaling_factor,
       MetadataPositiveFloat(path, "sdonnx.vae_scaling_factor", metadata, kMaxScalingFactor));

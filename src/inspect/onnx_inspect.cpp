@@ -17,6 +17,7 @@
 #include "generate/metadata_values.h"
 #include "inspect/onnx_family.h"
 #include "rebuild/source_record.h"
+#include "runtime/session_cache.h"
 
 namespace sdonnx {
 namespace {
@@ -446,7 +447,9 @@ Result<OnnxFolderSummary> InspectOnnxFolder(const std::string& path) {
   for (const fs::directory_entry& entry : fs::directory_iterator(path, ec)) {
     if (entry.is_regular_file() && entry.path().extension() == ".onnx") {
       paths.push_back(entry.path());
-    } else if (entry.is_directory() && !entry.path().filename().string().starts_with(".")) {
+    } else if (entry.is_directory() && !entry.path().filename().string().starts_with(".") &&
+               // A session cache kept inside the export folder is not part of it.
+               !IsSessionCacheEntry(entry.path())) {
       for (const fs::directory_entry& inner : fs::directory_iterator(entry.path(), ec)) {
         if (inner.is_regular_file() && inner.path().extension() == ".onnx") {
           paths.push_back(inner.path());

@@ -336,6 +336,7 @@ Result<std::vector<std::int64_t>> OrtModel::InputShape(const std::string& name) 
 }
 
 std::map<std::string, std::string> OrtModel::Metadata() const {
+  if (!cached_path_.empty()) return original_metadata_;
   std::map<std::string, std::string> out;
   Ort::AllocatorWithDefaultOptions allocator;
   Ort::ModelMetadata metadata = session_->GetModelMetadata();

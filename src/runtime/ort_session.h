@@ -120,7 +120,7 @@ class OrtModel {
   std::vector<std::string> OutputNames() const;
   // Dimensions of input `name`; -1 marks a dynamic dimension.
   Result<std::vector<std::int64_t>> InputShape(const std::string& name) const;
-  // The model's metadata_props.
+  // The model's metadata_props; for a cached session, those of path().
   std::map<std::string, std::string> Metadata() const;
 
   // Runs the model; returns the requested outputs (all when empty) by name.
@@ -154,6 +154,9 @@ class OrtModel {
   std::string path_;
   std::string cached_path_;
   bool cache_built_ = false;
+  // For a cached session: the metadata of the file at path_, which
+  // Metadata() returns instead of the cache entry's copy.
+  std::map<std::string, std::string> original_metadata_;
   std::unique_ptr<Ort::Session> session_;
 };
 

@@ -75,6 +75,24 @@ std::optional<std::uint64_t> PlainFileBytes(const fs::path& path) {
   return bytes;
 }
 
+// The first line where the recorded key and this run's key differ.
+std::string KeyDifference(const std::string& recorded, const std::string& current) {
+  auto lines = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  };
+  const std::vector<std::string> old_lines = lines(recorded);
+  const std::vector<std::string> new_lines = lines(current);
+  std::size_t i = 0;
+  while (i < old_lines.size() && i < new_lines.size() && old_lines[i] == new_lines[i]) ++i;
+  const std::string old_line = i < old_lines.size() ? "'" + old_lines[i] + "'" : "nothing";
+  const std::string new_line = i < new_lines.size() ? "'" + new_lines[i] + "'" : "nothing";
+  return "line " + std::to_string(i + 4) + ": " + old_line + " where this run's key has " +
+         new_line;
+}
+
 std::string EntryText(const std::string& key_text, std::uint64_t model_bytes,
                       std::uint64_t data_bytes) {
   return std::string(kFormatLine) + "\nmodel_bytes " + std::to_string(model_bytes) +
@@ -82,7 +100,7 @@ std::string EntryText(const std::string& key_text, std::uint64_t model_bytes,
 }
 
 // Removes an entry folder that failed SessionCacheEntryProblem, but only
-// when it contains no file besides those an entry has.
+// when it contains no file or folder besides the files an entry has.
 Status RemoveDamagedEntry(const fs::path& entry) {
   std::error_code ec;
   const fs::file_status status = fs::symlink_status(entry, ec);
@@ -94,6 +112,12 @@ Status RemoveDamagedEntry(const fs::path& entry) {
   }
   for (const fs::directory_entry& item : fs::directory_iterator(entry, ec)) {
     const std::string name = item.path().filename().string();
+    std::error_code type_error;
+    if (item.is_directory(type_error) && !item.is_symlink(type_error)) {
+      return Status::Error(entry.string() + ": contains a folder '" + name +
+                           "', which no session cache entry has; remove the folder or pass "
+                           "another --cache-dir");
+    }
     if (name != kModelName && name != kDataName && name != kEntryName) {
       return Status::Error(entry.string() + ": contains '" + name + "', which no session cache " +
                            "entry has; remove the folder or pass another --cache-dir");
@@ -134,6 +158,13 @@ Result<std::string> SessionCacheKey(const std::string& model_path,
     text += "config " + key + "=" + value + "\n";
   }
   return text;
+}
+
+bool IsSessionCacheEntry(const fs::path& folder) {
+  if (!PlainFileBytes(folder / kEntryName)) return false;
+  std::ifstream record(folder / kEntryName, std::ios::binary);
+  std::string first;
+  return std::getline(record, first) && first == kFormatLine;
 }
 
 fs::path SessionCacheEntry(const fs::path& cache_dir, const std::string& model_path,
@@ -177,7 +208,8 @@ std::string SessionCacheEntryProblem(const fs::path& entry, const std::string& k
   if (!contents || format != kFormatLine) {
     return std::string(kEntryName) + " does not start with '" + kFormatLine + "'";
   }
-  if (rest != key_text) return std::string(kEntryName) + " records another key";
+  if (rest != key_text)
+    return std::string(kEntryName) + " records another key (" + KeyDifference(rest, key_text) + ")";
 
   auto count_problem = [](const std::string& line, const std::string& label,
                           const std::string& name, std::uint64_t bytes) -> std::string {
@@ -211,7 +243,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
     }
     Result<CreatedFolders> created_folders = CreatedFolders::Create(cache_dir);
     if (!created_folders.ok()) {
-      return Status::Error(created_folders.status().message() + "; pass a writable --cache-dir");
+      return Status::Error("--cache-dir: " + created_folders.status().message());
     }
     CreatedFolders created = std::move(created_folders).value();
     Result<LockedTemporaryFolder> building_folder =
@@ -223,6 +255,11 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
     LogInfo(name + ": optimizing for the session cache " + cache_dir.string() +
             " (once per model; later loads map the result)");
     const auto start = std::chrono::steady_clock::now();
+    auto build_failed = [&](const std::string& why) {
+      return Status::Error("building the session cache entry of " + name + " in " +
+                           cache_dir.string() + " failed (is the disk full?): " + why +
+                           "; free space there, pass another --cache-dir, or run without it");
+    };
     SessionOptions build_options = options;
     build_options.cache_dir.clear();
     build_options.optimization = GraphOptimization::kAll;
@@ -238,12 +275,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
       // The building session keeps a copy of every weight in memory, so it
       // is dropped before the entry is loaded.
       Result<std::unique_ptr<OrtModel>> building = CreateSession(path, build_options);
-      if (!building.ok()) {
-        return Status::Error("building the session cache entry of " + name + " in " +
-                             cache_dir.string() +
-                             " failed (is the disk full?): " + building.status().message() +
-                             "; free space there, pass another --cache-dir, or run without it");
-      }
+      if (!building.ok()) return build_failed(building.status().message());
     }
     const std::optional<std::uint64_t> model_bytes = PlainFileBytes(build.path() / kModelName);
     if (!model_bytes) {
@@ -259,8 +291,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
       std::ofstream record(build.path() / kEntryName, std::ios::binary);
       record << EntryText(key_text, *model_bytes, data_bytes);
       if (!record.flush()) {
-        return Status::Error((build.path() / kEntryName).string() +
-                             ": cannot be written: " + std::strerror(errno));
+        return build_failed(std::string("writing ") + kEntryName + ": " + std::strerror(errno));
       }
     }
     SDONNX_ASSIGN_OR_RETURN(const bool placed, build.RenameTo(entry));
@@ -291,6 +322,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
   (*model)->cached_path_ = (*model)->path_;
   (*model)->path_ = path;
   (*model)->cache_built_ = built;
+  (*model)->original_metadata_ = metadata;
   return model;
 }
 

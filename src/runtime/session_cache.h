@@ -45,6 +45,10 @@ Result<std::string> SessionCacheKey(const std::string& model_path,
                                     const std::vector<std::string>& data_files,
                                     const SessionOptions& options);
 
+// Whether `folder` is an entry of a session cache: its entry.txt starts with
+// the format line. verify skips such folders inside an export folder.
+bool IsSessionCacheEntry(const std::filesystem::path& folder);
+
 // The entry folder of `key_text` for `model_path` inside `cache_dir`.
 std::filesystem::path SessionCacheEntry(const std::filesystem::path& cache_dir,
                                         const std::string& model_path, const std::string& key_text);
