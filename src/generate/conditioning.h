@@ -35,7 +35,7 @@ Result<HostTensor> EncodePrompt(OrtModel& text_encoder, const std::vector<Prompt
 HostTensor JoinContexts(const HostTensor& first, const HostTensor& second);
 
 // Returns an error when `values`, an output of `model` (named `component`),
-// holds NaN or Inf. `step` of `total` places a UNet output; 0 for others.
+// contains NaN or Inf. `step` of `total` places a UNet output; 0 for others.
 Status CheckFinite(std::span<const float> values, const std::string& component,
                    const OrtModel& model, int step, int total);
 

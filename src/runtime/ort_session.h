@@ -80,8 +80,8 @@ struct SessionOptions {
   std::map<std::string, std::string> config_entries;
   // When not empty, a folder for sessions built once and reused
   // (runtime/session_cache.h). On the CPU, each model is optimized at kAll
-  // with prepacked weights and saved there, and later loads map that file
-  // instead of optimizing again; `optimization` and `prepack_weights` are
+  // with prepacked weights and saved there. Later loads map that file
+  // instead of optimizing again, so `optimization` and `prepack_weights` are
   // then ignored. With TensorRT, the provider keeps its engines and timing
   // cache in its `tensorrt` subfolder. With CUDA it is ignored.
   std::string cache_dir;

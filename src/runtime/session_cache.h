@@ -18,7 +18,7 @@
 //     session settings that change the optimized graph, and the CPU's model
 //     name and feature flags, on which prepacked layouts depend. Any change
 //     gives a new key.
-//  3. An entry holds `model.onnx` (the optimized graph), `model.onnx.data`
+//  3. An entry contains `model.onnx` (the optimized graph), `model.onnx.data`
 //     (its weights, as ONNX Runtime wrote them) and `entry.txt`: a format
 //     line, the full key text and the byte counts of both files.
 //  4. An entry is built in a temporary folder `.building-XXXXXX` of the cache
