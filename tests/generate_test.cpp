@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -552,6 +553,23 @@ TEST_F(Generate, CacheDirMatchesTheAllLevel) {
   const auto pixels = Read((out / "all.png").string()).pixels;
   EXPECT_EQ(Read((out / "build.png").string()).pixels, pixels);
   EXPECT_EQ(Read((out / "reuse.png").string()).pixels, pixels);
+
+  // A rewritten model gets a new entry, and the build removes the old one.
+  const fs::path unet = dir_->path() / "tiny-sd1" / "unet_tiny-sd1.onnx";
+  const fs::file_time_type unet_time = fs::last_write_time(unet);
+  fs::last_write_time(unet, unet_time + std::chrono::seconds(5));
+  const testing::CommandResult rebuilt =
+      testing::RunSdonnx(common + testing::Quote(out / "rebuilt.png") + cache);
+  fs::last_write_time(unet, unet_time);
+  ASSERT_EQ(rebuilt.exit_code, 0) << rebuilt.output;
+  EXPECT_NE(rebuilt.output.find("cached optimized sessions of unet_tiny-sd1.onnx in"),
+            std::string::npos)
+      << rebuilt.output;
+  EXPECT_NE(rebuilt.output.find("removed 1 cache entry of models that changed or were removed "
+                                "since ("),
+            std::string::npos)
+      << rebuilt.output;
+  EXPECT_EQ(Read((out / "rebuilt.png").string()).pixels, pixels);
 }
 
 // A build that cannot write its entry (here a file size limit) names the

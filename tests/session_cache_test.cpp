@@ -122,11 +122,62 @@ TEST_F(SessionCache, ChangedModelGetsANewEntry) {
   RunUNet(options_);
   const fs::path first = UNetEntry();
   fs::last_write_time(unet_, fs::last_write_time(unet_) + std::chrono::seconds(5));
+  testing::WarningLog log(LogLevel::kInfo);
   std::unique_ptr<OrtModel> model;
   RunUNet(options_, &model);
   ASSERT_TRUE(model);
   EXPECT_TRUE(model->cache_built());
   EXPECT_NE(fs::path(model->cached_path()).parent_path(), first);
+  // No run can use the first entry again, so building the new one removed it.
+  EXPECT_FALSE(fs::exists(first));
+  EXPECT_EQ(model->cache_entries_removed(), 1u);
+  EXPECT_GT(model->cache_bytes_freed(), 0u);
+  EXPECT_NE(log.text().find(first.string() + ": removed; its model changed or was removed"),
+            std::string::npos)
+      << log.text();
+}
+
+TEST_F(SessionCache, EntriesOfRemovedOrChangedModelsArePruned) {
+  // Four copies of the export, each cached. One loses its UNet file, one
+  // its data file's time, one its whole folder (as an unmounted drive
+  // would). The fourth loses its UNet file, but its entry holds a file of
+  // the user's own, so it is never removed.
+  std::map<std::string, fs::path> entries;
+  for (const char* copy : {"removed", "retimed", "unmounted", "annotated"}) {
+    fs::copy(dir_ / "onnx", dir_ / copy);
+    auto model = OrtModel::Load((dir_ / copy / "unet_tiny-sd1.onnx").string(), options_);
+    ASSERT_TRUE(model.ok()) << model.status().message();
+    entries[copy] = fs::path((*model)->cached_path()).parent_path();
+  }
+  fs::remove(dir_ / "removed" / "unet_tiny-sd1.onnx");
+  const fs::path data = dir_ / "retimed" / "unet_tiny-sd1.onnx.data";
+  fs::last_write_time(data, fs::last_write_time(data) + std::chrono::seconds(5));
+  fs::remove_all(dir_ / "unmounted");
+  fs::remove(dir_ / "annotated" / "unet_tiny-sd1.onnx");
+  testing::WriteBytes(entries["annotated"] / "notes.txt", "mine");
+
+  testing::WarningLog log(LogLevel::kInfo);
+  std::unique_ptr<OrtModel> model;
+  RunUNet(options_, &model);
+  ASSERT_TRUE(model);
+  EXPECT_TRUE(model->cache_built());
+  EXPECT_FALSE(fs::exists(entries["removed"]));
+  EXPECT_FALSE(fs::exists(entries["retimed"]));
+  EXPECT_TRUE(fs::exists(entries["unmounted"] / "model.onnx.data"));
+  EXPECT_TRUE(fs::exists(entries["annotated"] / "notes.txt"));
+  EXPECT_EQ(model->cache_entries_removed(), 2u);
+  EXPECT_NE(log.text().find(entries["retimed"].string() + ": removed"), std::string::npos)
+      << log.text();
+
+  // A load that builds nothing removes nothing.
+  fs::copy(dir_ / "onnx", dir_ / "later");
+  auto later = OrtModel::Load((dir_ / "later" / "unet_tiny-sd1.onnx").string(), options_);
+  ASSERT_TRUE(later.ok()) << later.status().message();
+  const fs::path later_entry = fs::path((*later)->cached_path()).parent_path();
+  fs::remove(dir_ / "later" / "unet_tiny-sd1.onnx");
+  RunUNet(options_, &model);
+  EXPECT_FALSE(model->cache_built());
+  EXPECT_TRUE(fs::exists(later_entry / "model.onnx"));
 }
 
 TEST_F(SessionCache, TruncatedEntryIsRebuilt) {

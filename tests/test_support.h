@@ -67,12 +67,13 @@ void SetOnnxMetadata(const std::filesystem::path& path, const std::string& key,
 // Removes metadata `key` from the inline ONNX model at `path`.
 void RemoveOnnxMetadata(const std::filesystem::path& path, const std::string& key);
 
-// Collects the warnings logged while it exists.
+// Collects the messages logged while it exists: warnings, or every level
+// from `minimum` up.
 class WarningLog {
  public:
-  WarningLog() {
-    previous_ = SetLogSink([this](LogLevel level, const std::string& message) {
-      if (level == LogLevel::kWarning) text_ += message + "\n";
+  explicit WarningLog(LogLevel minimum = LogLevel::kWarning) {
+    previous_ = SetLogSink([this, minimum](LogLevel level, const std::string& message) {
+      if (level >= minimum && level != LogLevel::kError) text_ += message + "\n";
     });
   }
   ~WarningLog() { SetLogSink(previous_); }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <numeric>
+#include <tuple>
 
 #include "generate/conditioning.h"
 #include "generate/model_set.h"
@@ -14,8 +15,8 @@
 #include "text/clip_tokenizer.h"
 #include "text/prompt.h"
 #include "text/unicode.h"
-#include "util/log.h"
 #include "util/atomic_file.h"
+#include "util/log.h"
 #include "util/temporaries.h"
 
 namespace sdonnx {
@@ -656,6 +657,7 @@ Result<GenerateResult> Generate(const GenerateOptions& options, const StepCallba
       ModelSet::Load(options.model_dir, options.init_image.has_value(), options.session, run));
   result.load_seconds = SecondsSince(load_start);
   result.cache_built = models->CacheBuilt();
+  std::tie(result.cache_entries_removed, result.cache_bytes_freed) = models->CacheEntriesRemoved();
   SDONNX_ASSIGN_OR_RETURN(Plan plan, MakePlan(options, models->facts()));
   SDONNX_ASSIGN_OR_RETURN(ImageInputs images, PrepareImages(*models, options, plan));
   SDONNX_ASSIGN_OR_RETURN(Contexts contexts, EncodePrompts(*models, options, plan));

@@ -49,6 +49,9 @@ struct GenerateResult {
   double load_seconds = 0;
   // The models whose session cache entry this run built (SessionOptions::cache_dir).
   std::vector<std::string> cache_built;
+  // The cache entries of changed or removed models those builds removed.
+  std::size_t cache_entries_removed = 0;
+  std::uint64_t cache_bytes_freed = 0;
   double seconds_per_step = 0;
   // The denoised latents of the batch, [batch, latent_channels, h, w], still
   // multiplied by the scaling factor; for tests and diagnostics.

@@ -288,6 +288,16 @@ Status CheckAgainstDecoder(const ModelFacts& facts, const std::string& unet_path
   return mismatch.empty() ? Status::Ok() : Status::Error(mismatch);
 }
 
+std::pair<std::size_t, std::uint64_t> ModelSet::CacheEntriesRemoved() const {
+  std::pair<std::size_t, std::uint64_t> removed{0, 0};
+  for (const auto* model : {&unet_, &text_, &text_2_, &decoder_, &encoder_}) {
+    if (!*model) continue;
+    removed.first += (*model)->cache_entries_removed();
+    removed.second += (*model)->cache_bytes_freed();
+  }
+  return removed;
+}
+
 std::vector<std::string> ModelSet::CacheBuilt() const {
   std::vector<std::string> names;
   for (const auto* model : {&unet_, &text_, &text_2_, &decoder_, &encoder_}) {

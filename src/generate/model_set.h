@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "runtime/ort_session.h"
 #include "runtime/tensorrt_profiles.h"
@@ -70,6 +71,8 @@ class ModelSet {
   OrtModel* vae_encoder() { return encoder_.get(); }
   // The file names of the models whose session cache entry this load built.
   std::vector<std::string> CacheBuilt() const;
+  // The stale cache entries those builds removed, and their bytes.
+  std::pair<std::size_t, std::uint64_t> CacheEntriesRemoved() const;
 
  private:
   ModelFacts facts_;

@@ -139,6 +139,10 @@ class OrtModel {
   const std::string& cached_path() const { return cached_path_; }
   // Whether this load built that cache entry (the first run with the model).
   bool cache_built() const { return cache_built_; }
+  // The cache entries of changed or removed models that building this
+  // load's entry removed, and their bytes.
+  std::size_t cache_entries_removed() const { return cache_entries_removed_; }
+  std::uint64_t cache_bytes_freed() const { return cache_bytes_freed_; }
 
  private:
   OrtModel() = default;
@@ -154,6 +158,8 @@ class OrtModel {
   std::string path_;
   std::string cached_path_;
   bool cache_built_ = false;
+  std::size_t cache_entries_removed_ = 0;
+  std::uint64_t cache_bytes_freed_ = 0;
   // For a cached session: the metadata of the file at path_, which
   // Metadata() returns instead of the cache entry's copy.
   std::map<std::string, std::string> original_metadata_;

@@ -131,6 +131,90 @@ Status RemoveDamagedEntry(const fs::path& entry) {
   return Status::Ok();
 }
 
+// The key text of an entry folder, or nullopt when it has no readable
+// entry.txt with the format line.
+std::optional<std::string> EntryKeyText(const fs::path& entry) {
+  const std::optional<std::uint64_t> bytes = PlainFileBytes(entry / kEntryName);
+  if (!bytes || *bytes > kMaxEntryTextBytes) return std::nullopt;
+  std::ifstream record(entry / kEntryName, std::ios::binary);
+  std::string line;
+  if (!std::getline(record, line) || line != kFormatLine) return std::nullopt;
+  // Two byte-count lines precede the key text.
+  if (!std::getline(record, line) || !std::getline(record, line)) return std::nullopt;
+  std::stringstream rest;
+  rest << record.rdbuf();
+  return rest.str();
+}
+
+// Whether the file a key line stamped ("SIZE MTIME_NS") is gone or has
+// changed. A file whose folder is gone too (an unmounted drive, say) is not
+// counted as gone: it may come back.
+bool StampIsStale(const fs::path& file, const std::string& recorded_stamp) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    std::error_code ec;
+    return errno == ENOENT && fs::is_directory(file.parent_path(), ec);
+  }
+  const Result<std::string> stamp = FileStamp(file);
+  return stamp.ok() && *stamp != recorded_stamp;
+}
+
+// Whether an entry's key names a model or data file that has changed or was
+// removed since the entry was built. No run can use such an entry again:
+// every key is made from the files as they are now.
+bool EntryIsStale(const std::string& key_text) {
+  std::istringstream lines(key_text);
+  std::string line;
+  if (!std::getline(lines, line) || line.rfind("model ", 0) != 0) return false;
+  const fs::path model = line.substr(6);
+  if (!model.is_absolute()) return false;
+  while (std::getline(lines, line)) {
+    if (line.rfind("model file ", 0) == 0) {
+      if (StampIsStale(model, line.substr(11))) return true;
+    } else if (line.rfind("data file ", 0) == 0) {
+      // "data file LOCATION SIZE MTIME_NS"; the location may hold spaces.
+      const std::string rest = line.substr(10);
+      const std::size_t time_space = rest.rfind(' ');
+      if (time_space == std::string::npos || time_space == 0) return false;
+      const std::size_t size_space = rest.rfind(' ', time_space - 1);
+      if (size_space == std::string::npos) return false;
+      if (StampIsStale(model.parent_path() / rest.substr(0, size_space),
+                       rest.substr(size_space + 1))) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+struct Pruned {
+  std::size_t entries = 0;
+  std::uint64_t bytes = 0;
+};
+
+// Removes the entries of `cache_dir` other than `keep` whose models changed
+// or were removed. Entries that hold anything an entry does not have are
+// left alone, like damaged ones.
+Pruned PruneStaleEntries(const fs::path& cache_dir, const fs::path& keep) {
+  std::error_code ec;
+  Pruned pruned;
+  for (const fs::directory_entry& item : fs::directory_iterator(cache_dir, ec)) {
+    std::error_code type_error;
+    if (item.path() == keep || item.is_symlink(type_error) || !item.is_directory(type_error)) {
+      continue;
+    }
+    const std::optional<std::string> key = EntryKeyText(item.path());
+    if (!key || !EntryIsStale(*key)) continue;
+    const std::uint64_t bytes = PlainFileBytes(item.path() / kModelName).value_or(0) +
+                                PlainFileBytes(item.path() / kDataName).value_or(0);
+    if (!RemoveDamagedEntry(item.path()).ok()) continue;
+    LogInfo(item.path().string() + ": removed; its model changed or was removed");
+    ++pruned.entries;
+    pruned.bytes += bytes;
+  }
+  return pruned;
+}
+
 }  // namespace
 
 Result<std::string> SessionCacheKey(const std::string& model_path,
@@ -234,6 +318,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
   const fs::path entry = SessionCacheEntry(cache_dir, path, key_text);
   const std::string name = fs::path(path).filename().string();
   bool built = false;
+  Pruned pruned;
   std::string problem = SessionCacheEntryProblem(entry, key_text);
   if (!problem.empty()) {
     if (problem != "it does not exist") {
@@ -308,6 +393,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
       return Status::Error(entry.string() + ": the new cache entry cannot be used (" + problem +
                            "); remove the folder and run again");
     }
+    pruned = PruneStaleEntries(cache_dir, entry);
   }
   SessionOptions load_options = options;
   load_options.cache_dir.clear();
@@ -322,6 +408,8 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
   (*model)->cached_path_ = (*model)->path_;
   (*model)->path_ = path;
   (*model)->cache_built_ = built;
+  (*model)->cache_entries_removed_ = pruned.entries;
+  (*model)->cache_bytes_freed_ = pruned.bytes;
   (*model)->original_metadata_ = metadata;
   return model;
 }
