@@ -265,6 +265,33 @@ TEST(Cli, LeadingZerosAreDecimal) {
   EXPECT_EQ(testing::ReadModel(dir / "out" / "unet_tiny-sd1.onnx").opset_import(0).version(), 14);
 }
 
+// CLI11 reads "--name=" as "--name" followed by the next argument, which
+// once made "--cache-dir= --force" a folder named "--force". The empty value
+// typed now reaches the option's check; a flag written "--force=" stays a
+// flag.
+TEST(Cli, EmptyAssignmentIsAnEmptyValue) {
+  TempDir dir;
+  const std::string cd = "cd " + Quote(dir.path()) + " &&";
+  const CommandResult cache =
+      RunSdonnx("generate --model m --prompt p --output o.png --cache-dir= --force", cd);
+  EXPECT_EQ(cache.exit_code, 1) << cache.output;
+  EXPECT_NE(cache.output.find("--cache-dir: an empty folder path is invalid"), std::string::npos)
+      << cache.output;
+  const CommandResult output = RunSdonnx("generate --model m --prompt p --output= --force", cd);
+  EXPECT_EQ(output.exit_code, 1) << output.output;
+  EXPECT_EQ(output.output.find("--force"), std::string::npos) << output.output;
+  EXPECT_TRUE(testing::ListFiles(dir.path()).empty());
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+
+  const CommandResult flag =
+      RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " out --force=", cd);
+  EXPECT_EQ(flag.exit_code, 0) << flag.output;
+  // After "--", "--name=" is a positional argument like any other.
+  const CommandResult positional = RunSdonnx("inspect -- --name=", cd);
+  EXPECT_EQ(positional.exit_code, 1) << positional.output;
+  EXPECT_NE(positional.output.find("--name="), std::string::npos) << positional.output;
+}
+
 // Every integer option rejects text with "is not an integer", not with
 // "not in range" or "Could not convert".
 TEST(Cli, IntegerOptionsRejectText) {

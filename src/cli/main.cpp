@@ -1,8 +1,8 @@
-#include <unistd.h>
-
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -158,9 +159,44 @@ std::string CommandPath(CLI::App& app) {
 // Parses the command line. Returns -1 when the run goes on, else the exit
 // code: 0 after --help or --version, 1 after an error in the options, the
 // code every other usage error has.
+// Whether `name` ("--force") is a flag of `app` or of one of its commands.
+bool IsFlag(const CLI::App& app, const std::string& name) {
+  const CLI::Option* option = app.get_option_no_throw(name);
+  if (option != nullptr && option->get_expected_max() == 0) return true;
+  for (const CLI::App* command : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (IsFlag(*command, name)) return true;
+  }
+  return false;
+}
+
+// The arguments after the program name, in the reverse order CLI11's
+// vector parse takes. CLI11 reads "--name=" (nothing after the '=') as
+// "--name" and takes the next argument as its value, so "--cache-dir=
+// --force" named a folder "--force". Each such argument of an option that
+// takes a value becomes "--name" and "", so that the option's own check
+// gets the empty value typed.
+std::vector<std::string> ReversedArguments(const CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> args;
+  bool options_end = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--") options_end = true;
+    if (!options_end && arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.back() == '=' &&
+        arg.find('=') == arg.size() - 1 && !IsFlag(app, arg.substr(0, arg.size() - 1))) {
+      args.push_back(arg.substr(0, arg.size() - 1));
+      args.emplace_back();
+    } else {
+      args.push_back(arg);
+    }
+  }
+  std::reverse(args.begin(), args.end());
+  return args;
+}
+
 int ParseCommandLine(CLI::App& app, int argc, char** argv) {
   try {
-    app.parse(argc, argv);
+    if (argc > 0) app.name(argv[0]);
+    app.parse(ReversedArguments(app, argc, argv));
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
     std::string message = e.what();
