@@ -53,6 +53,51 @@ TEST(SessionOptions, EveryLevelAndPrepackMatchReference) {
   }
 }
 
+// CPU sessions allocate from one arena, so the VAE reuses the memory the
+// UNet freed instead of adding its own peak to the UNet's. A session with
+// shared_arena off keeps an arena of its own, and the outputs are the same.
+TEST(SessionOptions, SessionsShareOneArena) {
+  const auto reference = Fixture("tiny/tiny-sd1.reference.safetensors");
+  TempDir dir;
+  ConvertOptions convert;
+  convert.model_path = Fixture("tiny/tiny-sd1.safetensors").string();
+  convert.output_dir = dir.path().string();
+  ASSERT_TRUE(ConvertCheckpoint(convert).ok());
+  const std::string unet_path = (dir / "unet_tiny-sd1.onnx").string();
+  const std::map<std::string, HostTensor> inputs = {
+      {"sample", ReadTensor(reference, "unet.sample")},
+      {"timestep", ReadTensor(reference, "unet.timestep")},
+      {"encoder_hidden_states", ReadTensor(reference, "unet.context")}};
+  auto in_use = [](const OrtModel& model, const char* key) {
+    const auto stats = model.CpuArenaStats();
+    EXPECT_TRUE(stats.ok()) << stats.status().message();
+    return stats.ok() && stats->count(key) ? std::stoll(stats->at(key)) : -1;
+  };
+
+  SessionOptions options;
+  options.intra_op_threads = 1;
+  auto first = OrtModel::Load(unet_path, options);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  const auto shared_out = (*first)->Run(inputs);
+  ASSERT_TRUE(shared_out.ok()) << shared_out.status().message();
+  const long long allocations = in_use(**first, "NumAllocs");
+  EXPECT_GT(allocations, 0);
+
+  // A session loaded later counts the first one's allocations in its arena.
+  auto second = OrtModel::Load(unet_path, options);
+  ASSERT_TRUE(second.ok()) << second.status().message();
+  EXPECT_GE(in_use(**second, "NumAllocs"), allocations);
+
+  SessionOptions own = options;
+  own.shared_arena = false;
+  auto separate = OrtModel::Load(unet_path, own);
+  ASSERT_TRUE(separate.ok()) << separate.status().message();
+  EXPECT_LT(in_use(**separate, "NumAllocs"), allocations);
+  const auto separate_out = (*separate)->Run(inputs);
+  ASSERT_TRUE(separate_out.ok()) << separate_out.status().message();
+  EXPECT_EQ((*separate_out).at("out_sample").f32, (*shared_out).at("out_sample").f32);
+}
+
 // Writes y = x . Cast(w) with x [1, n] and a float16 weight w [n, n] whose
 // float32 copy is larger than kMaxFoldedBytes.
 void WriteCastWeightModel(const std::filesystem::path& path, std::int64_t n) {

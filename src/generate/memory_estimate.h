@@ -68,10 +68,13 @@ std::uint64_t FullResolutionBytes(std::int64_t channels, std::int64_t width, std
 // full-resolution tensors of `run` would need more than `memory`. Files
 // without the metadata (older exports; --ort-attention stores no scores)
 // are skipped, as is everything when `memory.bytes` is 0.
+// Components are checked one at a time because generate's sessions share
+// one arena (SessionOptions::shared_arena), so the VAE reuses the memory
+// the UNet freed.
 // NOTE: only these tensors are counted, so the estimate is a lower bound.
-// ONNX Runtime's arena and the other activations add to it: the tiny test
-// model at 512x512 (65536 tokens, as its VAE halves the image) peaked at
-// 9.1 GB against a 2 GiB estimate.
+// The arena and the other activations add to it: the tiny test model at
+// 512x512 (65536 tokens, as its VAE halves the image) peaked at 4.6 GB
+// against a 2 GiB estimate, about four score-sized tensors per chunk.
 Status CheckRunMemory(const std::filesystem::path& dir, const std::string& stem, bool need_encoder,
                       const ProfileRequest& run, const MemoryLimit& memory);
 

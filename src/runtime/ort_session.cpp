@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +37,9 @@ struct EnvironmentSlot {
   std::exception_ptr error;  // An Ort::Exception, rethrown on the caller's thread.
 };
 
+// Whether the environment has the CPU arena that sessions may share.
+std::atomic<bool> g_shared_arena{false};
+
 void* CreateEnvironment(void* slot_pointer) {
   auto* slot = static_cast<EnvironmentSlot*>(slot_pointer);
   try {
@@ -43,6 +47,17 @@ void* CreateEnvironment(void* slot_pointer) {
     slot->env = new Ort::Env(ORT_LOGGING_LEVEL_FATAL, "sdonnx");
   } catch (...) {
     slot->error = std::current_exception();
+    return nullptr;
+  }
+  try {
+    // The runtime's defaults: no limit, blocks grown by powers of two. With
+    // kSameAsRequested the tiny test model at 512x512 peaked 45% higher.
+    const Ort::ArenaCfg arena(0, -1, -1, -1);
+    slot->env->CreateAndRegisterAllocator(
+        Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault), arena);
+    g_shared_arena = true;
+  } catch (const Ort::Exception&) {
+    // Sessions then keep an arena each, as without SessionOptions::shared_arena.
   }
   return nullptr;
 }
@@ -292,6 +307,12 @@ Result<std::unique_ptr<OrtModel>> OrtModel::CreateSession(const std::string& pat
     if (!options.optimized_model_path.empty()) {
       session_options.SetOptimizedModelFilePath(options.optimized_model_path.c_str());
     }
+    if (options.shared_arena && options.provider == Provider::kCpu) {
+      Environment();  // Registers the shared arena on first use.
+      if (g_shared_arena) {
+        session_options.AddConfigEntry(kOrtSessionOptionsConfigUseEnvAllocators, "1");
+      }
+    }
     for (const auto& [key, value] : options.config_entries) {
       session_options.AddConfigEntry(key.c_str(), value.c_str());
     }
@@ -301,6 +322,16 @@ Result<std::unique_ptr<OrtModel>> OrtModel::CreateSession(const std::string& pat
     model->session_ = std::make_unique<Ort::Session>(Environment(), path.c_str(), session_options);
   }));
   return model;
+}
+
+Result<std::map<std::string, std::string>> OrtModel::CpuArenaStats() const {
+  std::map<std::string, std::string> stats;
+  SDONNX_RETURN_IF_ERROR(OrtCall(path_ + ": reading the CPU arena's statistics", [&] {
+    const Ort::MemoryInfo info = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+    const Ort::Allocator allocator(*session_, info);
+    for (const auto& [key, value] : allocator.GetStats().GetKeyValuePairs()) stats[key] = value;
+  }));
+  return stats;
 }
 
 std::vector<std::string> OrtModel::InputNames() const {

@@ -349,6 +349,7 @@ Result<std::unique_ptr<OrtModel>> OrtModel::LoadThroughCache(
     build_options.cache_dir.clear();
     build_options.optimization = GraphOptimization::kAll;
     build_options.prepack_weights = true;
+    build_options.shared_arena = false;
     build_options.optimized_model_path = (build.path() / kModelName).string();
     build_options.config_entries[kOrtSessionOptionsOptimizedModelExternalInitializersFileName] =
         kDataName;
