@@ -426,13 +426,17 @@ TEST_F(Generate, ModelWithoutVaeSaysHowToFixIt) {
 TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
   fs::create_directories(dir_->path() / "folder.png");
   testing::WriteBytes(dir_->path() / "file.txt", "not a folder");
+  if (!fs::is_symlink(fs::symlink_status(dir_->path() / "dangling"))) {
+    fs::create_directory_symlink(dir_->path() / "gone", dir_->path() / "dangling");
+  }
   struct Case {
     const char* what;
     std::function<void(GenerateOptions&)> edit;
     const char* expected;
   };
   const Case cases[] = {
-      {"nan cfg", [](GenerateOptions& o) { o.cfg_scale = NAN; }, "--cfg-scale must be a finite number"},
+      {"nan cfg", [](GenerateOptions& o) { o.cfg_scale = NAN; },
+       "--cfg-scale must be a finite number"},
       {"strength alone", [](GenerateOptions& o) { o.strength = 0.5; }, "pass --init-image"},
       {"huge width", [](GenerateOptions& o) { o.width = 1 << 20; }, "more than the supported"},
       {"huge batch", [](GenerateOptions& o) { o.batch_size = 100000000; }, "use 1 to 64"},
@@ -445,6 +449,9 @@ TEST_F(Generate, InvalidOptionsAreRejectedBeforeAnyWork) {
       {"folder that is a file",
        [](GenerateOptions& o) { o.output = (dir_->path() / "file.txt" / "x.png").string(); },
        "file.txt: exists and is not a folder"},
+      {"folder that is a dangling symlink",
+       [](GenerateOptions& o) { o.output = (dir_->path() / "dangling" / "x.png").string(); },
+       "dangling: is a symlink to "},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);

@@ -315,6 +315,22 @@ TEST_F(SessionCache, UnwritableCacheFolderIsNamed) {
 }
 
 // verify skips a cache kept inside the export folder.
+TEST_F(SessionCache, DanglingSymlinkIsNamedWithItsTarget) {
+  fs::create_directory_symlink(dir_ / "unmounted" / "cache", dir_ / "cache");
+  auto model = OrtModel::Load(unet_, options_);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find((dir_ / "cache").string() + ": is a symlink to " +
+                                          (dir_ / "unmounted" / "cache").string() +
+                                          ", which does not exist"),
+            std::string::npos)
+      << model.status().message();
+  EXPECT_NE(model.status().message().find("create " + (dir_ / "unmounted" / "cache").string() +
+                                          " or give another path"),
+            std::string::npos)
+      << model.status().message();
+  EXPECT_FALSE(fs::exists(dir_ / "unmounted"));
+}
+
 TEST_F(SessionCache, CacheInsideTheExportPassesVerify) {
   SessionOptions inside = options_;
   inside.cache_dir = (dir_ / "onnx").string();

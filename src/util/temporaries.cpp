@@ -193,6 +193,23 @@ std::vector<std::string> RemoveStaleTemporaries(const FolderLock& folder_lock, c
   return removed;
 }
 
+namespace {
+
+// Why `path` cannot hold files, and what to do: "PATH: exists and is not a
+// folder" or, for a symlink whose target does not exist, where it points.
+std::pair<std::string, std::string> NotAFolder(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_symlink(fs::symlink_status(path, ec)) && !fs::exists(path, ec)) {
+    const fs::path target = fs::read_symlink(path, ec);
+    const std::string named = ec ? std::string("its target") : target.string();
+    return {path.string() + ": is a symlink to " + named + ", which does not exist",
+            "create " + named + " or give another path"};
+  }
+  return {path.string() + ": exists and is not a folder", "give another path"};
+}
+
+}  // namespace
+
 Result<CreatedFolders> CreatedFolders::Create(const fs::path& dir) {
   CreatedFolders folders;
   fs::path target = dir.lexically_normal();
@@ -217,15 +234,15 @@ Result<CreatedFolders> CreatedFolders::Create(const fs::path& dir) {
       while (file.has_parent_path() && !fs::exists(fs::symlink_status(file, ec))) {
         file = file.parent_path();
       }
-      return Status::Error(file.string() + ": exists and is not a folder, so " + it->string() +
-                           " cannot be created; give another path");
+      const auto [problem, advice] = NotAFolder(file);
+      return Status::Error(problem + ", so " + it->string() + " cannot be created; " + advice);
     } else if (errno != EEXIST) {
       return Status::Error(it->string() + ": cannot create the folder: " + std::strerror(errno));
     }
   }
   if (!fs::is_directory(target, ec)) {
-    return Status::Error(target.string() + ": exists and is not a folder, so nothing can be "
-                         "written inside it; give another path");
+    const auto [problem, advice] = NotAFolder(target);
+    return Status::Error(problem + ", so nothing can be written inside it; " + advice);
   }
   return folders;
 }
