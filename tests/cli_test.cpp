@@ -283,6 +283,35 @@ TEST(Cli, EmptyAssignmentIsAnEmptyValue) {
   EXPECT_TRUE(testing::ListFiles(dir.path()).empty());
   EXPECT_TRUE(fs::is_empty(dir.path()));
 
+  // Every option but the prompts rejects an empty value, however written.
+  const std::string model = Quote(Fixture("tiny/tiny-sd1.safetensors"));
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"convert " + model + " --output-dir=", "--output-dir: an empty value is invalid"},
+      {"convert '' out", "--model-path: an empty value is invalid"},
+      {"generate --model m --prompt p --output o.png --cfg-scale=",
+       "--cfg-scale: an empty value is invalid; give a number"},
+      {"generate --model m --prompt p --output o.png --steps=",
+       "--steps: an empty value is invalid; give a number"},
+      {"generate --model m --prompt p --output o.png --strength=",
+       "--strength: an empty value is invalid; give a number from"},
+      {"generate --model m --prompt p --output o.png --graph-optimization=",
+       "--graph-optimization: an empty value is invalid; give one of {"},
+      {"generate --model m --prompt p --output o.png --init-image=",
+       "--init-image: an empty value is invalid"},
+      {"extract m.onnx -o=", "--output: an empty value is invalid"},
+      {"generate --model m --prompt= 'a cat' --output o.png",
+       "a cat (--prompt= gave --prompt an empty value; write --prompt=VALUE"},
+      {"generate --model m --prompt p --seed 1 --seed 2 --output o.png",
+       "--seed was given 2 times; give it once"},
+  };
+  for (const auto& [arguments, expected] : cases) {
+    SCOPED_TRACE(arguments);
+    const CommandResult r = RunSdonnx(arguments, cd);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+  }
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+
   const CommandResult flag =
       RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " out --force=", cd);
   EXPECT_EQ(flag.exit_code, 0) << flag.output;

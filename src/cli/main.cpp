@@ -35,6 +35,7 @@ CLI::Validator IntegerValidator() {
           return "";
         }
         if (stop == end && !text.empty() && error == std::errc::result_out_of_range) return "";
+        if (text.empty()) return "an empty value is invalid; give a number";
         return "Value " + text + " is not an integer";
       },
       "INT");
@@ -156,9 +157,6 @@ std::string CommandPath(CLI::App& app) {
   return path;
 }
 
-// Parses the command line. Returns -1 when the run goes on, else the exit
-// code: 0 after --help or --version, 1 after an error in the options, the
-// code every other usage error has.
 // Whether `name` ("--force") is a flag of `app` or of one of its commands.
 bool IsFlag(const CLI::App& app, const std::string& name) {
   const CLI::Option* option = app.get_option_no_throw(name);
@@ -169,52 +167,128 @@ bool IsFlag(const CLI::App& app, const std::string& name) {
   return false;
 }
 
-// The arguments after the program name, in the reverse order CLI11's
-// vector parse takes. CLI11 reads "--name=" (nothing after the '=') as
-// "--name" and takes the next argument as its value, so "--cache-dir=
-// --force" named a folder "--force". Each such argument of an option that
-// takes a value becomes "--name" and "", so that the option's own check
-// gets the empty value typed.
-std::vector<std::string> ReversedArguments(const CLI::App& app, int argc, char** argv) {
-  std::vector<std::string> args;
+// The options whose value may be empty: an empty prompt is a prompt.
+bool MayBeEmpty(const CLI::Option& option) {
+  for (const char* name : {"--prompt", "--negative-prompt", "prompt"}) {
+    if (option.check_name(name)) return true;
+  }
+  return false;
+}
+
+struct Arguments {
+  std::vector<std::string> reversed;  // In the reverse order CLI11's vector parse takes.
+  std::vector<std::string> emptied;   // Options written "--name=" or "-n=".
+};
+
+// The arguments after the program name. CLI11 reads "--name=" (nothing
+// after the '=') as "--name" and takes the next argument as its value, so
+// "--cache-dir= --force" named a folder "--force"; it reads "-o=" as "-o"
+// with the value "=". For an option that takes a value, each such argument
+// becomes the name and "". EmptyValueError then rejects the empty value
+// typed. For a flag it becomes the name alone.
+Arguments ReadArguments(const CLI::App& app, int argc, char** argv) {
+  Arguments out;
   bool options_end = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--") options_end = true;
-    if (!options_end && arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.back() == '=' &&
-        arg.find('=') == arg.size() - 1 && !IsFlag(app, arg.substr(0, arg.size() - 1))) {
-      args.push_back(arg.substr(0, arg.size() - 1));
-      args.emplace_back();
-    } else {
-      args.push_back(arg);
+    const bool long_empty =
+        arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.find('=') == arg.size() - 1;
+    const bool short_empty = arg.size() == 3 && arg[0] == '-' && arg[1] != '-' && arg[2] == '=';
+    if (options_end || (!long_empty && !short_empty)) {
+      out.reversed.push_back(arg);
+      continue;
+    }
+    const std::string name = arg.substr(0, arg.size() - 1);
+    out.reversed.push_back(name);
+    if (!IsFlag(app, name)) {
+      out.reversed.emplace_back();
+      out.emptied.push_back(name);
     }
   }
-  std::reverse(args.begin(), args.end());
-  return args;
+  std::reverse(out.reversed.begin(), out.reversed.end());
+  return out;
 }
 
+// The error for the first option of the parsed commands that was given an
+// empty value ("--output-dir=" or --output-dir ""), or "". Such a value
+// would name the current folder or be read as 0.
+std::string EmptyValueError(const CLI::App& app) {
+  for (const CLI::Option* option : app.get_options()) {
+    if (option->count() == 0 || option->get_expected_max() == 0 || MayBeEmpty(*option)) continue;
+    for (const std::string& value : option->results()) {
+      if (!value.empty()) continue;
+      const std::string name = option->get_name();
+      const std::string type = option->get_type_name();
+      const bool number =
+          type.find("INT") != std::string::npos || type.find("FLOAT") != std::string::npos;
+      return (name.rfind('-', 0) == 0 ? name : "the " + name + " argument") +
+             ": an empty value is invalid; " +
+             (number ? "give a number" : "give a value (for the current folder, write '.')");
+    }
+  }
+  for (const CLI::App* command : app.get_subcommands()) {
+    if (std::string error = EmptyValueError(*command); !error.empty()) return error;
+  }
+  return "";
+}
+
+// CLI11's message for a ParseError, reworded where it reads poorly.
+std::string ParseErrorMessage(const CLI::ParseError& e, const Arguments& args) {
+  std::string message = e.what();
+  // CLI11 reports "--flag=VALUE" as "NAME was given a disallowed flag
+  // override"; flags take no value (see disable_flag_override in main).
+  const std::string override_text = " was given a disallowed flag override";
+  const std::size_t at = message.rfind(override_text);
+  if (at != std::string::npos && at + override_text.size() == message.size()) {
+    std::string name = message.substr(0, at);
+    if (name.rfind('-', 0) != 0) name = "--" + name;
+    return name + " is a flag and takes no value; write " + name + " alone";
+  }
+
+  const std::string repeated = ": At Most 1 required but received ";
+  if (const std::size_t where = message.find(repeated); where != std::string::npos) {
+    return message.substr(0, where) + " was given " + message.substr(where + repeated.size()) +
+           " times; give it once";
+  }
+
+  // CLI11's range and set checks quote an empty value as nothing.
+  for (const auto& [empty, plain] :
+       {std::pair<std::string, std::string>{": Value  not in range ",
+                                            ": an empty value is invalid; give a number from "},
+        {":  not in {", ": an empty value is invalid; give one of {"}}) {
+    if (const std::size_t where = message.find(empty); where != std::string::npos) {
+      return message.replace(where, empty.size(), plain);
+    }
+  }
+
+  if (message.find("not expected") != std::string::npos && !args.emptied.empty()) {
+    message += " (" + args.emptied.front() + "= gave " + args.emptied.front() +
+               " an empty value; write " + args.emptied.front() +
+               "=VALUE with no space after the '=')";
+  }
+  return message;
+}
+
+// Parses the command line. Returns -1 when the run goes on, else the exit
+// code: 0 after --help or --version, 1 after an error in the options, the
+// code every other usage error has.
 int ParseCommandLine(CLI::App& app, int argc, char** argv) {
+  const Arguments args = ReadArguments(app, argc, argv);
+  std::string message;
   try {
     if (argc > 0) app.name(argv[0]);
-    app.parse(ReversedArguments(app, argc, argv));
+    app.parse(std::vector<std::string>(args.reversed));
+    message = EmptyValueError(app);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    std::string message = e.what();
-    // CLI11 reports "--flag=VALUE" as "NAME was given a disallowed flag
-    // override"; flags take no value (see disable_flag_override in main).
-    const std::string override_text = " was given a disallowed flag override";
-    const std::size_t at = message.rfind(override_text);
-    if (at != std::string::npos && at + override_text.size() == message.size()) {
-      std::string name = message.substr(0, at);
-      if (name.rfind('-', 0) != 0) name = "--" + name;
-      message = name + " is a flag and takes no value; write " + name + " alone";
-    }
-    const std::string help = CommandPath(app) + " --help";
-    std::cerr << "error: " << sdonnx::cli::EscapeControlCharacters(message) << "\n"
-              << "run '" << sdonnx::cli::EscapeControlCharacters(help) << "' to list the options\n";
-    return 1;
+    message = ParseErrorMessage(e, args);
   }
-  return -1;
+  if (message.empty()) return -1;
+  const std::string help = CommandPath(app) + " --help";
+  std::cerr << "error: " << sdonnx::cli::EscapeControlCharacters(message) << "\n"
+            << "run '" << sdonnx::cli::EscapeControlCharacters(help) << "' to list the options\n";
+  return 1;
 }
 
 // Returns `code`, or 1 when the run succeeded but its standard output did
