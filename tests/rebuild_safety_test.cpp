@@ -522,5 +522,37 @@ TEST(CreatedFolders, KeepLeavesFolders) {
   EXPECT_TRUE(fs::is_directory(dir / "a" / "b"));
 }
 
+// A symlink that leads nowhere is named with where it ends, relative
+// targets resolved, and a loop as a loop; nothing is created.
+TEST(CreatedFolders, DanglingSymlinksAreNamedWithTheirEnd) {
+  TempDir dir;
+  fs::create_directories(dir / "a");
+  fs::create_directory_symlink("../missing", dir / "a" / "relative");
+  fs::create_directory_symlink(dir / "gone", dir / "dangling");
+  fs::create_directory_symlink(dir / "dangling", dir / "chain");
+  fs::create_directory_symlink(dir / "loop", dir / "loop");
+  const std::vector<std::pair<fs::path, std::string>> cases = {
+      {dir / "a" / "relative", "relative: is a symlink to " + (dir / "missing").string() +
+                                   ", which does not exist, so nothing can be written inside "
+                                   "it; create " +
+                                   (dir / "missing").string() + " or give another path"},
+      {dir / "chain", "chain: is a symlink to " + (dir / "gone").string() + ", which does not"},
+      {dir / "loop", "loop: is a symlink loop"},
+      {dir / "dangling" / "sub", "dangling: is a symlink to " + (dir / "gone").string() +
+                                     ", which does not exist, so " +
+                                     (dir / "dangling" / "sub").string() + " cannot be created"},
+      {dir / "loop" / "sub", "loop: is a symlink loop, so"},
+  };
+  for (const auto& [path, expected] : cases) {
+    SCOPED_TRACE(path.string());
+    const auto created = CreatedFolders::Create(path);
+    ASSERT_FALSE(created.ok());
+    EXPECT_NE(created.status().message().find(expected), std::string::npos)
+        << created.status().message();
+  }
+  EXPECT_FALSE(fs::exists(dir / "missing"));
+  EXPECT_FALSE(fs::exists(dir / "gone"));
+}
+
 }  // namespace
 }  // namespace sdonnx

@@ -138,12 +138,13 @@ TEST_F(SessionCache, ChangedModelGetsANewEntry) {
 }
 
 TEST_F(SessionCache, EntriesOfRemovedOrChangedModelsArePruned) {
-  // Four copies of the export, each cached. One loses its UNet file, one
-  // its data file's time, one its whole folder (as an unmounted drive
-  // would). The fourth loses its UNet file, but its entry holds a file of
-  // the user's own, so it is never removed.
+  // Five copies of the export, each cached. One loses its UNet file, one
+  // its data file's time. Two lose every file as an unmounted drive would:
+  // one its whole folder, one all it held, leaving an empty mount point.
+  // The fifth loses its UNet file, but its entry has a file of the
+  // user's own, so it is never removed.
   std::map<std::string, fs::path> entries;
-  for (const char* copy : {"removed", "retimed", "unmounted", "annotated"}) {
+  for (const char* copy : {"removed", "retimed", "unmounted", "emptied", "annotated"}) {
     fs::copy(dir_ / "onnx", dir_ / copy);
     auto model = OrtModel::Load((dir_ / copy / "unet_tiny-sd1.onnx").string(), options_);
     ASSERT_TRUE(model.ok()) << model.status().message();
@@ -153,6 +154,7 @@ TEST_F(SessionCache, EntriesOfRemovedOrChangedModelsArePruned) {
   const fs::path data = dir_ / "retimed" / "unet_tiny-sd1.onnx.data";
   fs::last_write_time(data, fs::last_write_time(data) + std::chrono::seconds(5));
   fs::remove_all(dir_ / "unmounted");
+  for (const auto& item : fs::directory_iterator(dir_ / "emptied")) fs::remove(item.path());
   fs::remove(dir_ / "annotated" / "unet_tiny-sd1.onnx");
   testing::WriteBytes(entries["annotated"] / "notes.txt", "mine");
 
@@ -164,6 +166,7 @@ TEST_F(SessionCache, EntriesOfRemovedOrChangedModelsArePruned) {
   EXPECT_FALSE(fs::exists(entries["removed"]));
   EXPECT_FALSE(fs::exists(entries["retimed"]));
   EXPECT_TRUE(fs::exists(entries["unmounted"] / "model.onnx.data"));
+  EXPECT_TRUE(fs::exists(entries["emptied"] / "model.onnx.data"));
   EXPECT_TRUE(fs::exists(entries["annotated"] / "notes.txt"));
   EXPECT_EQ(model->cache_entries_removed(), 2u);
   EXPECT_NE(log.text().find(entries["retimed"].string() + ": removed"), std::string::npos)
@@ -315,6 +318,27 @@ TEST_F(SessionCache, UnwritableCacheFolderIsNamed) {
 }
 
 // verify skips a cache kept inside the export folder.
+// The key records the model's path on one line. A path with a line break
+// cannot be read back from it, so such an entry is used but never judged
+// stale.
+TEST_F(SessionCache, PathWithALineBreakKeepsItsEntry) {
+  const fs::path odd = dir_ / "line\nbreak";
+  fs::copy(dir_ / "onnx", odd);
+  const std::string odd_unet = (odd / "unet_tiny-sd1.onnx").string();
+  auto first = OrtModel::Load(odd_unet, options_);
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  const fs::path entry = fs::path((*first)->cached_path()).parent_path();
+  fs::last_write_time(unet_, fs::last_write_time(unet_) + std::chrono::seconds(5));
+  std::unique_ptr<OrtModel> model;
+  RunUNet(options_, &model);
+  ASSERT_TRUE(model);
+  EXPECT_EQ(model->cache_entries_removed(), 0u);
+  auto again = OrtModel::Load(odd_unet, options_);
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_FALSE((*again)->cache_built());
+  EXPECT_EQ(fs::path((*again)->cached_path()).parent_path(), entry);
+}
+
 TEST_F(SessionCache, DanglingSymlinkIsNamedWithItsTarget) {
   fs::create_directory_symlink(dir_ / "unmounted" / "cache", dir_ / "cache");
   auto model = OrtModel::Load(unet_, options_);

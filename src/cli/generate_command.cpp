@@ -127,12 +127,10 @@ int RunGenerate(GenerateArgs& args) {
               "; later runs load them from there");
   }
   if (result->cache_entries_removed > 0) {
-    char freed[32];
-    std::snprintf(freed, sizeof freed, "%.2f GB",
-                  static_cast<double>(result->cache_bytes_freed) / 1e9);
     PrintLine("removed " + std::to_string(result->cache_entries_removed) + " cache " +
               (result->cache_entries_removed == 1 ? "entry" : "entries") +
-              " of models that changed or were removed since (" + freed + " freed)");
+              " of models that changed or were removed since (" +
+              HumanBytes(result->cache_bytes_freed) + " freed)");
   }
   std::printf("seed %llu, %.2f s per step, models loaded in %.1f s\n",
               static_cast<unsigned long long>(options.seed), result->seconds_per_step,

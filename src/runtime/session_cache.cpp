@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <regex>
 #include <span>
 #include <sstream>
 #include <utility>
@@ -147,13 +148,16 @@ std::optional<std::string> EntryKeyText(const fs::path& entry) {
 }
 
 // Whether the file a key line stamped ("SIZE MTIME_NS") is gone or has
-// changed. A file whose folder is gone too (an unmounted drive, say) is not
-// counted as gone: it may come back.
+// changed. A file counts as gone only when its folder still has other
+// files: an unmounted drive leaves its mount point empty or absent, and the
+// file may come back.
 bool StampIsStale(const fs::path& file, const std::string& recorded_stamp) {
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) {
+    if (errno != ENOENT) return false;
     std::error_code ec;
-    return errno == ENOENT && fs::is_directory(file.parent_path(), ec);
+    const fs::path folder = file.parent_path();
+    return fs::is_directory(folder, ec) && !fs::is_empty(folder, ec) && !ec;
   }
   const Result<std::string> stamp = FileStamp(file);
   return stamp.ok() && *stamp != recorded_stamp;
@@ -161,16 +165,18 @@ bool StampIsStale(const fs::path& file, const std::string& recorded_stamp) {
 
 // Whether an entry's key names a model or data file that has changed or was
 // removed since the entry was built. No run can use such an entry again:
-// every key is made from the files as they are now.
+// every key is made from the files as they are now. A key this build would
+// not write (a path holding a line break, say) is never judged stale.
 bool EntryIsStale(const std::string& key_text) {
   std::istringstream lines(key_text);
   std::string line;
   if (!std::getline(lines, line) || line.rfind("model ", 0) != 0) return false;
   const fs::path model = line.substr(6);
   if (!model.is_absolute()) return false;
+  std::vector<std::pair<fs::path, std::string>> stamps;  // file, "SIZE MTIME_NS"
   while (std::getline(lines, line)) {
     if (line.rfind("model file ", 0) == 0) {
-      if (StampIsStale(model, line.substr(11))) return true;
+      stamps.emplace_back(model, line.substr(11));
     } else if (line.rfind("data file ", 0) == 0) {
       // "data file LOCATION SIZE MTIME_NS"; the location may hold spaces.
       const std::string rest = line.substr(10);
@@ -178,11 +184,19 @@ bool EntryIsStale(const std::string& key_text) {
       if (time_space == std::string::npos || time_space == 0) return false;
       const std::size_t size_space = rest.rfind(' ', time_space - 1);
       if (size_space == std::string::npos) return false;
-      if (StampIsStale(model.parent_path() / rest.substr(0, size_space),
-                       rest.substr(size_space + 1))) {
-        return true;
-      }
+      stamps.emplace_back(model.parent_path() / rest.substr(0, size_space),
+                          rest.substr(size_space + 1));
+    } else if (!std::regex_match(line, std::regex("(conversion|onnxruntime|cpu|optimization|"
+                                                  "widen_weights_at_load|config) .*"))) {
+      return false;
     }
+  }
+  if (stamps.empty() || stamps.front().first != model) return false;
+  for (const auto& [file, stamp] : stamps) {
+    if (!std::regex_match(stamp, std::regex("[0-9]+ -?[0-9]+"))) return false;
+  }
+  for (const auto& [file, stamp] : stamps) {
+    if (StampIsStale(file, stamp)) return true;
   }
   return false;
 }

@@ -196,16 +196,26 @@ std::vector<std::string> RemoveStaleTemporaries(const FolderLock& folder_lock, c
 namespace {
 
 // Why `path` cannot hold files, and what to do: "PATH: exists and is not a
-// folder" or, for a symlink whose target does not exist, where it points.
+// folder" or, for a symlink that leads nowhere, where it ends: the missing
+// path its chain of symlinks points to (relative targets resolved), or a
+// loop.
 std::pair<std::string, std::string> NotAFolder(const fs::path& path) {
   std::error_code ec;
-  if (fs::is_symlink(fs::symlink_status(path, ec)) && !fs::exists(path, ec)) {
-    const fs::path target = fs::read_symlink(path, ec);
-    const std::string named = ec ? std::string("its target") : target.string();
-    return {path.string() + ": is a symlink to " + named + ", which does not exist",
-            "create " + named + " or give another path"};
+  if (!fs::is_symlink(fs::symlink_status(path, ec)) || fs::exists(path, ec)) {
+    return {path.string() + ": exists and is not a folder", "give another path"};
   }
-  return {path.string() + ": exists and is not a folder", "give another path"};
+  fs::path end = path;
+  // Linux follows at most 40 symlinks in one lookup.
+  for (int hop = 0; hop < 40 && fs::is_symlink(fs::symlink_status(end, ec)); ++hop) {
+    const fs::path target = fs::read_symlink(end, ec);
+    if (ec) return {path.string() + ": is a symlink that cannot be read", "give another path"};
+    end = (target.is_absolute() ? target : end.parent_path() / target).lexically_normal();
+  }
+  if (fs::is_symlink(fs::symlink_status(end, ec))) {
+    return {path.string() + ": is a symlink loop", "remove the loop or give another path"};
+  }
+  return {path.string() + ": is a symlink to " + end.string() + ", which does not exist",
+          "create " + end.string() + " or give another path"};
 }
 
 }  // namespace
@@ -236,8 +246,13 @@ Result<CreatedFolders> CreatedFolders::Create(const fs::path& dir) {
       }
       const auto [problem, advice] = NotAFolder(file);
       return Status::Error(problem + ", so " + it->string() + " cannot be created; " + advice);
-    } else if (errno != EEXIST) {
-      return Status::Error(it->string() + ": cannot create the folder: " + std::strerror(errno));
+    } else if (const int error = errno; (error == ENOENT || error == ELOOP) &&
+                                        fs::is_symlink(fs::symlink_status(it->parent_path(), ec))) {
+      // A dangling symlink is where a parent folder should be.
+      const auto [problem, advice] = NotAFolder(it->parent_path());
+      return Status::Error(problem + ", so " + it->string() + " cannot be created; " + advice);
+    } else if (error != EEXIST) {
+      return Status::Error(it->string() + ": cannot create the folder: " + std::strerror(error));
     }
   }
   if (!fs::is_directory(target, ec)) {
