@@ -222,9 +222,12 @@ std::string EmptyValueError(const CLI::App& app) {
       const std::string type = option->get_type_name();
       const bool number =
           type.find("INT") != std::string::npos || type.find("FLOAT") != std::string::npos;
+      const bool folder = name.ends_with("-dir") || name.ends_with("_dir");
       return (name.rfind('-', 0) == 0 ? name : "the " + name + " argument") +
              ": an empty value is invalid; " +
-             (number ? "give a number" : "give a value (for the current folder, write '.')");
+             (number   ? "give a number"
+              : folder ? "give a folder (for the current folder, write '.')"
+                       : "give a value");
     }
   }
   for (const CLI::App* command : app.get_subcommands()) {
