@@ -275,7 +275,8 @@ TEST(Cli, EmptyAssignmentIsAnEmptyValue) {
   const CommandResult cache =
       RunSdonnx("generate --model m --prompt p --output o.png --cache-dir= --force", cd);
   EXPECT_EQ(cache.exit_code, 1) << cache.output;
-  EXPECT_NE(cache.output.find("--cache-dir: an empty folder path is invalid"), std::string::npos)
+  EXPECT_NE(cache.output.find("--cache-dir: an empty value is invalid; give a folder"),
+            std::string::npos)
       << cache.output;
   const CommandResult output = RunSdonnx("generate --model m --prompt p --output= --force", cd);
   EXPECT_EQ(output.exit_code, 1) << output.output;
@@ -303,6 +304,11 @@ TEST(Cli, EmptyAssignmentIsAnEmptyValue) {
        "a cat (--prompt= gave --prompt an empty value; write --prompt=VALUE"},
       {"generate --model m --prompt p --seed 1 --seed 2 --output o.png",
        "--seed was given 2 times; give it once"},
+      // A value left out: the option took the next option's name.
+      {"generate --model --prompt cat --output o.png",
+       "--model was given no value: it took the option --prompt as its value"},
+      {"convert --model-path --output-dir out", "--model-path was given no value"},
+      {"generate --model m --prompt p --output --force", "--output was given no value"},
   };
   for (const auto& [arguments, expected] : cases) {
     SCOPED_TRACE(arguments);
@@ -311,6 +317,15 @@ TEST(Cli, EmptyAssignmentIsAnEmptyValue) {
     EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
   }
   EXPECT_TRUE(fs::is_empty(dir.path()));
+
+  // "-o=NAME" names NAME, as "--output=NAME" does.
+  const CommandResult converted =
+      RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " short", cd);
+  ASSERT_EQ(converted.exit_code, 0) << converted.output;
+  const CommandResult short_assignment =
+      RunSdonnx("extract short/unet_tiny-sd1.onnx -o=unet.safetensors", cd);
+  EXPECT_EQ(short_assignment.exit_code, 0) << short_assignment.output;
+  EXPECT_TRUE(fs::exists(dir / "unet.safetensors"));
 
   const CommandResult flag =
       RunSdonnx("convert " + Quote(Fixture("tiny/tiny-sd1.safetensors")) + " out --force=", cd);

@@ -652,9 +652,12 @@ TEST_F(Generate, CacheDirConflictsAreNamed) {
   const testing::CommandResult cuda = testing::RunSdonnx(common + " --provider cuda");
   EXPECT_NE(cuda.exit_code, 0);
   EXPECT_NE(cuda.output.find("leave it out with cuda"), std::string::npos) << cuda.output;
-  const testing::CommandResult empty = testing::RunSdonnx(common + " --cache-dir ''");
+  const testing::CommandResult empty =
+      testing::RunSdonnx("generate --model m --prompt p --output " +
+                         testing::Quote(out / "fox.png") + " --cache-dir ''");
   EXPECT_NE(empty.exit_code, 0);
-  EXPECT_NE(empty.output.find("an empty folder path is invalid"), std::string::npos)
+  EXPECT_NE(empty.output.find("--cache-dir: an empty value is invalid; give a folder"),
+            std::string::npos)
       << empty.output;
   EXPECT_TRUE(testing::ListFiles(out.path()).empty());
   EXPECT_FALSE(std::filesystem::exists(out / "cache"));

@@ -151,6 +151,8 @@ TEST_F(SessionCache, EntriesOfRemovedOrChangedModelsArePruned) {
     entries[copy] = fs::path((*model)->cached_path()).parent_path();
   }
   fs::remove(dir_ / "removed" / "unet_tiny-sd1.onnx");
+  // A copy of a stale entry under another name is not an entry.
+  fs::copy(entries["removed"], dir_ / "cache" / "mystuff");
   const fs::path data = dir_ / "retimed" / "unet_tiny-sd1.onnx.data";
   fs::last_write_time(data, fs::last_write_time(data) + std::chrono::seconds(5));
   fs::remove_all(dir_ / "unmounted");
@@ -167,6 +169,7 @@ TEST_F(SessionCache, EntriesOfRemovedOrChangedModelsArePruned) {
   EXPECT_FALSE(fs::exists(entries["retimed"]));
   EXPECT_TRUE(fs::exists(entries["unmounted"] / "model.onnx.data"));
   EXPECT_TRUE(fs::exists(entries["emptied"] / "model.onnx.data"));
+  EXPECT_TRUE(fs::exists(dir_ / "cache" / "mystuff" / "model.onnx.data"));
   EXPECT_TRUE(fs::exists(entries["annotated"] / "notes.txt"));
   EXPECT_EQ(model->cache_entries_removed(), 2u);
   EXPECT_NE(log.text().find(entries["retimed"].string() + ": removed"), std::string::npos)

@@ -218,12 +218,7 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
                   "Folder for sessions built once: on the CPU, each model optimized at the "
                   "'all' level with prepacked weights (the first run builds them, about 35 s "
                   "and 4.5 GB for the SD 1.5 UNet; later runs map them, steps about 10% "
-                  "faster); with tensorrt, the engines")
-      ->check(CLI::Validator(
-          [](std::string& text) {
-            return text.empty() ? std::string("an empty folder path is invalid") : std::string();
-          },
-          "DIR"));
+                  "faster); with tensorrt, the engines");
   cmd->add_option("--provider", args->provider, "cpu, cuda or tensorrt")->capture_default_str();
   cmd->add_option("--output", o.output, "Output PNG")->required();
   cmd->add_flag("--force", o.overwrite, "Overwrite existing output files");

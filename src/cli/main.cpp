@@ -184,7 +184,7 @@ struct Arguments {
 // after the '=') as "--name" and takes the next argument as its value, so
 // "--cache-dir= --force" named a folder "--force"; it reads "-o=" as "-o"
 // with the value "=". For an option that takes a value, each such argument
-// becomes the name and "". EmptyValueError then rejects the empty value
+// becomes the name and "". OptionValueError then rejects the empty value
 // typed. For a flag it becomes the name alone.
 Arguments ReadArguments(const CLI::App& app, int argc, char** argv) {
   Arguments out;
@@ -194,8 +194,15 @@ Arguments ReadArguments(const CLI::App& app, int argc, char** argv) {
     if (arg == "--") options_end = true;
     const bool long_empty =
         arg.size() > 3 && arg.rfind("--", 0) == 0 && arg.find('=') == arg.size() - 1;
-    const bool short_empty = arg.size() == 3 && arg[0] == '-' && arg[1] != '-' && arg[2] == '=';
-    if (options_end || (!long_empty && !short_empty)) {
+    const bool short_assignment =
+        arg.size() >= 3 && arg[0] == '-' && arg[1] != '-' && arg[1] != '=' && arg[2] == '=';
+    if (!options_end && short_assignment && arg.size() > 3 && !IsFlag(app, arg.substr(0, 2))) {
+      // CLI11 would keep the '=' in the value of "-o=NAME".
+      out.reversed.push_back(arg.substr(0, 2));
+      out.reversed.push_back(arg.substr(3));
+      continue;
+    }
+    if (options_end || (!long_empty && !(short_assignment && arg.size() == 3))) {
       out.reversed.push_back(arg);
       continue;
     }
@@ -210,15 +217,21 @@ Arguments ReadArguments(const CLI::App& app, int argc, char** argv) {
   return out;
 }
 
-// The error for the first option of the parsed commands that was given an
-// empty value ("--output-dir=" or --output-dir ""), or "". Such a value
-// would name the current folder or be read as 0.
-std::string EmptyValueError(const CLI::App& app) {
+// The error for the first option of the parsed commands whose value is the
+// name of another option of the command, as when the value was left out
+// ("--model --prompt cat" gave --model the value "--prompt"), or "". With
+// `empty_values`, also for an empty value ("--output-dir=" or
+// --output-dir ""), which would name the current folder or read as 0.
+std::string OptionValueError(const CLI::App& app, bool empty_values) {
   for (const CLI::Option* option : app.get_options()) {
     if (option->count() == 0 || option->get_expected_max() == 0 || MayBeEmpty(*option)) continue;
     for (const std::string& value : option->results()) {
-      if (!value.empty()) continue;
       const std::string name = option->get_name();
+      if (value.rfind('-', 0) == 0 && app.get_option_no_throw(value) != nullptr) {
+        return name + " was given no value: it took the option " + value + " as its value; give " +
+               name + " a value before " + value;
+      }
+      if (!value.empty() || !empty_values) continue;
       const std::string type = option->get_type_name();
       const bool number =
           type.find("INT") != std::string::npos || type.find("FLOAT") != std::string::npos;
@@ -231,7 +244,7 @@ std::string EmptyValueError(const CLI::App& app) {
     }
   }
   for (const CLI::App* command : app.get_subcommands()) {
-    if (std::string error = EmptyValueError(*command); !error.empty()) return error;
+    if (std::string error = OptionValueError(*command, empty_values); !error.empty()) return error;
   }
   return "";
 }
@@ -282,10 +295,13 @@ int ParseCommandLine(CLI::App& app, int argc, char** argv) {
   try {
     if (argc > 0) app.name(argv[0]);
     app.parse(std::vector<std::string>(args.reversed));
-    message = EmptyValueError(app);
+    message = OptionValueError(app, true);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    message = ParseErrorMessage(e, args);
+    // A value left out makes CLI11 report what follows (a required option
+    // "missing"), so the option that took another's name is named first.
+    message = OptionValueError(app, false);
+    if (message.empty()) message = ParseErrorMessage(e, args);
   }
   if (message.empty()) return -1;
   const std::string help = CommandPath(app) + " --help";

@@ -207,8 +207,9 @@ struct Pruned {
 };
 
 // Removes the entries of `cache_dir` other than `keep` whose models changed
-// or were removed. Entries that hold anything an entry does not have are
-// left alone, like damaged ones.
+// or were removed. Only a folder named as SessionCacheEntry names the entry
+// of its own key counts as an entry. Entries that hold anything an entry
+// does not have are left alone, like damaged ones.
 Pruned PruneStaleEntries(const fs::path& cache_dir, const fs::path& keep) {
   std::error_code ec;
   Pruned pruned;
@@ -218,7 +219,9 @@ Pruned PruneStaleEntries(const fs::path& cache_dir, const fs::path& keep) {
       continue;
     }
     const std::optional<std::string> key = EntryKeyText(item.path());
-    if (!key || !EntryIsStale(*key)) continue;
+    if (!key || key->rfind("model ", 0) != 0) continue;
+    const std::string model = key->substr(6, key->find('\n') - 6);
+    if (SessionCacheEntry(cache_dir, model, *key) != item.path() || !EntryIsStale(*key)) continue;
     const std::uint64_t bytes = PlainFileBytes(item.path() / kModelName).value_or(0) +
                                 PlainFileBytes(item.path() / kDataName).value_or(0);
     if (!RemoveDamagedEntry(item.path()).ok()) continue;
