@@ -265,10 +265,9 @@ TEST(Cli, LeadingZerosAreDecimal) {
   EXPECT_EQ(testing::ReadModel(dir / "out" / "unet_tiny-sd1.onnx").opset_import(0).version(), 14);
 }
 
-// CLI11 reads "--name=" as "--name" followed by the next argument, which
-// once made "--cache-dir= --force" a folder named "--force". The empty value
-// typed now reaches the option's check; a flag written "--force=" stays a
-// flag.
+// CLI11 reads "--name=" as "--name" followed by the next argument, so
+// "--cache-dir= --force" would name a folder "--force". The empty value
+// is rejected instead, and a flag written "--force=" stays a flag.
 TEST(Cli, EmptyAssignmentIsAnEmptyValue) {
   TempDir dir;
   const std::string cd = "cd " + Quote(dir.path()) + " &&";

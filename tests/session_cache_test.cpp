@@ -137,7 +137,7 @@ TEST_F(SessionCache, ChangedModelGetsANewEntry) {
       << log.text();
 }
 
-TEST_F(SessionCache, EntriesOfRemovedOrChangedModelsArePruned) {
+TEST_F(SessionCache, StaleEntriesArePruned) {
   // Five copies of the export, each cached. One loses its UNet file, one
   // its data file's time. Two lose every file as an unmounted drive would:
   // one its whole folder, one all it held, leaving an empty mount point.

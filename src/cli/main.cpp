@@ -180,12 +180,11 @@ struct Arguments {
   std::vector<std::string> emptied;   // Options written "--name=" or "-n=".
 };
 
-// The arguments after the program name. CLI11 reads "--name=" (nothing
-// after the '=') as "--name" and takes the next argument as its value, so
-// "--cache-dir= --force" named a folder "--force"; it reads "-o=" as "-o"
-// with the value "=". For an option that takes a value, each such argument
-// becomes the name and "". OptionValueError then rejects the empty value
-// typed. For a flag it becomes the name alone.
+// Reads the arguments after the program name. CLI11 reads "--name=" as
+// "--name" followed by the next argument, and "-o=" as "-o" with the value
+// "=". So each such argument of an option that takes a value becomes the
+// name and "", which OptionValueError rejects. For a flag it becomes the
+// name alone.
 Arguments ReadArguments(const CLI::App& app, int argc, char** argv) {
   Arguments out;
   bool options_end = false;
@@ -217,11 +216,10 @@ Arguments ReadArguments(const CLI::App& app, int argc, char** argv) {
   return out;
 }
 
-// The error for the first option of the parsed commands whose value is the
-// name of another option of the command, as when the value was left out
-// ("--model --prompt cat" gave --model the value "--prompt"), or "". With
-// `empty_values`, also for an empty value ("--output-dir=" or
-// --output-dir ""), which would name the current folder or read as 0.
+// Returns the error for the first option of the parsed commands whose value
+// is another option's name, as when the value was left out ("--model
+// --prompt cat"), or "". With `empty_values`, an empty value is an error too,
+// because it would name the current folder or read as 0.
 std::string OptionValueError(const CLI::App& app, bool empty_values) {
   for (const CLI::Option* option : app.get_options()) {
     if (option->count() == 0 || option->get_expected_max() == 0 || MayBeEmpty(*option)) continue;

@@ -76,16 +76,13 @@ struct SessionOptions {
   // When not empty, ONNX Runtime writes the graph as optimized at load to
   // this path.
   std::string optimized_model_path;
-  // Whether the session allocates its CPU tensors from one arena that
-  // every session of the process shares, instead of an arena of its own.
-  // Each arena keeps the most memory it ever held, so with one arena each a
-  // generate run held the UNet's peak while the VAE decoded. Shared, the
-  // VAE reuses it: the full-size SD 1.5 at 512x512 peaked at 5.2 GB instead
-  // of 5.7 GB, the tiny test model (65536 tokens) at 4.6 GB instead of
-  // 9.1 GB, with the same images. Memory the arena took stays with the
-  // process, so sessions that copy every weight (the session cache's
-  // build) keep an arena of their own, which they free when dropped.
-  // Only CPU sessions share it.
+  // Whether a CPU session allocates from the one arena that every session
+  // of the process shares. An arena keeps the most memory it ever had, so
+  // with one arena per session the UNet's peak stayed while the VAE ran.
+  // Shared, SD 1.5 at 512x512 peaked at 5.2 GB instead of 5.7 GB, and the
+  // tiny test model at 4.6 GB instead of 9.1 GB, with the same images. Memory taken from the shared
+  // arena stays with the process, so the session cache's build, which copies every weight, keeps
+  // its own arena and frees it when dropped.
   bool shared_arena = true;
   // Further ONNX Runtime session config entries (onnxruntime_session_options_config_keys.h).
   std::map<std::string, std::string> config_entries;
@@ -155,8 +152,8 @@ class OrtModel {
   const std::string& cached_path() const { return cached_path_; }
   // Whether this load built that cache entry (the first run with the model).
   bool cache_built() const { return cache_built_; }
-  // The cache entries of changed or removed models that building this
-  // load's entry removed, and their bytes.
+  // The number and bytes of stale cache entries that building this load's
+  // entry removed.
   std::size_t cache_entries_removed() const { return cache_entries_removed_; }
   std::uint64_t cache_bytes_freed() const { return cache_bytes_freed_; }
 

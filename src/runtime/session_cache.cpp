@@ -168,6 +168,9 @@ bool StampIsStale(const fs::path& file, const std::string& recorded_stamp) {
 // every key is made from the files as they are now. A key this build would
 // not write (a path holding a line break, say) is never judged stale.
 bool EntryIsStale(const std::string& key_text) {
+  static const std::regex kOtherKeyLine(
+      "(conversion|onnxruntime|cpu|optimization|widen_weights_at_load|config) .*");
+  static const std::regex kStamp("[0-9]+ -?[0-9]+");
   std::istringstream lines(key_text);
   std::string line;
   if (!std::getline(lines, line) || line.rfind("model ", 0) != 0) return false;
@@ -178,7 +181,7 @@ bool EntryIsStale(const std::string& key_text) {
     if (line.rfind("model file ", 0) == 0) {
       stamps.emplace_back(model, line.substr(11));
     } else if (line.rfind("data file ", 0) == 0) {
-      // "data file LOCATION SIZE MTIME_NS"; the location may hold spaces.
+      // "data file LOCATION SIZE MTIME_NS", where the location may contain spaces.
       const std::string rest = line.substr(10);
       const std::size_t time_space = rest.rfind(' ');
       if (time_space == std::string::npos || time_space == 0) return false;
@@ -186,14 +189,13 @@ bool EntryIsStale(const std::string& key_text) {
       if (size_space == std::string::npos) return false;
       stamps.emplace_back(model.parent_path() / rest.substr(0, size_space),
                           rest.substr(size_space + 1));
-    } else if (!std::regex_match(line, std::regex("(conversion|onnxruntime|cpu|optimization|"
-                                                  "widen_weights_at_load|config) .*"))) {
+    } else if (!std::regex_match(line, kOtherKeyLine)) {
       return false;
     }
   }
   if (stamps.empty() || stamps.front().first != model) return false;
   for (const auto& [file, stamp] : stamps) {
-    if (!std::regex_match(stamp, std::regex("[0-9]+ -?[0-9]+"))) return false;
+    if (!std::regex_match(stamp, kStamp)) return false;
   }
   for (const auto& [file, stamp] : stamps) {
     if (StampIsStale(file, stamp)) return true;
@@ -207,9 +209,9 @@ struct Pruned {
 };
 
 // Removes the entries of `cache_dir` other than `keep` whose models changed
-// or were removed. Only a folder named as SessionCacheEntry names the entry
-// of its own key counts as an entry. Entries that hold anything an entry
-// does not have are left alone, like damaged ones.
+// or were removed. A folder counts as an entry only when SessionCacheEntry
+// gives its name for the key it records. Entries that contain anything an
+// entry does not have are kept, like damaged ones.
 Pruned PruneStaleEntries(const fs::path& cache_dir, const fs::path& keep) {
   std::error_code ec;
   Pruned pruned;

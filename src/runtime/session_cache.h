@@ -26,8 +26,8 @@
 //     complete. A folder with the final name is therefore always complete;
 //     one whose files no longer match entry.txt is rebuilt.
 //  5. After a build, entries whose key stamps a model or data file that has
-//     since changed, or was deleted from a folder that still holds other
-//     files, are removed: no key made now can match them.
+//     since changed, or was deleted from a folder that still has other
+//     files, are removed because no key made now can match them.
 #pragma once
 
 #include <filesystem>

@@ -195,10 +195,8 @@ std::vector<std::string> RemoveStaleTemporaries(const FolderLock& folder_lock, c
 
 namespace {
 
-// Why `path` cannot hold files, and what to do: "PATH: exists and is not a
-// folder" or, for a symlink that leads nowhere, where it ends: the missing
-// path its chain of symlinks points to (relative targets resolved), or a
-// loop.
+// Returns why `path` cannot contain files, and what to do. For a symlink
+// that leads nowhere, the message names where its chain ends, or a loop.
 std::pair<std::string, std::string> NotAFolder(const fs::path& path) {
   std::error_code ec;
   if (!fs::is_symlink(fs::symlink_status(path, ec)) || fs::exists(path, ec)) {
